@@ -1,0 +1,272 @@
+"""Typed configuration: what one run is (model, data, training) and how YAML becomes it.
+
+Every schema forbids unknown keys and is frozen once validated. Validation errors become
+one-line :class:`~scaling.errors.ConfigError` messages that name the file, the dotted key,
+the bad value and the fix. This module never touches torch or MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from scaling.errors import ConfigError
+
+__all__ = [
+    "StrictModel",
+    "ModelConfig",
+    "DataConfig",
+    "SyntheticConfig",
+    "TrainConfig",
+    "RunSpec",
+    "load_yaml",
+    "validate",
+    "load_run_spec",
+]
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base of every schema: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(StrictModel):
+    """Shape and recipe of one GPT model (see :class:`scaling.model.GPTConfig`)."""
+
+    n_layer: int = Field(4, ge=1, description="number of Transformer blocks")
+    d_model: int = Field(128, ge=1, description="residual stream width")
+    n_head: int = Field(4, ge=1, description="attention heads; must divide d_model")
+    context: int = Field(256, ge=2, description="tokens per sequence")
+    vocab_size: int | None = Field(
+        None, ge=2, description="None takes the tokenizer's vocabulary size"
+    )
+    attention: Literal["dense", "alternating"] = Field(
+        "dense", description="'alternating' = GPT-3: dense and locally banded layers in turn"
+    )
+    window: int | None = Field(
+        None, ge=1, description="band width in tokens of the banded layers ('alternating' only)"
+    )
+    tie_embeddings: bool = True
+    bias: bool = True
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> ModelConfig:
+        if self.d_model % self.n_head:
+            divisors = [h for h in range(1, self.d_model + 1) if self.d_model % h == 0]
+            below = [h for h in divisors if h < self.n_head][-1:]
+            above = [h for h in divisors if h > self.n_head][:1]
+            nearest = below + above
+            raise ValueError(
+                f"n_head = {self.n_head} does not divide d_model = {self.d_model}; "
+                f"pick a divisor such as {' or '.join(map(str, nearest))}"
+            )
+        if self.attention == "alternating" and self.window is None:
+            raise ValueError(
+                "attention = 'alternating' needs a window; set model.window, e.g. "
+                f"{max(1, self.context // 4)}"
+            )
+        if self.window is not None and self.window > self.context:
+            raise ValueError(
+                f"window = {self.window} is larger than context = {self.context}; "
+                f"use a window of at most {self.context}"
+            )
+        return self
+
+
+class SyntheticConfig(StrictModel):
+    """A seeded random Markov source whose entropy rate (the irreducible loss) is exact."""
+
+    alphabet: int = Field(16, ge=2, le=256, description="number of symbols")
+    order: int = Field(2, ge=1, le=4, description="Markov order (symbols of history)")
+    concentration: float = Field(
+        0.5, gt=0, description="Dirichlet concentration of each next-symbol distribution"
+    )
+    tokens: int = Field(2_000_000, ge=1_000, description="length of the generated corpus")
+    seed: int = 0
+
+
+class DataConfig(StrictModel):
+    """Where the text comes from and how it becomes tokens."""
+
+    source: str = Field(
+        "python-stdlib",
+        description=(
+            "'python-stdlib' (embedded default), 'synthetic', or a path: a text file, a "
+            "directory of text files, a .jsonl file, or a nanoGPT-style uint16 .bin"
+        ),
+    )
+    glob: str = Field("**/*.txt", description="files to read when source is a directory")
+    text_field: str = Field("text", description="field holding the text in a .jsonl source")
+    tokenizer: str = Field(
+        "bytes", description="'bytes' (vocab 256), 'bpe' (trained locally), or a tokenizer.json path"
+    )
+    bpe_vocab_size: int = Field(4096, ge=257, le=65535)
+    eval_fraction: float = Field(
+        0.02, gt=0, lt=0.5, description="share of documents held out for evaluation"
+    )
+    eval_tokens: int = Field(
+        131_072, ge=1, description="tokens scored at every evaluation (fixed across a sweep)"
+    )
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+
+class TrainConfig(StrictModel):
+    """Optimizer, schedule, budget and bookkeeping of one run."""
+
+    tokens: int = Field(1_000_000, ge=1, description="training budget D in tokens")
+    batch_tokens: int = Field(8192, ge=1, description="tokens per optimizer step (global)")
+    micro_batch_tokens: int | None = Field(
+        None, ge=1, description="tokens per forward pass; None = the whole batch at once"
+    )
+    lr: float = Field(3e-3, gt=0, description="peak learning rate")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a share of lr")
+    warmup: float = Field(0.05, ge=0, lt=1, description="share of steps spent warming up")
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
+    seed: int = 0
+    eval_every: int = Field(0, ge=0, description="steps between evaluations; 0 = about 10 per run")
+    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0 = never")
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    divergence_factor: float = Field(
+        3.0, gt=1, description="stop when the loss exceeds this multiple of its running minimum"
+    )
+
+
+# Fields that change how a run is executed, not what it computes: left out of the run key so
+# that the same run on another device, or with other checkpoint settings, is recognised.
+_KEY_NEUTRAL_TRAIN_FIELDS = {"device", "checkpoint_every", "compile"}
+
+
+class RunSpec(StrictModel):
+    """Everything one training run needs: the unit a sweep enqueues and a worker trains."""
+
+    sweep: str = Field("default", min_length=1)
+    name: str = Field("run", min_length=1, description="e.g. d128-L4-20xN")
+    role: Literal["proxy", "target"] = "proxy"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @property
+    def run_key(self) -> str:
+        """A stable 16-hex-digit hash of everything that changes this run's result.
+
+        The name, sweep and role are labels, and device/checkpoint/compile settings change
+        only how the run executes, so none of them enters the key.
+        """
+        payload = {
+            "model": self.model.model_dump(mode="json"),
+            "data": self.data.model_dump(mode="json"),
+            "train": self.train.model_dump(mode="json", exclude=_KEY_NEUTRAL_TRAIN_FIELDS),
+        }
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def flat_params(self) -> dict[str, Any]:
+        """The config as dotted keys (``model.d_model``), as logged to MLflow params."""
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    walk(f"{prefix}.{key}" if prefix else key, item)
+            else:
+                flat[prefix] = value
+
+        walk("", self.model_dump(mode="json", exclude={"sweep", "name", "role"}))
+        return flat
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, unreadable, not YAML, or not a mapping at the top.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; check the path (relative to {Path.cwd()})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file; give a YAML file") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}:{where} invalid YAML ({problem}); fix the syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the top level is a {type(data).__name__}, not a mapping of keys; "
+            "write it as 'key: value' lines"
+        )
+    return data
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One line for one pydantic error: dotted key, bad value, what is wrong and the fix."""
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown key {key}; remove it or check its spelling"
+    if kind == "missing":
+        return f"{key} is required; add it"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    shown = repr(value) if not isinstance(value, dict) else "{...}"
+    if key == "(top level)" or (isinstance(value, dict) and kind == "value_error"):
+        return f"{key}: {message}" if key != "(top level)" else message
+    return f"{key} = {shown}: {message}"
+
+
+def validate(schema: type[T], data: Any, source: str | Path = "<config>") -> T:
+    """Validate ``data`` against ``schema``; turn the first problem into a one-line ConfigError.
+
+    Examples
+    --------
+    >>> validate(ModelConfig, {"d_model": 64, "n_head": 4}).n_head
+    4
+    >>> validate(ModelConfig, {"d_model": 64, "n_head": 5}, "sweeps/demo.yaml")
+    Traceback (most recent call last):
+    ...
+    scaling.errors.ConfigError: sweeps/demo.yaml: n_head = 5 does not divide d_model = 64; pick a divisor such as 4 or 8
+    """
+    try:
+        return schema.model_validate(data)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        raise ConfigError(f"{source}: {_describe(first)}") from None
+
+
+def load_run_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> RunSpec:
+    """Load one run from YAML (``model:``, ``data:``, ``train:``, ``name:``...), then apply
+    dotted ``overrides`` such as ``{"train.lr": 1e-3}``."""
+    data = load_yaml(path) if path is not None else {}
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{path}: {dotted} cannot be set: {part} is not a mapping")
+        node[leaf] = value
+    return validate(RunSpec, data, path if path is not None else "<flags>")

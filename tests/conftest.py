@@ -1,0 +1,28 @@
+"""Shared fixtures. Every test runs in its own working directory, so MLflow databases,
+journals, checkpoints and reports never land in the source tree."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _token_cache(tmp_path_factory):
+    """One token cache for the whole session, outside the user's home."""
+    cache = tmp_path_factory.mktemp("token-cache")
+    old = os.environ.get("SCALING_CACHE_DIR")
+    os.environ["SCALING_CACHE_DIR"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("SCALING_CACHE_DIR", None)
+    else:
+        os.environ["SCALING_CACHE_DIR"] = old
