@@ -1,0 +1,33 @@
+"""The command-line gate and the generated reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scaling.cli import REFERENCE_END, REFERENCE_START, cli_reference, main
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_reference_is_in_sync_with_the_commands():
+    text = README.read_text(encoding="utf-8")
+    block = text.split(REFERENCE_START, 1)[1].split(REFERENCE_END, 1)[0]
+    assert block.strip() == cli_reference().strip(), (
+        "README.md's command reference is stale: run `scaling cli-reference --write README.md`"
+    )
+
+
+def test_user_error_is_one_line_and_exit_code(tmp_path, capsys):
+    target = tmp_path / "doc.md"
+    target.write_text("no markers here\n")
+    code = main(["cli-reference", "--write", str(target)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: {target}: no <!-- cli-reference:start -->")
+    assert target.read_text() == "no markers here\n"
+
+
+def test_unknown_command_is_a_usage_error(capsys):
+    assert main(["no-such-command"]) == 2
+    assert "No such command" in capsys.readouterr().err
