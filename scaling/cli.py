@@ -54,6 +54,64 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+# --- demo commands ---
+
+
+@cli.command("demo")
+@click.option("--sweep", "sweep", type=click.Path(dir_okay=False), default=None,
+              help="Sweep file with the proxies and the target [default: sweeps/demo.yaml].")
+@click.option("--quick", is_flag=True, help="Toy sizes: the same pipeline in about a minute.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--storage", default=None, help="Optuna storage [default: optuna.journal beside mlflow.db].")
+@click.option("-o", "--report-dir", type=click.Path(file_okay=False), default=None,
+              help="Report directory [default: reports/<sweep name>/].")
+@tracking_option
+@output_option
+def demo_command(sweep, quick, workers, storage, report_dir, tracking_uri, output):
+    """Train proxies, predict a bigger run before training it, train it, and compare.
+
+    Runs the demo sweep on the embedded corpus (byte tokens, CPU or GPU), fits the GPT-4
+    law L(C) = a*C^b + c on the proxies' exact compute, prints the forecast with its 90%
+    interval, trains the target, writes reports/demo/ and prints one headline line.
+    Finished runs are reused, so a second call takes seconds.
+
+    \b
+    Example:
+      scaling demo
+      scaling demo --quick
+    """
+    from scaling.demo import run_demo
+
+    say = (lambda line: click.echo(line, err=True)) if output == "json" else click.echo
+    result = run_demo(
+        sweep, quick=quick, tracking_uri=tracking_uri, storage=storage, workers=workers,
+        report_dir=report_dir, say=say, progress=_sweep_progress(output),
+    )
+    if output == "json":
+        _emit_json(result.summary())
+    else:
+        click.echo(f"headline: {result.comparison.headline()}")
+        click.echo(f"report: {result.report_dir / 'index.html'} (wall time {result.wall_s:.0f} s)")
+
+
+def _sweep_progress(output: str):
+    """A progress callback for sweeps: one rich status line on a terminal, nothing otherwise."""
+    if output == "json" or not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+
+    def show(snapshot: dict) -> None:
+        console.print(
+            f"  runs {snapshot.get('done', 0)}/{snapshot.get('runs', 0)} done, "
+            f"{snapshot.get('running', 0)} running, {snapshot.get('failed', 0)} failed",
+            end="\r",
+        )
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command line, print user errors as one line, return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)

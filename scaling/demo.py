@@ -1,0 +1,238 @@
+"""The whole job on one machine: train proxies, predict a larger run, train it, compare.
+
+:func:`run_demo` is what ``scaling demo`` calls. It runs the sweep file's proxies through
+the ordinary sweep machinery (Optuna queue, MLflow runs, exactly once), fits a law on them,
+writes down the forecast for the target *before* the target is trained, trains the target,
+then compares and writes the report. Nothing here prints: progress and results go to the
+``say`` callback, and the result object carries every figure.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scaling.errors import ConfigError
+
+__all__ = ["DemoResult", "default_sweep_path", "run_demo"]
+
+DEMO_SWEEP = Path("sweeps") / "demo.yaml"
+
+
+def default_sweep_path() -> Path:
+    """``sweeps/demo.yaml`` in the working directory, else the one shipped beside the package.
+
+    Raises
+    ------
+    ConfigError
+        If neither exists (an installed package without its source tree).
+    """
+    here = DEMO_SWEEP
+    if here.is_file():
+        return here
+    shipped = Path(__file__).resolve().parents[1] / DEMO_SWEEP
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(
+        f"{DEMO_SWEEP}: not found in {Path.cwd()} nor beside the package; "
+        "run from the repository root or pass --sweep FILE"
+    )
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured.
+
+    Attributes
+    ----------
+    forecast : dict
+        The forecast written before the target was trained: law, x column, target x,
+        predicted loss and its interval, the fit summary.
+    comparison : scaling.compare.Comparison
+        Predicted against actual for the target.
+    report_dir : Path
+        Where ``index.html`` and ``report.md`` were written.
+    wall_s : float
+        Wall time of the whole demo.
+    timings : dict
+        Wall time of each stage (proxies, fit, target, compare, report).
+    """
+
+    forecast: dict[str, Any]
+    comparison: Any
+    report_dir: Path
+    wall_s: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe figures of the run: the headline, the forecast and the timings."""
+        loss = self.comparison.loss
+        return {
+            "headline": self.comparison.headline(),
+            "predicted": loss.predicted,
+            "interval": [loss.lo, loss.hi],
+            "actual": loss.actual,
+            "relative_error": loss.relative_error,
+            "inside_interval": bool(loss.inside),
+            "forecast": self.forecast,
+            "report_dir": str(self.report_dir),
+            "wall_s": self.wall_s,
+            "timings": self.timings,
+        }
+
+
+def _target_x(config: Any, x: str) -> float:
+    """The target's position on the law's axis, from the sweep plan (no training needed)."""
+    from scaling.sweep import plan
+
+    columns = {"flops_exact": "C_exact", "flops": "C", "params": "N", "tokens": "D"}
+    if x not in columns:
+        raise ConfigError(
+            f"x = {x!r}: the demo extrapolates along one of {', '.join(columns)}; pick one"
+        )
+    targets = [row for row in plan(config) if row["role"] == "target"]
+    if len(targets) != 1:
+        raise ConfigError(
+            f"sweep {config.name}: the demo needs exactly one target run, found {len(targets)}; "
+            "give the sweep file one target: section"
+        )
+    return float(targets[0][columns[x]])
+
+
+def run_demo(
+    sweep: str | Path | None = None,
+    *,
+    quick: bool = False,
+    tracking_uri: str = "sqlite:///mlflow.db",
+    storage: str | None = None,
+    workers: int = 1,
+    law: str = "gpt4",
+    x: str = "flops_exact",
+    interval: float = 0.9,
+    n_bootstrap: int = 1000,
+    report_dir: str | Path | None = None,
+    say: Callable[[str], None] = lambda line: None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> DemoResult:
+    """Train the proxies, forecast the target, train it, compare, and write the report.
+
+    Parameters
+    ----------
+    sweep : path, optional
+        The sweep file; :func:`default_sweep_path` when None.
+    quick : bool
+        Use the sweep file's ``quick:`` toy sizes (for tests; accuracy is not the point).
+    tracking_uri, storage, workers
+        As for :func:`scaling.sweep.run_sweep`.
+    law, x : str
+        The law fitted to the proxies and the run-table column it extrapolates along.
+    interval : float
+        Coverage of the forecast interval.
+    n_bootstrap : int
+        Bootstrap resamples for the intervals.
+    report_dir : path, optional
+        Where to write the report; ``reports/<sweep name>/`` when None.
+    say : callable
+        Receives each line worth showing a person (stages, the forecast, the headline).
+    progress : callable, optional
+        Passed to :func:`scaling.sweep.run_sweep` for live progress.
+
+    Returns
+    -------
+    DemoResult
+
+    Raises
+    ------
+    ConfigError, DataError, TrackingError, StorageError, FitError
+        From the stages, before anything is trained where the problem is in the inputs.
+    """
+    from scaling import tracking
+    from scaling.compare import compare
+    from scaling.fit import fit
+    from scaling.formatting import format_flops, format_interval
+    from scaling.laws import get_law
+    from scaling.report import make_report
+    from scaling.sweep import load_sweep, run_sweep
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    path = Path(sweep) if sweep is not None else default_sweep_path()
+    config = load_sweep(path, quick=quick)
+    fitted_law = get_law(law)
+    target_x = _target_x(config, x)
+    directory = Path(report_dir) if report_dir is not None else Path("reports") / config.name
+
+    say(f"1/4 training the proxies of {path} (sweep {config.name})")
+    stage = time.perf_counter()
+    proxies_run = run_sweep(
+        config, workers=workers, storage=storage, tracking_uri=tracking_uri,
+        roles=("proxy",), progress=progress,
+    )  # fmt: skip
+    timings["proxies_s"] = time.perf_counter() - stage
+    if proxies_run.get("failed"):
+        say(f"   {proxies_run['failed']} proxy run(s) failed; they are left out of the fit")
+
+    stage = time.perf_counter()
+    proxies = tracking.runs_frame(config.name, tracking_uri=tracking_uri, role="proxy")
+    result = fit(fitted_law, proxies, x=x, n_bootstrap=n_bootstrap, seed=0)
+    point, (lo, hi) = result.predict(target_x, interval=interval)
+    predicted, lo, hi = float(point[0]), float(lo[0]), float(hi[0])
+    forecast = {
+        "sweep": config.name,
+        "law": law,
+        "x": x,
+        "target_x": target_x,
+        "predicted": predicted,
+        "interval": [lo, hi],
+        "coverage": interval,
+        "n_proxies": int(len(proxies)),
+        "extrapolation": target_x / float(proxies[x].max()),
+        "fit": result.summary(),
+        "made_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    forecast_path = directory.parent / f"{config.name}-forecast.json"
+    forecast_path.write_text(json.dumps(forecast, indent=2, default=float) + "\n", encoding="utf-8")
+    timings["fit_s"] = time.perf_counter() - stage
+    say(
+        f"2/4 forecast before training the target: {law} on {len(proxies)} proxies -> loss "
+        f"{format_interval(predicted, lo, hi)} ({interval:.0%} interval) at {x} = "
+        f"{format_flops(target_x)}, {forecast['extrapolation']:.0f}x the largest proxy"
+    )
+
+    say("3/4 training the target")
+    stage = time.perf_counter()
+    run_sweep(
+        config, workers=workers, storage=storage, tracking_uri=tracking_uri,
+        roles=("target",), progress=progress,
+    )  # fmt: skip
+    timings["target_s"] = time.perf_counter() - stage
+
+    stage = time.perf_counter()
+    targets = tracking.runs_frame(config.name, tracking_uri=tracking_uri, role="target")
+    if targets.empty:
+        raise ConfigError(
+            f"sweep {config.name}: the target run did not finish; see `scaling sweep status {path}`"
+        )
+    target_row = targets.iloc[0]
+    curve = tracking.learning_curve(target_row["run_id"], tracking_uri=tracking_uri)
+    comparison = compare(
+        proxies, target_row, law=law, x=x, curve=curve, interval=interval,
+        n_bootstrap=n_bootstrap, seed=0,
+    )  # fmt: skip
+    timings["compare_s"] = time.perf_counter() - stage
+
+    say(f"4/4 writing the report to {directory}")
+    stage = time.perf_counter()
+    report_path = make_report(
+        experiment=config.name, target=str(target_row["run_id"]), law=law,
+        directory=directory, n_bootstrap=n_bootstrap, seed=0, tracking_uri=tracking_uri,
+    )  # fmt: skip
+    timings["report_s"] = time.perf_counter() - stage
+    wall = time.perf_counter() - started
+    return DemoResult(forecast, comparison, Path(report_path), wall, timings)
