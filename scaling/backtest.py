@@ -31,6 +31,8 @@ class BacktestResult:
         The cuts, ascending (an expanding window: each fold trains on more runs).
     interval_ : float
         Level of the prediction bands whose coverage is measured.
+    band_ : str
+        ``"run"`` or ``"fit"`` (see :meth:`scaling.fit.FitResult.predict`).
     rows_ : dict of str -> ndarray
         One entry per (cut, held-out run): ``cut``, ``run``, the x columns, ``observed``,
         ``predicted``, ``lower``, ``upper``, ``relative_error`` ((predicted − observed) /
@@ -42,7 +44,8 @@ class BacktestResult:
         The fit of each fold.
     """
 
-    def __init__(self, law, cut_column, cuts, interval, rows, folds, fits) -> None:
+    def __init__(self, law, cut_column, cuts, interval, rows, folds, fits, band="run") -> None:
+        self.band_ = band
         self.law_ = law
         self.cut_column_ = cut_column
         self.cuts_ = cuts
@@ -62,6 +65,7 @@ class BacktestResult:
             "law": self.law_.name,
             "cut_column": self.cut_column_,
             "interval": self.interval_,
+            "band": self.band_,
             "folds": [dict(fold) for fold in self.folds_],
             "n_predictions": int(errors.size),
             "mean_abs_relative_error": float(errors.mean()),
@@ -82,6 +86,7 @@ def backtest(
     interval: float = 0.9,
     seed: int = 0,
     delta: float = 1e-3,
+    band: str = "run",
     source: str = "run table",
 ) -> BacktestResult:
     """Fit on the runs below each compute cut and predict the runs at or above it.
@@ -101,6 +106,9 @@ def backtest(
         otherwise ``flops_exact`` or, if absent, ``flops``.
     n_bootstrap, interval, seed, delta
         Passed to each fold's fit; ``interval`` is the band whose coverage is measured.
+    band : {"run", "fit"}
+        Which band (see :meth:`scaling.fit.FitResult.predict`) the coverage is measured
+        against: ``"run"`` includes the run-to-run scatter seen in the fitted runs.
 
     Returns
     -------
@@ -150,7 +158,7 @@ def backtest(
         result = fit(law, used[train], x=x_cols, y=y_col, n_bootstrap=n_bootstrap, seed=seed,
                      delta=delta, interval=0.95, source=f"{source} (runs below {cut:.3g})")
         test_x = tuple(a[test] for a in xs)
-        point, (lower, upper) = result.predict(test_x, interval=interval)
+        point, (lower, upper) = result.predict(test_x, interval=interval, band=band)
         observed = values[test]
         relative = (point - observed) / observed
         inside = (lower <= observed) & (observed <= upper)
@@ -177,4 +185,4 @@ def backtest(
         })
         fits.append(result)
     arrays = {key: np.asarray(value) for key, value in rows.items()}
-    return BacktestResult(law, cut_column, cuts, interval, arrays, folds, fits)
+    return BacktestResult(law, cut_column, cuts, interval, arrays, folds, fits, band)

@@ -371,7 +371,9 @@ class FitResult:
                 raise FitError(f"prediction input {column!r} must be finite and positive")
         return arrays
 
-    def predict(self, x, interval: float = 0.9) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    def predict(
+        self, x, interval: float = 0.9, band: str = "fit"
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Predict y at ``x`` with a bootstrap band.
 
         Parameters
@@ -381,6 +383,11 @@ class FitResult:
             ``x_``, a dict or a DataFrame with those columns.
         interval : float
             Level of the two-sided percentile band.
+        band : {"fit", "run"}
+            ``"fit"``: where the fitted curve lies (bootstrap of the parameters).
+            ``"run"``: where one new run's value lies — each bootstrap curve times the
+            exponential of a log residual drawn from the fit (seeded), so the run-to-run
+            scatter around the curve is included. Use ``"run"`` to judge held-out runs.
 
         Returns
         -------
@@ -391,12 +398,18 @@ class FitResult:
         self._check_fitted()
         if not 0 < interval < 1:
             raise FitError(f"interval = {interval} must lie strictly between 0 and 1")
+        if band not in ("fit", "run"):
+            raise FitError(f"band = {band!r}; choose 'fit' (the curve) or 'run' (one new run)")
         arrays = self._x_arrays(x)
         point = np.exp(self.law_.log_model(self.theta_[None, :], arrays)[0][0])
         if len(self.bootstrap_theta_) == 0:
             nan = np.full_like(point, np.nan)
             return point, (nan, nan.copy())
-        draws = np.exp(self.law_.log_model(self.bootstrap_theta_, arrays)[0])
+        log_draws = self.law_.log_model(self.bootstrap_theta_, arrays)[0]
+        if band == "run" and self.log_residuals_.size:
+            rng = np.random.default_rng(self.seed)
+            log_draws = log_draws - rng.choice(self.log_residuals_, size=log_draws.shape)
+        draws = np.exp(log_draws)
         tail = (1 - interval) / 2
         return point, (np.quantile(draws, tail, axis=0), np.quantile(draws, 1 - tail, axis=0))
 

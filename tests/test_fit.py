@@ -132,6 +132,9 @@ def test_chinchilla_backtest_below_1e20(chinchilla_points):
     np.testing.assert_allclose(frame["relative_error"],
                                (frame["predicted"] - frame["observed"]) / frame["observed"])
     assert summary["coverage"] == pytest.approx(frame["inside"].mean())
+    assert summary["band"] == "run"
+    # The fit below 1e20 is biased at larger compute: the 90% run band holds only about half.
+    assert 0.3 < summary["coverage"] < 0.8
 
 
 def test_expanding_window_backtest_on_gpt4():
@@ -215,6 +218,18 @@ def test_predict_inputs():
         result.predict(([-1.0], [1e11]))
     with pytest.raises(FitError, match=r"interval = 1.5 must lie strictly between 0 and 1"):
         result.predict(([1e9], [1e11]), interval=1.5)
+
+
+def test_run_band_adds_scatter_to_the_curve_band():
+    result = fit("gpt4", synthetic("gpt4", noise=0.01), n_bootstrap=200)
+    point, (fit_lo, fit_hi) = result.predict([1e17], band="fit")
+    _, (run_lo, run_hi) = result.predict([1e17], band="run")
+    assert run_lo[0] < fit_lo[0] < point[0] < fit_hi[0] < run_hi[0]
+    # With 1% scatter, the 90% band for one run spans roughly +-1.6% around the curve.
+    assert 0.02 < (run_hi[0] - run_lo[0]) / point[0] < 0.06
+    np.testing.assert_array_equal(result.predict([1e17], band="run")[1], (run_lo, run_hi))  # seeded
+    with pytest.raises(FitError, match=r"band = 'new'; choose 'fit' \(the curve\) or 'run' \(one new run\)"):
+        result.predict([1e17], band="new")
 
 
 def test_not_fitted():
