@@ -76,6 +76,15 @@ def _columns(text: str | None) -> list[str] | None:
     return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _cuts(text: str) -> list[float]:
+    from scaling.errors import ConfigError
+
+    try:
+        return [float(part) for part in _columns(text)]
+    except ValueError:
+        raise ConfigError(f"--backtest {text!r}: give compute cuts as numbers, e.g. '1e19,1e20'") from None
+
+
 def _fit_lines(summary: dict[str, Any]) -> list[str]:
     from scaling.formatting import format_interval
 
@@ -122,8 +131,7 @@ def fit_command(csv, experiment, law, x_columns, y_column, n_bootstrap, seed, cu
     result = fit(law, frame, x=x, y=y_column, n_bootstrap=n_bootstrap, seed=seed, source=source)
     report: dict[str, Any] = {"fit": result.summary()}
     if cuts:
-        cut_values = [float(c) for c in _columns(cuts)]
-        report["backtest"] = backtest(law, frame, cut_values, x=x, y=y_column, seed=seed, source=source).summary()
+        report["backtest"] = backtest(law, frame, _cuts(cuts), x=x, y=y_column, seed=seed, source=source).summary()
     if save:
         report["saved"] = str(save_fit(result, save))
     if output == "json":

@@ -236,6 +236,8 @@ def test_predict_command_fits_on_the_fly(capsys):
         (["fit", "--csv", "missing.csv"], "missing.csv: no such file"),
         (["fit", "--csv", str(DATA), "--law", "gpt5"], "unknown law 'gpt5'"),
         (["fit", "--csv", str(DATA)], "missing column(s) flops_exact"),
+        (["fit", "--csv", str(DATA), "--law", "chinchilla", "--bootstrap", "0", "--backtest", "1e20,x"],
+         "--backtest '1e20,x': give compute cuts as numbers"),
         (["predict", "--fit", "f.json", "--csv", "a.csv", "--flops", "1e20"], "give --fit FILE or --csv/--experiment"),
         (["predict", "--fit", "f.json", "--flops", "1e20"], "f.json: no such fit file"),
     ],
