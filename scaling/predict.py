@@ -41,6 +41,7 @@ __all__ = [
     "approach3",
     "predict_run",
     "hyperparameters",
+    "best_runs",
     "save_fit",
     "load_fit",
 ]
@@ -443,6 +444,35 @@ def predict_run(
         "interval": interval,
         "extrapolation": float(max(stretch)) if stretch else None,
     })
+
+
+def best_runs(
+    frame: pd.DataFrame, *, flops: str = "flops", bin_decades: float = 0.1, source: str = "run table"
+) -> pd.DataFrame:
+    """The lowest-loss run in each compute bin: the points a hyperparameter law is fitted to.
+
+    A sweep over learning rates (or batch sizes) at several budgets gives many runs per
+    budget; the ``lr`` and ``batch`` laws describe the best one, as DeepSeek LLM did.
+    ``fit("lr", best_runs(frame))`` fits lr_opt(C) = a·C^b.
+
+    Raises
+    ------
+    DataError
+        If ``flops`` or ``loss`` is missing or not numeric.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"flops": [1e18, 1e18, 1e19, 1e19], "lr": [1e-3, 3e-3, 1e-3, 3e-3],
+    ...                       "loss": [3.0, 2.9, 2.5, 2.6]})
+    >>> best_runs(frame)["lr"].tolist()
+    [0.003, 0.001]
+    """
+    require_columns(frame, [flops, "loss"], source)
+    table = coerce_numeric(frame, [flops, "loss"], source)
+    table = table[np.isfinite(table["loss"]) & (table[flops] > 0)]
+    bins = np.round(np.log10(table[flops].to_numpy(dtype=float)) / bin_decades)
+    best = table.groupby(bins, sort=True)["loss"].idxmin()
+    return table.loc[best.to_numpy()].reset_index(drop=True)
 
 
 def hyperparameters(

@@ -18,6 +18,7 @@ from scaling.predict import (
     approach2,
     approach3,
     compute_optimal,
+    best_runs,
     hyperparameters,
     load_fit,
     predict_run,
@@ -151,6 +152,20 @@ def test_deepseek_hyperparameters():
     assert hp["lr"] == pytest.approx(0.3118 * 1e20**-0.125)
     assert hp["batch_tokens"] == pytest.approx(0.2920 * 1e20**0.3271)
     assert hyperparameters(1e20, lr={"a": 1.0, "b": 0.0})["lr"] == 1.0
+
+
+def test_lr_law_from_a_learning_rate_sweep():
+    # Five budgets x 41 learning rates; loss is a parabola in log lr around DeepSeek's optimum.
+    rows = []
+    for C in np.logspace(17, 21, 5):
+        best = 0.3118 * C**-0.125
+        for lr in np.logspace(-4, -2, 41):
+            rows.append({"flops": C, "lr": lr, "loss": 2.0 + 0.1 * np.log(lr / best) ** 2})
+    points = best_runs(pd.DataFrame(rows))
+    assert len(points) == 5
+    result = fit("lr", points, n_bootstrap=0)
+    # The lr grid has 20 steps per decade: the fitted exponent is within 0.01 of -0.125.
+    assert result.params_["b"] == pytest.approx(-0.125, abs=0.01)
 
 
 def test_save_and_load(chinchilla, tmp_path):
