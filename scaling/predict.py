@@ -42,6 +42,7 @@ __all__ = [
     "predict_run",
     "hyperparameters",
     "best_runs",
+    "two_step",
     "save_fit",
     "load_fit",
 ]
@@ -444,6 +445,45 @@ def predict_run(
         "interval": interval,
         "extrapolation": float(max(stretch)) if stretch else None,
     })
+
+
+def two_step(
+    loss_fit: FitResult, metric_fit: FitResult, x, interval: float = 0.9
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Two-step prediction, compute -> loss -> metric (Llama 3, the OLMo ladder).
+
+    ``loss_fit`` maps the x of a run (e.g. C) to its loss; ``metric_fit`` (usually the
+    ``sigmoid`` law, x = loss) maps the loss to a downstream metric. The band pairs the
+    i-th bootstrap draw of each fit, so both uncertainties carry through.
+
+    Returns
+    -------
+    point : ndarray
+    (lower, upper) : tuple of ndarray
+
+    Raises
+    ------
+    FitError
+        If ``metric_fit`` does not read a single x column (the loss).
+    """
+    if len(metric_fit.x_) != 1:
+        raise FitError(
+            f"two_step: the metric law must read one column (the loss), got {', '.join(metric_fit.x_)}"
+        )
+    loss, _ = loss_fit.predict(x, interval=interval)
+    point = metric_fit.predict(loss, interval=interval)[0]
+    n = min(len(loss_fit.bootstrap_theta_), len(metric_fit.bootstrap_theta_))
+    if n == 0:
+        nan = np.full_like(point, np.nan)
+        return point, (nan, nan.copy())
+    arrays = loss_fit._x_arrays(x)
+    loss_draws = np.exp(loss_fit.law_.log_model(loss_fit.bootstrap_theta_[:n], arrays)[0])  # (n, m)
+    metric_draws = np.exp(
+        np.stack([metric_fit.law_.log_model(metric_fit.bootstrap_theta_[i : i + 1], [loss_draws[i]])[0][0]
+                  for i in range(n)])
+    )
+    tail = (1 - interval) / 2
+    return point, (np.quantile(metric_draws, tail, axis=0), np.quantile(metric_draws, 1 - tail, axis=0))
 
 
 def best_runs(

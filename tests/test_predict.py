@@ -20,6 +20,7 @@ from scaling.predict import (
     compute_optimal,
     best_runs,
     hyperparameters,
+    two_step,
     load_fit,
     predict_run,
     save_fit,
@@ -166,6 +167,31 @@ def test_lr_law_from_a_learning_rate_sweep():
     result = fit("lr", points, n_bootstrap=0)
     # The lr grid has 20 steps per decade: the fitted exponent is within 0.01 of -0.125.
     assert result.params_["b"] == pytest.approx(-0.125, abs=0.01)
+
+
+def test_two_step_compute_to_loss_to_accuracy():
+    C = np.logspace(17, 21, 20)
+    loss = 40 * C**-0.1 + 1.5
+    accuracy = 0.05 + 0.7 / (1 + np.exp(4.0 * (loss - 3.0)))
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"flops_exact": C, "loss": loss * np.exp(rng.normal(0, 0.002, 20)),
+                          "accuracy": accuracy * np.exp(rng.normal(0, 0.002, 20))})
+    loss_fit = fit("gpt4", frame, n_bootstrap=100)
+    metric_fit = fit("sigmoid", frame, n_bootstrap=100)
+    target = 1e22
+    true_loss = 40 * target**-0.1 + 1.5
+    truth = 0.05 + 0.7 / (1 + np.exp(4.0 * (true_loss - 3.0)))
+    point, (lower, upper) = two_step(loss_fit, metric_fit, [target])
+    assert point[0] == pytest.approx(truth, rel=0.02)
+    assert lower[0] < point[0] < upper[0]
+    with pytest.raises(FitError, match=r"two_step: the metric law must read one column"):
+        two_step(loss_fit, fit("chinchilla", synthetic_chinchilla(), n_bootstrap=0), [target])
+
+
+def synthetic_chinchilla():
+    grid = np.meshgrid(np.logspace(7, 10, 5), np.logspace(9, 12, 5))
+    N, D = grid[0].ravel(), grid[1].ravel()
+    return pd.DataFrame({"params": N, "tokens": D, "loss": 1.8 + 400 / N**0.34 + 2000 / D**0.37})
 
 
 def test_save_and_load(chinchilla, tmp_path):
