@@ -106,11 +106,12 @@ def main() -> None:
         natural = law.to_natural(np.asarray(theta))
         return {k: float(v) for k, v in natural.items()}
 
+    scaled = "" if scale == 1 else " (x%.3g)" % scale
     methods = {
         "batched (screened, polished)": (batched_s, optimum(batched.theta_)),
         "batched, every start to convergence": (full_s, optimum(full.theta_)),
-        f"plain scipy loop, finite differences{'' if scale == 1 else ' (x%.3g)' % scale}": (plain_s * scale, optimum(plain.x)),
-        f"scipy loop, analytic gradient{'' if scale == 1 else ' (x%.3g)' % scale}": (grad_s * scale, optimum(grad.x)),
+        f"plain scipy loop, finite differences{scaled}": (plain_s * scale, optimum(plain.x)),
+        f"scipy loop, analytic gradient{scaled}": (grad_s * scale, optimum(grad.x)),
     }
     reference = methods["batched (screened, polished)"][1]
     print(f"Chinchilla fit, {len(frame)} points, {len(starts)} starts "

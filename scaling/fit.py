@@ -268,11 +268,10 @@ class FitResult:
         # natural bound, 0 (e.g. GPT-4's c on runs without visible irreducible loss), even if
         # the optimiser stopped before log(c) reached its numeric bound.
         log_pred, terms = law.log_model(self.theta_[None, :], xs)
-        vanished = [
-            name in law.log_params
-            and float(np.abs(np.broadcast_to(weight * (1.0 if column is None else column), log_pred.shape)).max()) < 1e-2
-            for name, (weight, column) in zip(law.param_names, terms)
-        ]
+        vanished = []
+        for name, (weight, column) in zip(law.param_names, terms):
+            effect = np.broadcast_to(weight * (1.0 if column is None else column), log_pred.shape)
+            vanished.append(name in law.log_params and float(np.abs(effect).max()) < 1e-2)
         self.bound_flags_ = {
             name: bool(lo or hi or gone)
             for name, lo, hi, gone in zip(law.param_names, near_lower, near_upper, vanished)

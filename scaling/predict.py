@@ -560,7 +560,8 @@ def load_fit(path: str | Path) -> FitResult:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise FitError(f"{path}: not a JSON fit file ({error.msg if hasattr(error, 'msg') else error})") from None
+        reason = error.msg if hasattr(error, "msg") else error
+        raise FitError(f"{path}: not a JSON fit file ({reason})") from None
     if not isinstance(data, dict):
         raise FitError(f"{path}: not a saved fit (expected a JSON object)")
     return FitResult.from_dict(data, source=str(path))

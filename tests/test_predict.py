@@ -112,7 +112,8 @@ def test_approach_errors(points, chinchilla):
 def test_non_chinchilla_fits_are_refused():
     C = np.logspace(15, 19, 12)
     result = fit("gpt4", pd.DataFrame({"flops_exact": C, "loss": 40 * C**-0.1 + 1.5}), n_bootstrap=0)
-    with pytest.raises(FitError, match=r"compute_optimal needs a 'chinchilla' fit of L\(N, D\); got law 'gpt4'"):
+    message = r"compute_optimal needs a 'chinchilla' fit of L\(N, D\); got law 'gpt4'"
+    with pytest.raises(FitError, match=message):
         compute_optimal(1e20, result)
     with pytest.raises(FitError, match=r"approach3 needs a fitted result"):
         approach3(FitResult("chinchilla"))
@@ -273,13 +274,15 @@ def test_predict_command_fits_on_the_fly(capsys):
     ("args", "message"),
     [
         (["fit"], "give exactly one of --csv FILE or --experiment NAME"),
-        (["fit", "--csv", "a.csv", "--experiment", "demo"], "give exactly one of --csv FILE or --experiment NAME"),
+        (["fit", "--csv", "a.csv", "--experiment", "demo"],
+         "give exactly one of --csv FILE or --experiment NAME"),
         (["fit", "--csv", "missing.csv"], "missing.csv: no such file"),
         (["fit", "--csv", str(DATA), "--law", "gpt5"], "unknown law 'gpt5'"),
         (["fit", "--csv", str(DATA)], "missing column(s) flops_exact"),
         (["fit", "--csv", str(DATA), "--law", "chinchilla", "--bootstrap", "0", "--backtest", "1e20,x"],
          "--backtest '1e20,x': give compute cuts as numbers"),
-        (["predict", "--fit", "f.json", "--csv", "a.csv", "--flops", "1e20"], "give --fit FILE or --csv/--experiment"),
+        (["predict", "--fit", "f.json", "--csv", "a.csv", "--flops", "1e20"],
+         "give --fit FILE or --csv/--experiment"),
         (["predict", "--fit", "f.json", "--flops", "1e20"], "f.json: no such fit file"),
     ],
 )
