@@ -183,6 +183,8 @@ class FitResult:
         log(predicted) − log(observed) at the best fit.
     x_range_ : dict of str -> (float, float)
         Range of each x column in the fitted runs.
+    run_ids_ : ndarray (n,)
+        ``run_id`` of each fitted run (the table's index when there is no such column).
     fit_seconds_ : float
     """
 
@@ -206,6 +208,13 @@ class FitResult:
         self.delta = delta
         self.interval = interval
         self.screen = screen
+
+    def __repr__(self) -> str:
+        law = self.law.name if isinstance(self.law, Law) else self.law
+        return (
+            f"FitResult(law={law!r}, x={self.x!r}, y={self.y!r}, n_bootstrap={self.n_bootstrap}, "
+            f"seed={self.seed}, delta={self.delta}, interval={self.interval}, screen={self.screen})"
+        )
 
     # --- fitting ----------------------------------------------------------------------------
 
@@ -472,6 +481,7 @@ class FitResult:
         out["start_theta"] = self.start_.tolist()
         out["bootstrap_theta"] = self.bootstrap_theta_.tolist()
         out["log_residuals"] = self.log_residuals_.tolist()
+        out["run_ids"] = [str(run) for run in self.run_ids_]
         out["n_bootstrap_requested"] = self.n_bootstrap
         out["screen"] = self.screen
         out["format"] = "scaling.fit/1"
@@ -524,6 +534,7 @@ class FitResult:
             result.reasons_ = list(data["reasons"])
             result.x_range_ = {k: tuple(v) for k, v in data["x_range"].items()}
             result.log_residuals_ = np.asarray(data["log_residuals"], dtype=float)
+            result.run_ids_ = np.asarray(data.get("run_ids", []), dtype=str)
             result.fit_seconds_ = float(data["fit_seconds"])
         except (KeyError, TypeError, ValueError) as error:
             raise FitError(f"{source}: saved fit is incomplete or damaged ({error!r}); refit it") from None

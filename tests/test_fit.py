@@ -190,6 +190,8 @@ def test_round_trip_through_dict_predicts_the_same():
     np.testing.assert_allclose(again.predict(x)[0], result.predict(x)[0])
     np.testing.assert_allclose(again.predict(x)[1], result.predict(x)[1])
     assert again.summary()["params"] == result.summary()["params"]
+    np.testing.assert_array_equal(again.log_residuals_, result.log_residuals_)
+    assert list(again.run_ids_) == [str(i) for i in range(36)]
 
 
 def test_damaged_dict():
