@@ -119,10 +119,10 @@ def backtest(
     FitError
         If the cut column is missing, or a cut leaves no held-out run or too few runs to fit.
     """
-    from scaling.fit import fit, run_arrays  # scaling.fit re-exports this module
+    from scaling.fit import fit, run_arrays, x_columns  # scaling.fit re-exports this module
 
     law = get_law(law)
-    x_cols = tuple(x) if x is not None else law.x
+    x_cols = x_columns(law, x)
     y_col = y if y is not None else law.y
     if cut_column is None:
         if len(x_cols) == 1:

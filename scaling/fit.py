@@ -125,6 +125,13 @@ def run_arrays(
     return xs, used[y].to_numpy(dtype=float), used
 
 
+def x_columns(law: Law, x: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The x columns to read: the law's own when None; a single name may be a plain string."""
+    if x is None:
+        return tuple(law.x)
+    return (x,) if isinstance(x, str) else tuple(x)
+
+
 class FitResult:
     """A scaling law fitted to a run table, in the scikit-learn estimator habit.
 
@@ -228,7 +235,7 @@ class FitResult:
         """
         started = time.perf_counter()
         law = get_law(self.law)
-        x = tuple(self.x) if self.x is not None else law.x
+        x = x_columns(law, self.x)
         y = self.y if self.y is not None else law.y
         if len(x) != len(law.x):
             raise FitError(

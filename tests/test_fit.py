@@ -391,3 +391,19 @@ def test_screening_keeps_the_best_problems():
                            screen_at=(0,), keep_fraction=0.2, min_keep=4)
     assert out.screened.sum() == 80
     assert not out.screened[:20].any()  # the 20 with the lowest objective at the start go on
+
+
+def test_a_single_x_column_may_be_given_as_a_string():
+    """``x="flops"`` means the column, not the characters of its name."""
+    import numpy as np
+    import pandas as pd
+
+    from scaling.fit import fit
+    from scaling.laws import get_law
+
+    flops = np.logspace(15, 19, 8)
+    frame = pd.DataFrame({"flops": flops, "loss": 2.0 * flops**-0.05 + 1.5})
+    as_string = fit(get_law("gpt4"), frame, x="flops", n_bootstrap=0)
+    as_tuple = fit(get_law("gpt4"), frame, x=("flops",), n_bootstrap=0)
+    assert as_string.params_ == as_tuple.params_
+    assert abs(as_string.params_["b"] + 0.05) < 1e-3
