@@ -1,0 +1,152 @@
+"""The one number formatter: every "value ± error" in every report and terminal table.
+
+Rounding follows the Particle Data Group rule, as iminuit's ``pdg_format`` does: look at the
+three leading digits of the error; 100-354 keep two significant digits, 355-949 keep one,
+950-999 round up to 1000 and keep two. The value is rounded to the same decimal place.
+Large or small numbers share one power of ten: ``(1.23 ± 0.05)e18``.
+
+Also here: compact counts (``442K``, ``70B``) for parameters and tokens, and compact
+scientific numbers (``1.2e18``) for FLOPs.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["format_value_error", "format_interval", "format_count", "format_flops"]
+
+# Plain notation for numbers whose leading digit sits between 10^-3 and 10^4 (0.00123 .. 99999).
+_PLAIN_EXPONENTS = range(-3, 5)
+
+
+def _rounding(error: float) -> tuple[int, float]:
+    """PDG rule: (power of ten of the last kept digit, the rounded error)."""
+    exponent = math.floor(math.log10(error))
+    leading = round(error / 10 ** (exponent - 2))
+    if leading >= 1000:  # 999.6 rounds to 1000
+        exponent, leading = exponent + 1, 100
+    if leading <= 354:
+        digits = 2
+    elif leading <= 949:
+        digits = 1
+    else:
+        exponent, digits = exponent + 1, 2  # 950-999 become 1000 with two digits: 1.0
+    last = exponent - digits + 1
+    return last, round(error / 10**last) * 10**last
+
+
+def _render(numbers: list[float], last: int, reference: float) -> tuple[list[str], str]:
+    """Numbers rounded at 10^last, as strings, plus the shared exponent suffix ('' if none)."""
+    shift = math.floor(math.log10(abs(reference))) if reference else last
+    if shift in _PLAIN_EXPONENTS:
+        decimals = max(0, -last)
+        return [f"{round(x / 10**last) * 10**last:.{decimals}f}" for x in numbers], ""
+    decimals = max(0, shift - last)
+    return [f"{x / 10**shift:.{decimals}f}" for x in numbers], f"e{shift}"
+
+
+def format_value_error(value: float, error: float, upper_error: float | None = None) -> str:
+    """Format ``value ± error`` (or ``value +upper/-error``) with PDG rounding.
+
+    Parameters
+    ----------
+    value : float
+        The central value.
+    error : float
+        The (lower) error, positive.
+    upper_error : float, optional
+        The upper error when the interval is asymmetric; the smaller of the two errors sets
+        the rounding.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> format_value_error(0.34731, 0.0142)
+    '0.347 ± 0.014'
+    >>> format_value_error(1.8172, 0.0263)
+    '1.817 ± 0.026'
+    >>> format_value_error(2142.96, 1200.0)
+    '2100 ± 1200'
+    >>> format_value_error(1.2345e18, 4.6e16)
+    '(1.23 ± 0.05)e18'
+    >>> format_value_error(0.3473, 0.030, 0.026)
+    '0.347 +0.026/-0.030'
+    >>> format_value_error(1.0, 0.0)
+    '1 ± 0'
+    >>> format_value_error(2.5, float("nan"))
+    '2.5 ± nan'
+    """
+    errors = [error] if upper_error is None else [error, upper_error]
+    if not all(math.isfinite(e) and e > 0 for e in errors) or not math.isfinite(value):
+        shown = [f"{e:.2g}" for e in errors]
+        if upper_error is None:
+            return f"{value:.4g} ± {shown[0]}"
+        return f"{value:.4g} +{shown[1]}/-{shown[0]}"
+    last, _ = _rounding(min(errors))
+    rounded = [_rounding(min(errors))[1] if e == min(errors) else e for e in errors]
+    reference = max(abs(value), max(rounded))
+    texts, suffix = _render([value, *rounded], last, reference)
+    if upper_error is None:
+        body = f"{texts[0]} ± {texts[1]}"
+    else:
+        body = f"{texts[0]} +{texts[2]}/-{texts[1]}"
+    return f"({body}){suffix}" if suffix else body
+
+
+def format_interval(value: float, lower: float, upper: float) -> str:
+    """Format a value with its interval ``[lower, upper]`` as ``value +up/-down``.
+
+    A symmetric interval (to rounding) prints as ``value ± error``.
+
+    Examples
+    --------
+    >>> format_interval(0.3478, 0.317, 0.373)
+    '0.348 +0.025/-0.031'
+    >>> format_interval(10.0, 9.0, 11.0)
+    '10.0 ± 1.0'
+    """
+    down, up = value - lower, upper - value
+    if math.isfinite(down) and math.isfinite(up) and down > 0 and up > 0:
+        last, _ = _rounding(min(down, up))
+        if round(down / 10**last) == round(up / 10**last):
+            return format_value_error(value, down)
+    return format_value_error(value, down, up)
+
+
+def format_count(x: float) -> str:
+    """Compact count with K/M/B/T suffix and three significant digits (params, tokens).
+
+    Examples
+    --------
+    >>> format_count(442368)
+    '442K'
+    >>> format_count(70e9), format_count(1.4e12), format_count(1_500_000), format_count(950)
+    ('70B', '1.4T', '1.5M', '950')
+    """
+    if not math.isfinite(x):
+        return str(x)
+    for factor, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= factor:
+            return f"{x / factor:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def format_flops(x: float, digits: int = 2) -> str:
+    """Compact scientific notation for FLOPs: ``1.2e18``.
+
+    Examples
+    --------
+    >>> format_flops(1.2345e18)
+    '1.2e18'
+    >>> format_flops(5.76e23, digits=3)
+    '5.76e23'
+    >>> format_flops(0.0)
+    '0'
+    """
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
