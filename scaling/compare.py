@@ -160,19 +160,18 @@ class Comparison:
 
     def headline(self) -> str:
         """One line: predicted against actual loss, the error and the interval verdict."""
-        from scaling.formatting import format_value_error
+        from scaling.formatting import format_count, format_flops, format_interval
 
         row = self.loss
-        half_width = (row.hi - row.lo) / 2.0
         verdict = "inside" if row.inside else "outside"
         line = (
-            f"{self.run_id}: predicted {row.metric} {format_value_error(row.predicted, half_width)}"
-            f" at {row.x} = {row.target_x:.3g}, actual {row.actual:.4g}: error "
+            f"{self.run_id}: predicted {row.metric} {format_interval(row.predicted, row.lo, row.hi)}"
+            f" at {row.x} = {format_flops(row.target_x)}, actual {row.actual:.4g}: error "
             f"{row.relative_error * 100:+.1f}%, {verdict} the {row.interval:.0%} interval"
         )
         if row.crossing is not None:
             line += (
-                f"; the learning curve reached the prediction at {row.crossing.tokens:.3g} tokens"
+                f"; the learning curve reached the prediction at {format_count(row.crossing.tokens)} tokens"
                 f" ({row.crossing.fraction:.0%} of training)"
             )
         elif row.has_curve:
@@ -321,7 +320,8 @@ def compare(
             )
         x_column = x or law_object.x[0]
         result = fit(
-            law_object, proxies_frame, x=x_column, y=metric, n_bootstrap=n_bootstrap, seed=seed
+            law_object, proxies_frame, x=(x_column,), y=metric, n_bootstrap=n_bootstrap,
+            seed=seed, interval=interval, source="proxies",
         )
         target_x = _target_value(
             row, x_column, name, f"the run table needs the target's {x_column} to predict it"

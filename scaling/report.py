@@ -468,7 +468,7 @@ def residuals_data(result: Any, proxies: pd.DataFrame, *, x: str, y: str) -> pd.
     """
     xs = proxies[x].to_numpy(float)
     observed = proxies[y].to_numpy(float)
-    predicted = np.asarray(result.predict(xs), float)
+    predicted = np.asarray(result.predict(xs)[0], float)
     frame = pd.DataFrame(
         {
             "run": [_run_label(r) for _, r in proxies.iterrows()],
@@ -618,7 +618,10 @@ def build_report(
     if x not in inputs.runs.columns and "flops" in inputs.runs.columns:
         x = "flops"  # a CSV of someone else's runs may carry 6ND only
     split = split_runs(inputs.runs, x=x, y=y, target=target)
-    result = fit(law_object, split.proxies, x=x, y=y, n_bootstrap=n_bootstrap, seed=seed)
+    result = fit(
+        law_object, split.proxies, x=(x,), y=y, n_bootstrap=n_bootstrap, seed=seed,
+        interval=interval, source=f"{inputs.source} (proxies)",
+    )
 
     target_row = split.target
     notes: dict[str, str] = {}
@@ -668,7 +671,7 @@ def build_report(
             y, law_object.name, x, target_x, float(predicted), float(lo), float(hi), interval,
             actual, first_crossing(curve, float(predicted)) if has_curve else None, has_curve,
         )
-    backtest, backtest_note = _backtest(law_object, split.proxies, x, y, seed)
+    backtest, backtest_note = _backtest(law_object, split.proxies, x, y, n_bootstrap, seed)
     if backtest_note:
         notes["backtest"] = backtest_note
     optimal, optimal_note = _optimal(split.proxies, target_x, interval, n_bootstrap, seed)
@@ -679,6 +682,70 @@ def build_report(
         float(predicted), float(lo), float(hi), prediction, backtest, optimal, figures, notes,
         _date(date),
     )
+
+
+def _backtest(law: Any, proxies: pd.DataFrame, x: str, y: str, n_bootstrap: int, seed: int) -> tuple[pd.DataFrame | None, str]:
+    """Per-cut backtest table, or None and the reason it could not be run."""
+    from scaling.errors import FitError
+    from scaling.fit import backtest
+
+    try:
+        result = backtest(
+            law, proxies, x=(x,), y=y, n_bootstrap=n_bootstrap, seed=seed, source="backtest"
+        )
+    except FitError as error:
+        return None, f"No backtest: {error}."
+    from scaling.formatting import format_flops
+
+    folds = result.summary()["folds"]
+    table = pd.DataFrame(
+        {
+            f"cut ({x})": [format_flops(f["cut"]) for f in folds],
+            "runs fitted": [f["n_train"] for f in folds],
+            "runs predicted": [f["n_test"] for f in folds],
+            "mean abs. error": [f"{f['mean_abs_relative_error']:.2%}" for f in folds],
+            "max abs. error": [f"{f['max_abs_relative_error']:.2%}" for f in folds],
+            f"inside {result.interval_:.0%} band": [f"{f['coverage']:.0%}" for f in folds],
+            "fit valid": ["yes" if f["is_valid"] else "no" for f in folds],
+        }
+    )
+    return table, ""
+
+
+def _parameter_table(report: Report) -> Block:
+    from scaling.formatting import format_interval
+
+    summary = report.fit.summary()
+    rows = []
+    for name, p in summary["params"].items():
+        lo, hi = p["lower"], p["upper"]
+        shown = format_interval(p["value"], lo, hi) if lo is not None and hi is not None else f"{p['value']:.4g}"
+        interval = f"{lo:.4g} to {hi:.4g}" if lo is not None and hi is not None else "none"
+        bounds = f"{_bound(p['bound_lower'])} to {_bound(p['bound_upper'])}"
+        rows.append([name, shown, interval, bounds, "yes" if p["at_bound"] else "no"])
+    header = ["parameter", "value", f"{summary['interval']:.0%} interval", "bounds", "at bound"]
+    return ("table", header, rows)
+
+
+def _bound(value: float | None) -> str:
+    return "none" if value is None else f"{value:.3g}"
+
+
+def _diagnostics(report: Report) -> list[str]:
+    s = report.fit.summary()
+    items = [
+        f"Law: {s['law']}, {s['formula']}, fitted to {s['y']} against {', '.join(s['x'])}.",
+        f"Runs fitted: {s['n_points']}; starts: {s['n_starts']} ({s['n_starts_converged']} converged, "
+        f"{s['n_starts_screened']} screened out); bootstrap resamples: {s['n_bootstrap']} "
+        f"({s['n_bootstrap_failed']} failed).",
+        f"Huber objective {s['objective']:.3g}; log residuals: root mean square "
+        f"{s['rms_log_residual']:.2%}, largest {s['max_abs_log_residual']:.2%}.",
+    ]
+    if s["is_valid"]:
+        items.append("The fit is valid: converged, no parameter at a bound, every start agrees.")
+    else:
+        items.append("The fit is NOT valid: " + "; ".join(s["reasons"]) + ".")
+    return items
 
 
 def _finite(value: Any) -> bool:
@@ -698,6 +765,15 @@ def _figure(width: float = 6.4, height: float = 4.0) -> Any:
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
+def _plain_log_y(ax: Any) -> None:
+    """Loss ticks as plain numbers (2.5, 3) rather than 2.5x10^0 on a log axis."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+
+
 def draw_loss_vs_compute(data: Mapping[str, Any]) -> Any:
     """Figure 1 from :func:`loss_vs_compute_data`: log-log, proxies, law, band, target."""
     fig = _figure()
@@ -715,6 +791,7 @@ def draw_loss_vs_compute(data: Mapping[str, Any]) -> Any:
                    label="target (actual)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log_y(ax)
     ax.set_xlabel(f"compute, {data['x']} (FLOPs)")
     ax.set_ylabel(f"final {data['y']}")
     ax.legend(fontsize="small")
@@ -737,6 +814,7 @@ def draw_learning_curves(data: pd.DataFrame) -> Any:
         ax.plot(run["tokens"], run["value"], color="C3", lw=2.5, label=f"{run['run'].iloc[0]} (target)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log_y(ax)
     ax.set_xlabel("tokens")
     ax.set_ylabel("eval loss")
     if len(proxies) <= 12:
@@ -802,10 +880,22 @@ def _g(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def _pm(value: float, lo: float, hi: float) -> str:
-    from scaling.formatting import format_value_error
+def _flops(value: float) -> str:
+    from scaling.formatting import format_flops
 
-    return format_value_error(value, (hi - lo) / 2.0)
+    return format_flops(value, digits=3)
+
+
+def _count(value: float) -> str:
+    from scaling.formatting import format_count
+
+    return format_count(value)
+
+
+def _pm(value: float, lo: float, hi: float) -> str:
+    from scaling.formatting import format_interval
+
+    return format_interval(value, lo, hi)
 
 
 def _headline(report: Report) -> list[Block]:
@@ -813,7 +903,7 @@ def _headline(report: Report) -> list[Block]:
     blocks: list[Block] = [
         (
             "p",
-            f"At {report.x} = {_g(report.target_x)} ({report.target_note}), the law "
+            f"At {report.x} = {_flops(report.target_x)} ({report.target_note}), the law "
             f"{law.formula} fitted on {len(report.split.proxies)} proxy runs predicts a final "
             f"{report.y} of {_pm(report.predicted, report.lo, report.hi)} "
             f"({report.interval:.0%} interval {_g(report.lo, 4)} to {_g(report.hi, 4)}).",
@@ -828,7 +918,7 @@ def _headline(report: Report) -> list[Block]:
         )
         if row.crossing is not None:
             text += (
-                f" Its learning curve first reached the predicted loss at {_g(row.crossing.tokens)} "
+                f" Its learning curve first reached the predicted loss at {_count(row.crossing.tokens)} "
                 f"tokens (step {row.crossing.step:.0f}, {row.crossing.fraction:.0%} of training)."
             )
         elif row.has_curve:
@@ -873,7 +963,7 @@ def blocks(report: Report) -> list[Block]:
     ratio = report.target_x / float(span.max())
     out += _figure_blocks(
         report, "loss_vs_compute", 1,
-        f"Proxies span {report.x} = {_g(span.min())} to {_g(span.max())}; the prediction is "
+        f"Proxies span {report.x} = {_flops(span.min())} to {_flops(span.max())}; the prediction is "
         f"{_g(ratio)}x the largest proxy's compute. The band is the {report.interval:.0%} "
         "bootstrap interval of the law.",
     )
@@ -904,7 +994,7 @@ def blocks(report: Report) -> list[Block]:
     if report.optimal is None:
         out.append(("p", report.notes.get("optimal", "Not available.")))
     else:
-        out.append(("p", f"Model size N and tokens D that minimise the loss at C = {_g(report.target_x)} FLOPs."))
+        out.append(("p", f"Model size N and tokens D that minimise the loss at C = {_flops(report.target_x)} FLOPs."))
         out.append(("table", list(report.optimal.columns), report.optimal.astype(str).values.tolist()))
 
     out.append(("h2", "8. What went in"))
@@ -927,12 +1017,12 @@ def _inputs_blocks(report: Report) -> list[Block]:
     proxies = split.proxies
     items = [
         f"Source: {report.inputs.source}.",
-        f"Proxy runs fitted: {len(proxies)}, compute spent {_g(float(proxies[x].sum()))} FLOPs "
-        f"({x}), from {_g(float(proxies[x].min()))} to {_g(float(proxies[x].max()))} each.",
+        f"Proxy runs fitted: {len(proxies)}, compute spent {_flops(float(proxies[x].sum()))} FLOPs "
+        f"({x}), from {_flops(float(proxies[x].min()))} to {_flops(float(proxies[x].max()))} each.",
     ]
     if split.target is not None:
         target = split.target
-        spent = f", compute {_g(float(target[x]))} FLOPs" if _finite(target.get(x)) else ""
+        spent = f", compute {_flops(float(target[x]))} FLOPs" if _finite(target.get(x)) else ""
         items.append(f"Target run: {_run_label(target)} (status {target.get('status', 'FINISHED')}{spent}).")
     else:
         items.append("Target run: none in the run table.")
@@ -1102,7 +1192,7 @@ def comparison_text(comparison: Any) -> str:
     rows = []
     for row in comparison.metrics:
         if row.crossing is not None:
-            reached = f"{_g(row.crossing.tokens)} tokens ({row.crossing.fraction:.0%})"
+            reached = f"{_count(row.crossing.tokens)} tokens ({row.crossing.fraction:.0%})"
         else:
             reached = "never" if row.has_curve else "no curve"
         rows.append([
@@ -1180,3 +1270,11 @@ def make_report(
 
         log_report(experiment, path, tracking_uri=tracking_uri, tags={"scaling.law": report.law.name})
     return path
+
+
+def _optimal(proxies, target_x, interval, n_bootstrap, seed):
+    return None, "PENDING"
+
+
+def _isoflop_optimum_blocks(report):
+    return []
