@@ -74,6 +74,8 @@ def format_value_error(value: float, error: float, upper_error: float | None = N
     '(1.23 ± 0.05)e18'
     >>> format_value_error(0.3473, 0.030, 0.026)
     '0.347 +0.026/-0.030'
+    >>> format_value_error(13000.0, 11000.0, 254000.0)
+    '13000 +254000/-11000'
     >>> format_value_error(1.0, 0.0)
     '1 ± 0'
     >>> format_value_error(2.5, float("nan"))
@@ -87,7 +89,7 @@ def format_value_error(value: float, error: float, upper_error: float | None = N
         return f"{value:.4g} +{shown[1]}/-{shown[0]}"
     last, _ = _rounding(min(errors))
     rounded = [_rounding(min(errors))[1] if e == min(errors) else e for e in errors]
-    reference = max(abs(value), max(rounded))
+    reference = abs(value) if value else max(rounded)
     texts, suffix = _render([value, *rounded], last, reference)
     if upper_error is None:
         body = f"{texts[0]} ± {texts[1]}"

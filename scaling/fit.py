@@ -1,0 +1,704 @@
+"""Robust scaling-law fits with bootstrap intervals, and backtests on held-out runs.
+
+The method (Besiroglu et al. 2024's reading of Chinchilla's approach 3, used for every law):
+Huber loss (delta 1e-3) of log(predicted) − log(observed), positive parameters in log
+space, L-BFGS from every point of a grid of starts, keep the best; intervals from a
+bootstrap over runs. All starts are optimised together (:mod:`scaling.optimize`), and the
+bootstrap resamples are too: a resample is the same problem with integer weights per run.
+
+This module reads no files and no MLflow: it takes a run table (a DataFrame).
+Chinchilla's three approaches to the compute-optimal allocation, which build on these
+fits, are in :mod:`scaling.predict`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scaling.errors import FitError, NotFittedError
+from scaling.laws import Law, get_law, vector_jacobian
+from scaling.optimize import minimize_batched
+from scaling.table import coerce_numeric, require_columns
+
+__all__ = [
+    "FitResult",
+    "fit",
+    "BacktestResult",
+    "backtest",
+    "run_arrays",
+    "huber_objective",
+]
+
+# Optimiser settings. The screening pass uses scipy's L-BFGS-B defaults (gtol 1e-5,
+# ftol 2.2e-9); the best candidates are then polished far below that, so the optimum does
+# not depend on where a loose stopping rule happened to stop.
+_SCREEN = dict(gtol=1e-5, ftol=2.2e-9, max_iter=1000)
+_POLISH = dict(gtol=1e-10, ftol=1e-15, max_iter=2000)
+_BOOTSTRAP = dict(gtol=1e-8, ftol=1e-13, max_iter=1000)
+# Successive halving over starts: at these iterations the best 20% of running starts go on.
+_SCREEN_AT = (3, 6, 12, 24)
+_N_POLISH = 8
+
+
+def huber_objective(law: Law, xs: Sequence[np.ndarray], y: np.ndarray, delta: float, weights=None):
+    """Batched objective for :func:`scaling.optimize.minimize_batched`.
+
+    Returns ``fun(theta, rows) -> (f, g)``: for each problem, the (weighted) sum over runs of
+    the Huber loss of ``log_pred - log y`` and its analytic gradient. ``weights``, when given,
+    has one row of per-run weights per problem (bootstrap counts).
+    """
+    log_y = np.log(y)
+
+    def fun(theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        log_pred, terms = law.log_model(theta, xs)
+        residual = log_pred - log_y
+        size = np.abs(residual)
+        loss = np.where(size <= delta, 0.5 * residual**2, delta * (size - 0.5 * delta))
+        slope = np.clip(residual, -delta, delta)
+        if weights is not None:
+            loss = loss * weights[rows]
+            slope = slope * weights[rows]
+        value = loss.sum(axis=1)
+        gradient = vector_jacobian(slope, terms)
+        bad = ~np.isfinite(value) | ~np.isfinite(gradient).all(axis=1)
+        value[bad] = np.inf
+        return value, gradient
+
+    return fun
+
+
+def run_arrays(
+    law: Law, frame: pd.DataFrame, x: Sequence[str], y: str, source: str = "run table"
+) -> tuple[list[np.ndarray], np.ndarray, pd.DataFrame]:
+    """Select the runs a law is fitted on and return its x arrays, y and the rows used.
+
+    Runs marked ``role == 'target'`` are left out (they are what is predicted), and so are
+    runs whose ``status`` is present and not ``FINISHED``.
+
+    Raises
+    ------
+    FitError
+        On missing columns, non-finite or non-positive values, a constant x column, or fewer
+        runs than the law has parameters; the message names the column and the fix.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise FitError(f"{source}: expected a pandas DataFrame run table, got {type(frame).__name__}")
+    columns = [*x, y]
+    try:
+        require_columns(frame, columns, source)
+        frame = coerce_numeric(frame, columns, source)
+    except Exception as error:  # DataError -> FitError: same message, fit-time exit code
+        raise FitError(str(error)) from None
+    keep = pd.Series(True, index=frame.index)
+    if "role" in frame.columns:
+        keep &= frame["role"].astype(str) != "target"
+    if "status" in frame.columns:
+        keep &= frame["status"].isna() | (frame["status"].astype(str) == "FINISHED")
+    used = frame[keep]
+    for column in columns:
+        values = used[column].to_numpy(dtype=float)
+        bad = ~np.isfinite(values) | (values <= 0)
+        if bad.any():
+            first = used.index[bad.nonzero()[0][0]]
+            raise FitError(
+                f"{source}: column {column!r} has {int(bad.sum())} non-finite or non-positive "
+                f"value(s) (first: {values[bad][0]!r} at row {first}); the law takes logs, so "
+                "drop or fix those runs"
+            )
+    if len(used) <= law.n_params:
+        raise FitError(
+            f"{source}: {len(used)} usable run(s) but law {law.name!r} has {law.n_params} "
+            f"parameters; fitting needs more runs than parameters"
+        )
+    for column in x:
+        if used[column].nunique() < 2:
+            raise FitError(
+                f"{source}: column {column!r} is constant ({used[column].iloc[0]!r}); a law "
+                "cannot be fitted without runs at different scales"
+            )
+    xs = [used[column].to_numpy(dtype=float) for column in x]
+    return xs, used[y].to_numpy(dtype=float), used
+
+
+class FitResult:
+    """A scaling law fitted to a run table, in the scikit-learn estimator habit.
+
+    The constructor only stores settings; :meth:`fit` learns the attributes with a trailing
+    underscore and returns ``self``.
+
+    Parameters
+    ----------
+    law : str or Law
+        Law name (see :data:`scaling.laws.LAWS`) or object.
+    x : sequence of str, optional
+        Run-table columns for the law's x values (default: the law's).
+    y : str, optional
+        Run-table column to fit (default: the law's).
+    n_bootstrap : int
+        Bootstrap resamples over runs for the intervals (0 for none).
+    seed : int
+        Seed of the bootstrap.
+    delta : float
+        Huber threshold on log residuals.
+    interval : float
+        Level of ``intervals_`` (two-sided, percentile bootstrap).
+    screen : bool
+        Successive halving over starts (fast); False runs every start to convergence.
+
+    Attributes
+    ----------
+    law_ : Law
+    x_, y_ : tuple of str, str
+        Columns used.
+    params_ : dict of str -> float
+        Best-fit values (natural space).
+    intervals_ : dict of str -> (float, float)
+        Bootstrap percentile interval of each parameter at level ``interval``.
+    theta_ : ndarray (P,)
+        Best fit in fitting space (log of positive parameters).
+    start_ : ndarray (P,)
+        The start (fitting space) that led to the best fit.
+    bootstrap_theta_ : ndarray (B, P)
+        Bootstrap fits in fitting space (rows of failed resamples removed).
+    objective_ : float
+        Huber objective at the best fit.
+    n_points_, n_starts_, n_starts_converged_, n_starts_screened_ : int
+    n_bootstrap_failed_ : int
+        Resamples whose fit did not converge (left out of the intervals).
+    converged_ : bool
+    bound_flags_ : dict of str -> bool
+        Parameters within 1e-6 of a bound.
+    starts_disagree_ : bool
+        Another start reached the same objective (relative 1e-6) at parameters more than 1%
+        away: the optimum is not identified by the data.
+    reasons_ : list of str
+        Why the fit is not valid (empty when valid).
+    log_residuals_ : ndarray (n,)
+        log(predicted) − log(observed) at the best fit.
+    x_range_ : dict of str -> (float, float)
+        Range of each x column in the fitted runs.
+    fit_seconds_ : float
+    """
+
+    def __init__(
+        self,
+        law: str | Law = "gpt4",
+        *,
+        x: Sequence[str] | None = None,
+        y: str | None = None,
+        n_bootstrap: int = 1000,
+        seed: int = 0,
+        delta: float = 1e-3,
+        interval: float = 0.95,
+        screen: bool = True,
+    ) -> None:
+        self.law = law
+        self.x = x
+        self.y = y
+        self.n_bootstrap = n_bootstrap
+        self.seed = seed
+        self.delta = delta
+        self.interval = interval
+        self.screen = screen
+
+    # --- fitting ----------------------------------------------------------------------------
+
+    def fit(self, frame: pd.DataFrame, source: str = "run table") -> FitResult:
+        """Fit the law to the runs of ``frame``; returns ``self``.
+
+        Raises
+        ------
+        FitError
+            On unusable input (see :func:`run_arrays`) or bad settings.
+        """
+        started = time.perf_counter()
+        law = get_law(self.law)
+        x = tuple(self.x) if self.x is not None else law.x
+        y = self.y if self.y is not None else law.y
+        if len(x) != len(law.x):
+            raise FitError(
+                f"law {law.name!r} reads {len(law.x)} x column(s) ({', '.join(law.x)}); "
+                f"got {len(x)} ({', '.join(x)})"
+            )
+        if not 0 < self.interval < 1:
+            raise FitError(f"interval = {self.interval} must lie strictly between 0 and 1")
+        if self.n_bootstrap < 0:
+            raise FitError(f"n_bootstrap = {self.n_bootstrap} must be 0 or more")
+        xs, values, used = run_arrays(law, frame, x, y, source)
+        lower, upper = law.bound_arrays()
+
+        starts = law.start_grid(xs, values)
+        objective = huber_objective(law, xs, values, self.delta)
+        screen_at = _SCREEN_AT if self.screen and len(starts) > 64 else ()
+        first = minimize_batched(objective, starts, lower, upper, screen_at=screen_at, **_SCREEN)
+        finite = np.isfinite(first.fun)
+        if not finite.any():
+            raise FitError(f"{source}: law {law.name!r} gives non-finite values from every start")
+        best = np.argsort(np.where(finite, first.fun, np.inf), kind="stable")[:_N_POLISH]
+        polished = minimize_batched(objective, first.x[best], lower, upper, **_POLISH)
+        order = np.argsort(polished.fun, kind="stable")
+        winner = order[0]
+
+        self.law_ = law
+        self.x_, self.y_ = x, y
+        self.theta_ = polished.x[winner]
+        self.start_ = starts[best[winner]]
+        self.objective_ = float(polished.fun[winner])
+        self.converged_ = bool(polished.converged[winner])
+        self.n_points_ = len(values)
+        self.n_starts_ = len(starts)
+        self.n_starts_converged_ = int(first.converged.sum())
+        self.n_starts_screened_ = int(first.screened.sum())
+        self.params_ = {k: float(v) for k, v in law.to_natural(self.theta_).items()}
+        self.log_residuals_ = law.log_model(self.theta_[None, :], xs)[0][0] - np.log(values)
+        self.x_range_ = {c: (float(a.min()), float(a.max())) for c, a in zip(x, xs)}
+        self.run_ids_ = (
+            used["run_id"].astype(str).to_numpy() if "run_id" in used.columns else used.index.to_numpy()
+        )
+        span = np.maximum(upper - lower, 1.0)
+        near_lower = np.abs(self.theta_ - lower) <= 1e-6 * span
+        near_upper = np.abs(self.theta_ - upper) <= 1e-6 * span
+        self.bound_flags_ = {
+            name: bool(lo or hi) for name, lo, hi in zip(law.param_names, near_lower, near_upper)
+        }
+        same = polished.fun[order] <= self.objective_ + 1e-6 * max(abs(self.objective_), 1e-12)
+        others = polished.x[order][same]
+        scale = np.maximum(np.abs(self.theta_), 1e-3)
+        self.starts_disagree_ = bool((np.abs(others - self.theta_) / scale > 1e-2).any())
+
+        self._bootstrap(law, xs, values, lower, upper)
+        self.reasons_ = self._reasons()
+        self.fit_seconds_ = time.perf_counter() - started
+        return self
+
+    def _bootstrap(self, law, xs, values, lower, upper) -> None:
+        n = len(values)
+        if self.n_bootstrap == 0:
+            self.bootstrap_theta_ = np.empty((0, law.n_params))
+            self.n_bootstrap_failed_ = 0
+        else:
+            rng = np.random.default_rng(self.seed)
+            counts = rng.multinomial(n, np.full(n, 1.0 / n), size=self.n_bootstrap).astype(float)
+            objective = huber_objective(law, xs, values, self.delta, weights=counts)
+            start = np.repeat(self.theta_[None, :], self.n_bootstrap, axis=0)
+            out = minimize_batched(objective, start, lower, upper, **_BOOTSTRAP)
+            ok = out.converged & np.isfinite(out.fun)
+            self.bootstrap_theta_ = out.x[ok]
+            self.n_bootstrap_failed_ = int((~ok).sum())
+        tail = (1 - self.interval) / 2
+        samples = law.to_natural(self.bootstrap_theta_)
+        self.intervals_ = {
+            name: (
+                (float(np.quantile(samples[name], tail)), float(np.quantile(samples[name], 1 - tail)))
+                if len(self.bootstrap_theta_)
+                else (float("nan"), float("nan"))
+            )
+            for name in law.param_names
+        }
+
+    def _reasons(self) -> list[str]:
+        reasons = []
+        if not np.isfinite(self.objective_):
+            reasons.append("objective is not finite at the best fit")
+        if not self.converged_:
+            reasons.append("the best start did not converge (iteration cap or line search failed)")
+        stuck = [name for name, flag in self.bound_flags_.items() if flag]
+        if stuck:
+            reasons.append(f"parameter(s) at a bound: {', '.join(stuck)}")
+        if self.starts_disagree_:
+            reasons.append("starts reach the same objective at different parameters (not identified)")
+        if self.n_bootstrap and self.n_bootstrap_failed_ > 0.1 * self.n_bootstrap:
+            reasons.append(
+                f"{self.n_bootstrap_failed_} of {self.n_bootstrap} bootstrap fits did not converge"
+            )
+        return reasons
+
+    # --- using the fit ----------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "theta_"):
+            raise NotFittedError("this FitResult is not fitted yet; call fit(frame) first")
+
+    @property
+    def is_valid(self) -> bool:
+        """True when the fit converged, no parameter sits at a bound and starts agree."""
+        self._check_fitted()
+        return not self.reasons_
+
+    @property
+    def at_bound(self) -> bool:
+        """True when any parameter sits at a bound (see ``bound_flags_``)."""
+        self._check_fitted()
+        return any(self.bound_flags_.values())
+
+    def _x_arrays(self, x) -> list[np.ndarray]:
+        if isinstance(x, pd.DataFrame):
+            require_columns(x, self.x_, "prediction input")
+            arrays = [x[c].to_numpy(dtype=float) for c in self.x_]
+        elif isinstance(x, Mapping):
+            missing = [c for c in self.x_ if c not in x]
+            if missing:
+                raise FitError(f"prediction input lacks {', '.join(missing)}; give {', '.join(self.x_)}")
+            arrays = [np.atleast_1d(np.asarray(x[c], dtype=float)) for c in self.x_]
+        elif len(self.x_) == 1:
+            arrays = [np.atleast_1d(np.asarray(x, dtype=float))]
+        else:
+            if not isinstance(x, (tuple, list)) or len(x) != len(self.x_):
+                raise FitError(
+                    f"law {self.law_.name!r} needs {len(self.x_)} x values "
+                    f"({', '.join(self.x_)}); pass a tuple, a dict or a DataFrame"
+                )
+            arrays = [np.atleast_1d(np.asarray(v, dtype=float)) for v in x]
+        arrays = list(np.broadcast_arrays(*arrays))
+        for column, values in zip(self.x_, arrays):
+            if not (np.isfinite(values) & (values > 0)).all():
+                raise FitError(f"prediction input {column!r} must be finite and positive")
+        return arrays
+
+    def predict(self, x, interval: float = 0.9) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Predict y at ``x`` with a bootstrap band.
+
+        Parameters
+        ----------
+        x : array-like, tuple, dict or DataFrame
+            For a one-x law an array of x values; otherwise a tuple of arrays in the order of
+            ``x_``, a dict or a DataFrame with those columns.
+        interval : float
+            Level of the two-sided percentile band.
+
+        Returns
+        -------
+        point : ndarray
+        (lower, upper) : tuple of ndarray
+            NaN when the fit has no bootstrap.
+        """
+        self._check_fitted()
+        if not 0 < interval < 1:
+            raise FitError(f"interval = {interval} must lie strictly between 0 and 1")
+        arrays = self._x_arrays(x)
+        point = np.exp(self.law_.log_model(self.theta_[None, :], arrays)[0][0])
+        if len(self.bootstrap_theta_) == 0:
+            nan = np.full_like(point, np.nan)
+            return point, (nan, nan.copy())
+        draws = np.exp(self.law_.log_model(self.bootstrap_theta_, arrays)[0])
+        tail = (1 - interval) / 2
+        return point, (np.quantile(draws, tail, axis=0), np.quantile(draws, 1 - tail, axis=0))
+
+    def summary(self) -> dict[str, Any]:
+        """Plain JSON-safe values: per-parameter value, interval, bounds and start; diagnostics."""
+        self._check_fitted()
+        lower, upper = self.law_.bound_arrays()
+        start = self.law_.to_natural(self.start_)
+
+        def natural_bound(name: str, value: float) -> float | None:
+            if not np.isfinite(value):
+                return None
+            return float(np.exp(value)) if name in self.law_.log_params else float(value)
+
+        params = {
+            name: {
+                "value": self.params_[name],
+                "lower": _json_float(self.intervals_[name][0]),
+                "upper": _json_float(self.intervals_[name][1]),
+                "bound_lower": natural_bound(name, lower[i]),
+                "bound_upper": natural_bound(name, upper[i]),
+                "start": float(start[name]),
+                "at_bound": self.bound_flags_[name],
+                "log_space": name in self.law_.log_params,
+            }
+            for i, name in enumerate(self.law_.param_names)
+        }
+        return {
+            "law": self.law_.name,
+            "formula": self.law_.formula,
+            "x": list(self.x_),
+            "y": self.y_,
+            "params": params,
+            "interval": self.interval,
+            "n_points": self.n_points_,
+            "n_starts": self.n_starts_,
+            "n_starts_converged": self.n_starts_converged_,
+            "n_starts_screened": self.n_starts_screened_,
+            "n_bootstrap": int(len(self.bootstrap_theta_)),
+            "n_bootstrap_failed": self.n_bootstrap_failed_,
+            "objective": _json_float(self.objective_),
+            "rms_log_residual": float(np.sqrt(np.mean(self.log_residuals_**2))),
+            "max_abs_log_residual": float(np.max(np.abs(self.log_residuals_))),
+            "converged": self.converged_,
+            "at_bound": self.at_bound,
+            "starts_disagree": self.starts_disagree_,
+            "is_valid": self.is_valid,
+            "reasons": list(self.reasons_),
+            "x_range": {k: list(v) for k, v in self.x_range_.items()},
+            "delta": self.delta,
+            "seed": self.seed,
+            "fit_seconds": round(self.fit_seconds_, 3),
+        }
+
+    # --- saving -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to predict again later, as JSON-safe values."""
+        out = self.summary()
+        out["theta"] = self.theta_.tolist()
+        out["start_theta"] = self.start_.tolist()
+        out["bootstrap_theta"] = self.bootstrap_theta_.tolist()
+        out["log_residuals"] = self.log_residuals_.tolist()
+        out["n_bootstrap_requested"] = self.n_bootstrap
+        out["screen"] = self.screen
+        out["format"] = "scaling.fit/1"
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "fit") -> FitResult:
+        """Rebuild a fitted result from :meth:`to_dict` output (predicts; does not refit).
+
+        Raises
+        ------
+        FitError
+            If the dict is not a saved fit.
+        """
+        if data.get("format") != "scaling.fit/1":
+            raise FitError(f"{source}: not a saved fit (expected format 'scaling.fit/1'); "
+                           "write one with 'scaling fit --save FILE'")
+        try:
+            law = get_law(data["law"])
+            result = cls(
+                law,
+                x=data["x"],
+                y=data["y"],
+                n_bootstrap=int(data["n_bootstrap_requested"]),
+                seed=int(data["seed"]),
+                delta=float(data["delta"]),
+                interval=float(data["interval"]),
+                screen=bool(data["screen"]),
+            )
+            result.law_ = law
+            result.x_, result.y_ = tuple(data["x"]), data["y"]
+            result.theta_ = np.asarray(data["theta"], dtype=float)
+            result.start_ = np.asarray(data["start_theta"], dtype=float)
+            result.bootstrap_theta_ = np.asarray(data["bootstrap_theta"], dtype=float).reshape(
+                -1, law.n_params
+            )
+            result.params_ = {k: float(v) for k, v in law.to_natural(result.theta_).items()}
+            result.intervals_ = {
+                k: (_from_json(v["lower"]), _from_json(v["upper"])) for k, v in data["params"].items()
+            }
+            result.objective_ = _from_json(data["objective"])
+            result.converged_ = bool(data["converged"])
+            result.n_points_ = int(data["n_points"])
+            result.n_starts_ = int(data["n_starts"])
+            result.n_starts_converged_ = int(data["n_starts_converged"])
+            result.n_starts_screened_ = int(data["n_starts_screened"])
+            result.n_bootstrap_failed_ = int(data["n_bootstrap_failed"])
+            result.bound_flags_ = {k: bool(v["at_bound"]) for k, v in data["params"].items()}
+            result.starts_disagree_ = bool(data["starts_disagree"])
+            result.reasons_ = list(data["reasons"])
+            result.x_range_ = {k: tuple(v) for k, v in data["x_range"].items()}
+            result.log_residuals_ = np.asarray(data["log_residuals"], dtype=float)
+            result.fit_seconds_ = float(data["fit_seconds"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise FitError(f"{source}: saved fit is incomplete or damaged ({error!r}); refit it") from None
+        return result
+
+
+def _json_float(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _from_json(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def fit(
+    law: str | Law,
+    frame: pd.DataFrame,
+    *,
+    x: Sequence[str] | None = None,
+    y: str | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    delta: float = 1e-3,
+    interval: float = 0.95,
+    screen: bool = True,
+    source: str = "run table",
+) -> FitResult:
+    """Fit ``law`` to the runs of ``frame`` (see :class:`FitResult` for the parameters).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> C = np.logspace(15, 19, 12)
+    >>> frame = pd.DataFrame({"flops_exact": C, "loss": 40.0 * C**-0.1 + 1.5})
+    >>> result = fit("gpt4", frame, n_bootstrap=50)
+    >>> round(result.params_["b"], 4), round(result.params_["c"], 4), result.is_valid
+    (-0.1, 1.5, True)
+    """
+    return FitResult(
+        law, x=x, y=y, n_bootstrap=n_bootstrap, seed=seed, delta=delta, interval=interval,
+        screen=screen,
+    ).fit(frame, source=source)
+
+
+class BacktestResult:
+    """Held-out accuracy of a law: fit below a compute cut, predict the runs above it.
+
+    Attributes
+    ----------
+    law_ : Law
+    cut_column_ : str
+        Column the cuts apply to (compute).
+    cuts_ : list of float
+        The cuts, ascending (an expanding window: each fold trains on more runs).
+    interval_ : float
+        Level of the prediction bands whose coverage is measured.
+    rows_ : dict of str -> ndarray
+        One entry per (cut, held-out run): ``cut``, ``run``, the x columns, ``observed``,
+        ``predicted``, ``lower``, ``upper``, ``relative_error`` ((predicted − observed) /
+        observed) and ``inside`` (observed within the band).
+    folds_ : list of dict
+        Per cut: ``cut``, ``n_train``, ``n_test``, ``mean_abs_relative_error``,
+        ``max_abs_relative_error``, ``coverage``, ``is_valid``, ``reasons``, ``params``.
+    fits_ : list of FitResult
+        The fit of each fold.
+    """
+
+    def __init__(self, law, cut_column, cuts, interval, rows, folds, fits) -> None:
+        self.law_ = law
+        self.cut_column_ = cut_column
+        self.cuts_ = cuts
+        self.interval_ = interval
+        self.rows_ = rows
+        self.folds_ = folds
+        self.fits_ = fits
+
+    def frame(self) -> pd.DataFrame:
+        """The per-run rows as a DataFrame."""
+        return pd.DataFrame(self.rows_)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe: per-fold figures and the totals over all held-out predictions."""
+        errors = np.abs(self.rows_["relative_error"])
+        return {
+            "law": self.law_.name,
+            "cut_column": self.cut_column_,
+            "interval": self.interval_,
+            "folds": [dict(fold) for fold in self.folds_],
+            "n_predictions": int(errors.size),
+            "mean_abs_relative_error": float(errors.mean()),
+            "max_abs_relative_error": float(errors.max()),
+            "coverage": float(np.mean(self.rows_["inside"])),
+        }
+
+
+def backtest(
+    law: str | Law,
+    frame: pd.DataFrame,
+    cuts: Sequence[float] | None = None,
+    *,
+    x: Sequence[str] | None = None,
+    y: str | None = None,
+    cut_column: str | None = None,
+    n_bootstrap: int = 200,
+    interval: float = 0.9,
+    seed: int = 0,
+    delta: float = 1e-3,
+    source: str = "run table",
+) -> BacktestResult:
+    """Fit on the runs below each compute cut and predict the runs at or above it.
+
+    Parameters
+    ----------
+    law : str or Law
+    frame : DataFrame
+        The run table.
+    cuts : sequence of float, optional
+        Compute cuts. Default: three cuts at the 50%, 62.5% and 75% quantiles of log compute
+        (an expanding window).
+    x, y : optional
+        Columns, as in :func:`fit`.
+    cut_column : str, optional
+        Compute column the cuts apply to. Default: the law's x column for a one-x law,
+        otherwise ``flops_exact`` or, if absent, ``flops``.
+    n_bootstrap, interval, seed, delta
+        Passed to each fold's fit; ``interval`` is the band whose coverage is measured.
+
+    Returns
+    -------
+    BacktestResult
+
+    Raises
+    ------
+    FitError
+        If the cut column is missing, or a cut leaves no held-out run or too few runs to fit.
+    """
+    law = get_law(law)
+    x_cols = tuple(x) if x is not None else law.x
+    y_col = y if y is not None else law.y
+    if cut_column is None:
+        if len(x_cols) == 1:
+            cut_column = x_cols[0]
+        else:
+            cut_column = "flops_exact" if "flops_exact" in frame.columns else "flops"
+    if cut_column not in frame.columns:
+        raise FitError(
+            f"{source}: backtest cut column {cut_column!r} is missing; give cut_column= one "
+            f"of {', '.join(map(str, frame.columns))}"
+        )
+    xs, values, used = run_arrays(law, frame, x_cols, y_col, source)
+    used = coerce_numeric(used, [cut_column], source)
+    compute = used[cut_column].to_numpy(dtype=float)
+    if cuts is None:
+        cuts = [float(np.exp(q)) for q in np.quantile(np.log(compute), [0.5, 0.625, 0.75])]
+    cuts = sorted(float(c) for c in cuts)
+    run_names = used["run_id"].astype(str).to_numpy() if "run_id" in used.columns else used.index.to_numpy()
+
+    rows: dict[str, list] = {key: [] for key in ["cut", "run", *x_cols, "observed", "predicted",
+                                                   "lower", "upper", "relative_error", "inside"]}
+    folds, fits = [], []
+    for cut in cuts:
+        train, test = compute < cut, compute >= cut
+        if not test.any():
+            raise FitError(f"{source}: cut {cut:.3g} on {cut_column!r} leaves no run to predict; "
+                           "choose a smaller cut")
+        if train.sum() <= law.n_params:
+            raise FitError(
+                f"{source}: cut {cut:.3g} on {cut_column!r} leaves {int(train.sum())} run(s) to fit "
+                f"law {law.name!r} with {law.n_params} parameters; choose a larger cut"
+            )
+        result = fit(law, used[train], x=x_cols, y=y_col, n_bootstrap=n_bootstrap, seed=seed,
+                     delta=delta, interval=0.95, source=f"{source} (runs below {cut:.3g})")
+        test_x = tuple(a[test] for a in xs)
+        point, (lower, upper) = result.predict(test_x, interval=interval)
+        observed = values[test]
+        relative = (point - observed) / observed
+        inside = (lower <= observed) & (observed <= upper)
+        for key, column in zip(x_cols, test_x):
+            rows[key].extend(column.tolist())
+        rows["cut"].extend([cut] * int(test.sum()))
+        rows["run"].extend(run_names[test].tolist())
+        rows["observed"].extend(observed.tolist())
+        rows["predicted"].extend(point.tolist())
+        rows["lower"].extend(lower.tolist())
+        rows["upper"].extend(upper.tolist())
+        rows["relative_error"].extend(relative.tolist())
+        rows["inside"].extend(inside.tolist())
+        folds.append({
+            "cut": cut,
+            "n_train": int(train.sum()),
+            "n_test": int(test.sum()),
+            "mean_abs_relative_error": float(np.abs(relative).mean()),
+            "max_abs_relative_error": float(np.abs(relative).max()),
+            "coverage": float(inside.mean()),
+            "is_valid": result.is_valid,
+            "reasons": list(result.reasons_),
+            "params": dict(result.params_),
+        })
+        fits.append(result)
+    arrays = {key: np.asarray(value) for key, value in rows.items()}
+    return BacktestResult(law, cut_column, cuts, interval, arrays, folds, fits)
