@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     PositiveFloat,
     PositiveInt,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -398,6 +399,17 @@ class SweepConfig(StrictModel):
     tune: TuneConfig | None = None
     target: TargetConfig | None = None
     quick: dict[str, Any] | None = Field(None, description="toy overrides for tests and demos")
+    _source: str = PrivateAttr("<sweep>")  # the file it came from, for error messages
+
+    @property
+    def source(self) -> str:
+        """The file this sweep was read from (``<sweep>`` when built in code)."""
+        return self._source
+
+    def with_source(self, source: str | Path) -> SweepConfig:
+        """This config, remembering the file it came from (errors name it)."""
+        self._source = str(source)
+        return self
 
     @model_validator(mode="after")
     def _check_sweep(self) -> SweepConfig:

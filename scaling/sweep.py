@@ -125,7 +125,7 @@ def _vocab_size(model: ModelConfig, data: DataConfig) -> int:
 def _counts(model: ModelConfig, vocab_size: int) -> dict[str, float]:
     from scaling.model import GPTConfig, model_counts
 
-    return model_counts(GPTConfig.from_config(model, vocab_size))
+    return model_counts(GPTConfig.from_model_config(model, vocab_size))
 
 
 def _label(model: ModelConfig) -> str:
