@@ -146,6 +146,9 @@ class TrainConfig(StrictModel):
     seed: int = 0
     eval_every: int = Field(0, ge=0, description="steps between evaluations; 0 = about 10 per run")
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0 = never")
+    log_every: int = Field(
+        0, ge=0, description="steps between logged training metrics; 0 = about 100 per run"
+    )
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
@@ -156,7 +159,7 @@ class TrainConfig(StrictModel):
 
 # Fields that change how a run is executed, not what it computes: left out of the run key so
 # that the same run on another device, or with other checkpoint settings, is recognised.
-_KEY_NEUTRAL_TRAIN_FIELDS = {"device", "checkpoint_every", "compile"}
+_KEY_NEUTRAL_TRAIN_FIELDS = {"device", "checkpoint_every", "compile", "log_every"}
 
 
 class RunSpec(StrictModel):
