@@ -108,6 +108,8 @@ def _vocab_size(model: ModelConfig, data: DataConfig) -> int:
     """The vocabulary the model will have: explicit, bytes (256), BPE size, or tokenizer.json."""
     if model.vocab_size is not None:
         return model.vocab_size
+    if data.source == "synthetic":
+        return data.synthetic.alphabet
     if data.tokenizer == "bytes":
         return 256
     if data.tokenizer == "bpe":
@@ -558,13 +560,13 @@ def _work_one(study, trial, config: SweepConfig, tracking_uri: str, storage) -> 
                 trial.set_user_attr("failure", reason[:1000])
                 study.tell(trial, state=TrialState.FAIL)
                 return "failed"
-            summary = {**result.summary(), "perf/wall_s": result.wall_s, "perf/mean_tokens_per_s": result.tokens_per_s}
+            timing = {"perf/wall_s": result.wall_s, "perf/mean_tokens_per_s": result.tokens_per_s}
             if result.status == "finished":
-                run.finish(summary)
+                run.finish({**result.summary(), **timing})
                 study.tell(trial, result.final_eval_loss)
                 return "trained"
             reason = f"diverged: {result.failure}"
-            run.fail(reason, summary)
+            run.fail(reason, timing)
             trial.set_user_attr("failure", reason[:1000])
             study.tell(trial, state=TrialState.FAIL)
             return "failed"
