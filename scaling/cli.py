@@ -281,6 +281,157 @@ def _prediction_lines(prediction, allocation, result) -> list[str]:
     return lines
 
 
+# --- sweep commands ---
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 100_000):
+        return f"{float(value):.3g}"
+    return str(value)
+
+
+def _print_rows(rows: list[dict[str, Any]], columns: list[str], title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[_cell(row.get(column)) for column in columns])
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
+
+
+def _progress_display():
+    """A rich live line: runs done/running/waiting/failed, compute spent, ETA."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("[bold]sweep"), BarColumn(), TextColumn("{task.description}"),
+        TimeElapsedColumn(), transient=False,
+    )  # fmt: skip
+    task = progress.add_task("starting", total=1.0)
+
+    def update(snapshot: dict[str, Any]) -> None:
+        eta = snapshot["eta_s"]
+        progress.update(
+            task,
+            completed=snapshot["flops_spent"],
+            total=max(snapshot["flops_total"], 1.0),
+            description=(
+                f"{snapshot['done']}/{snapshot['runs']} done, {snapshot['running']} running, "
+                f"{snapshot['failed']} failed | {snapshot['flops_spent']:.3g}/"
+                f"{snapshot['flops_total']:.3g} FLOPs | ETA "
+                + (f"{eta:.0f}s" if eta is not None else "-")
+            ),
+        )
+
+    return progress, update
+
+
+def _split(text: str | None) -> tuple[str, ...] | None:
+    return tuple(part.strip() for part in text.split(",") if part.strip()) if text else None
+
+
+@cli.group()
+def sweep() -> None:
+    """Launch families of runs through an Optuna queue, every run tracked in MLflow."""
+
+
+_storage_option = click.option(
+    "--storage", default=None,
+    help="Optuna storage: journal file path or RDB URL (default: optuna.journal beside mlflow.db).",
+)  # fmt: skip
+_roles_option = click.option("--roles", default=None, help="Only these roles, e.g. 'proxy' or 'proxy,target'.")
+_quick_option = click.option("--quick", is_flag=True, help="Use the file's 'quick:' toy overrides.")
+
+
+@sweep.command("run")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--workers", type=int, default=1, show_default=True, help="CPU worker processes (cores are split).")
+@click.option("--devices", default=None, help="GPU indices, one worker each, e.g. 0,1,2,3.")
+@_storage_option
+@tracking_option
+@_roles_option
+@_quick_option
+@click.option("--dry-run", is_flag=True, help="Print the plan (shape, N, D, exact C) and train nothing.")
+@output_option
+def sweep_run(file, workers, devices, storage, tracking_uri, roles, quick, dry_run, output) -> None:
+    """Run a sweep until every run is done (a second call reuses finished runs).
+
+    \b
+    Example:
+      scaling sweep run sweeps/demo.yaml --workers 2 --roles proxy
+      scaling sweep run sweeps/gpt2-ladder-gpu.yaml --dry-run
+    """
+    from scaling import sweep as sweeps
+
+    config = sweeps.load_sweep(file, quick=quick)
+    if dry_run:
+        rows = sweeps.plan(config)
+        total = {"name": "total", "C": sum(r["C"] for r in rows), "C_exact": sum(r["C_exact"] for r in rows)}
+        if output == "json":
+            return _emit_json({"runs": rows, "total_flops": total["C"], "total_flops_exact": total["C_exact"]})
+        return _print_rows([*rows, total], ["name", "role", "runs", "shape", "N", "D", "C", "C_exact", "batch_tokens", "lr"], config.name)
+    display, update = _progress_display()
+    with display:
+        summary = sweeps.run_sweep(
+            config, workers=workers, devices=_split(devices), storage=storage,
+            tracking_uri=tracking_uri, roles=_split(roles), progress=update,
+        )  # fmt: skip
+    if output == "json":
+        return _emit_json(summary)
+    _print_rows(summary["rows"], ["name", "role", "state", "loss", "flops_exact", "reused", "failure"], config.name)
+
+
+@sweep.command("worker")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_storage_option
+@tracking_option
+@_roles_option
+@_quick_option
+@click.option("--threads", type=int, default=None, help="torch threads for this worker.")
+def sweep_worker(file, storage, tracking_uri, roles, quick, threads) -> None:
+    """Join a running sweep (e.g. from another machine or a SLURM array) and drain its queue.
+
+    \b
+    Example:
+      scaling sweep worker sweeps/gpt2-ladder-gpu.yaml \
+        --storage postgresql://user@db/optuna --tracking-uri http://mlflow:5000
+    """
+    from scaling import sweep as sweeps
+
+    counts = sweeps.worker(file, storage=storage, tracking_uri=tracking_uri, roles=_split(roles), threads=threads, quick=quick)
+    _emit_json(counts)
+
+
+@sweep.command("status")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_storage_option
+@tracking_option
+@_roles_option
+@_quick_option
+@output_option
+def sweep_status(file, storage, tracking_uri, roles, quick, output) -> None:
+    """Print a table of the sweep's runs and their states.
+
+    \b
+    Example:
+      scaling sweep status sweeps/demo.yaml
+    """
+    from scaling import sweep as sweeps
+
+    rows = sweeps.status(file, storage=storage, tracking_uri=tracking_uri, roles=_split(roles), quick=quick)
+    if output == "json":
+        return _emit_json(rows)
+    _print_rows(rows, ["name", "role", "state", "loss", "flops_exact", "worker", "mlflow_run_id"], file)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command line, print user errors as one line, return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
