@@ -655,12 +655,15 @@ def build_report(
             "which holds final values only. Build it from the MLflow experiment to see them."
         )
     isoflop = isoflop_data(split.proxies)
+    budget = _budget_6nd(split.proxies, target_row, x, target_x)
     if isoflop.empty:
         notes["isoflop"] = (
             "The sweep has no IsoFLOP runs (three or more model sizes at one compute budget)."
         )
     else:
-        figures["isoflop"] = isoflop
+        figures["isoflop"], notes["isoflop_law"] = _isoflop_figure(
+            isoflop, split.proxies, budget, interval, n_bootstrap, seed
+        )
     figures["residuals"] = residuals_data(result, split.proxies, x=x, y=y)
 
     prediction = None
@@ -674,9 +677,7 @@ def build_report(
     backtest, backtest_note = _backtest(law_object, split.proxies, x, y, n_bootstrap, seed)
     if backtest_note:
         notes["backtest"] = backtest_note
-    optimal, optimal_note = _optimal(split.proxies, target_x, interval, n_bootstrap, seed)
-    if optimal_note:
-        notes["optimal"] = optimal_note
+    optimal, notes["optimal"] = _optimal(split.proxies, budget, interval, n_bootstrap, seed)
     return Report(
         inputs, law_object, x, y, split, result, interval, target_x, target_note,
         float(predicted), float(lo), float(hi), prediction, backtest, optimal, figures, notes,
@@ -710,6 +711,104 @@ def _backtest(law: Any, proxies: pd.DataFrame, x: str, y: str, n_bootstrap: int,
         }
     )
     return table, ""
+
+
+def _budget_6nd(proxies: pd.DataFrame, target_row: pd.Series | None, x: str, target_x: float) -> float:
+    """The target budget as C = 6ND, the compute Chinchilla's allocation is written in."""
+    if x == "flops":
+        return target_x
+    if target_row is not None and _finite(target_row.get("flops")):
+        return float(target_row["flops"])
+    if "flops" in proxies.columns:  # convert with the proxies' ratio of 6ND to x
+        return target_x * float(np.median(proxies["flops"] / proxies[x]))
+    return target_x
+
+
+def _isoflop_figure(
+    profiles: pd.DataFrame, proxies: pd.DataFrame, budget: float, interval: float,
+    n_bootstrap: int, seed: int,
+) -> tuple[dict[str, Any], str]:
+    """Data of figure 3 (profiles; approach 2's N_opt(C), D_opt(C)) and its sentence."""
+    from scaling.errors import FitError
+    from scaling.predict import approach2
+
+    data: dict[str, Any] = {"profiles": profiles, "optima": None, "law": None}
+    try:
+        law = approach2(
+            proxies, flops="flops", n_bootstrap=n_bootstrap, seed=seed, interval=interval,
+            source="IsoFLOP runs",
+        )
+    except FitError as error:
+        return data, f"No N_opt(C) law: {error}."
+    points = law.points
+    data["optima"] = pd.DataFrame(
+        {
+            "flops": points["flops"],
+            "params_opt": points["params_opt"],
+            "tokens_opt": points["flops"] / (6.0 * points["params_opt"]),
+        }
+    )
+    grid = np.geomspace(min(points["flops"].min(), budget), max(points["flops"].max(), budget), 50)
+    data["law"] = pd.DataFrame(
+        {"flops": grid, "params_opt": law.params_opt(grid), "tokens_opt": law.tokens_opt(grid)}
+    )
+    text = (
+        f"Approach 2 (IsoFLOP parabolas, {len(points['flops'])} budgets): N_opt ∝ C^a with "
+        f"a = {_pm(law.a, *law.a_interval)}, D_opt ∝ C^b with b = {_pm(law.b, *law.b_interval)}; "
+        f"at C = {_flops(budget)} (6ND) it gives N_opt = {_count(float(law.params_opt(budget)))} "
+        f"and D_opt = {_count(float(law.tokens_opt(budget)))} tokens."
+    )
+    return data, text
+
+
+def _optimal(
+    proxies: pd.DataFrame, budget: float, interval: float, n_bootstrap: int, seed: int
+) -> tuple[pd.DataFrame | None, str]:
+    """Chinchilla (approach 3) allocation of the target budget: table and a sentence."""
+    from scaling.errors import FitError
+    from scaling.fit import fit
+    from scaling.predict import compute_optimal
+
+    try:
+        result = fit(
+            "chinchilla", proxies, n_bootstrap=n_bootstrap, seed=seed, interval=interval,
+            source="proxies (Chinchilla fit)",
+        )
+    except FitError as error:
+        return None, f"No allocation: {error}."
+    best = compute_optimal(budget, result, interval=interval)
+    table = pd.DataFrame(
+        {
+            "quantity": ["parameters N_opt", "tokens D_opt", "tokens per parameter", "loss at the optimum"],
+            "value": [
+                _count(best.params), _count(best.tokens), f"{best.tokens_per_param:.3g}",
+                _pm(best.loss, *best.loss_interval),
+            ],
+            f"{interval:.0%} interval": [
+                _range(best.params_interval, _count), _range(best.tokens_interval, _count),
+                _range((best.tokens_interval[0] / best.params_interval[1],
+                        best.tokens_interval[1] / best.params_interval[0]), lambda v: f"{v:.3g}"),
+                _range(best.loss_interval, lambda v: f"{v:.4g}"),
+            ],
+        }
+    )
+    p = result.params_
+    text = (
+        f"From L(N, D) = E + A/N^alpha + B/D^beta fitted on the proxies (approach 3): "
+        f"E = {p['E']:.3g}, alpha = {p['alpha']:.3g}, beta = {p['beta']:.3g}, at "
+        f"C = {_flops(budget)} (6ND)."
+    )
+    if not result.is_valid:
+        text += (
+            " The fit is not valid (" + "; ".join(result.reasons_) + "): the proxies do not pin "
+            "down N and D separately, so read this allocation as indicative only."
+        )
+    return table, text
+
+
+def _range(bounds: tuple[float, float], show: Any) -> str:
+    lo, hi = bounds
+    return "none" if not (_finite(lo) and _finite(hi)) else f"{show(lo)} to {show(hi)}"
 
 
 def _parameter_table(report: Report) -> Block:
@@ -822,18 +921,32 @@ def draw_learning_curves(data: pd.DataFrame) -> Any:
     return fig
 
 
-def draw_isoflop(data: pd.DataFrame) -> Any:
-    """Figure 3 from :func:`isoflop_data`: loss against model size, one line per budget."""
-    fig = _figure()
-    ax = fig.add_subplot()
-    for i, (budget, profile) in enumerate(data.groupby("budget")):
-        ax.plot(profile["params"], profile["loss"], "o-", color=f"C{i % 10}", label=f"C = {budget:.2g}")
+def draw_isoflop(data: Mapping[str, Any]) -> Any:
+    """Figure 3: IsoFLOP profiles (loss against N per budget) and N_opt(C), D_opt(C)."""
+    fig = _figure(9.6, 4.0)
+    left, right = fig.subplots(1, 2)
+    for i, (budget, profile) in enumerate(data["profiles"].groupby("budget")):
+        color = f"C{i % 10}"
+        left.plot(profile["params"], profile["loss"], "o-", color=color, label=f"C = {budget:.2g}")
         best = profile.loc[profile["loss"].idxmin()]
-        ax.scatter([best["params"]], [best["loss"]], marker="*", s=120, color=f"C{i % 10}", zorder=3)
-    ax.set_xscale("log")
-    ax.set_xlabel("non-embedding parameters N")
-    ax.set_ylabel("final loss")
-    ax.legend(fontsize="small")
+        left.scatter([best["params"]], [best["loss"]], marker="*", s=120, color=color, zorder=3)
+    left.set_xscale("log")
+    left.set_xlabel("non-embedding parameters N")
+    left.set_ylabel("final loss")
+    left.legend(fontsize="small")
+    if data["optima"] is None:
+        right.set_axis_off()
+        return fig
+    optima, law = data["optima"], data["law"]
+    right.plot(law["flops"], law["params_opt"], color="C0", label="N_opt(C)")
+    right.plot(law["flops"], law["tokens_opt"], color="C1", label="D_opt(C)")
+    right.scatter(optima["flops"], optima["params_opt"], color="C0", zorder=3)
+    right.scatter(optima["flops"], optima["tokens_opt"], color="C1", zorder=3)
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.set_xlabel("compute C = 6ND (FLOPs)")
+    right.set_ylabel("parameters, tokens")
+    right.legend(fontsize="small")
     return fig
 
 
@@ -889,12 +1002,18 @@ def _flops(value: float) -> str:
 def _count(value: float) -> str:
     from scaling.formatting import format_count
 
-    return format_count(value)
+    # Round to 3 digits first so 999,999,999.9 prints as 1B rather than 1e+03M.
+    return format_count(float(f"{value:.3g}"))
 
 
 def _pm(value: float, lo: float, hi: float) -> str:
-    from scaling.formatting import format_interval
+    from scaling.formatting import format_interval, format_value_error
 
+    spread = max(abs(value - lo), abs(hi - value)) if _finite(lo) and _finite(hi) else math.nan
+    if not spread > 1e-9 * abs(value):  # no bootstrap, or a band of zero width
+        return f"{value:.4g}"
+    if not lo <= value <= hi:  # a percentile band can miss the best fit: show its reach
+        return format_value_error(value, spread)
     return format_interval(value, lo, hi)
 
 
@@ -969,7 +1088,8 @@ def blocks(report: Report) -> list[Block]:
     )
     out += _figure_blocks(report, "learning_curves", 2, "Eval loss of every run; the target's curve is drawn last, in red.")
     out += _figure_blocks(report, "isoflop", 3, "Loss against model size at fixed compute; stars mark each budget's best run.")
-    out += _isoflop_optimum_blocks(report)
+    if "isoflop_law" in report.notes:
+        out.append(("p", report.notes["isoflop_law"]))
 
     residuals = report.figures["residuals"]
     worst = residuals.loc[residuals["residual"].abs().idxmax()]
@@ -991,10 +1111,8 @@ def blocks(report: Report) -> list[Block]:
         out.append(_frame_table(report.backtest))
 
     out.append(("h2", "7. Compute-optimal allocation"))
-    if report.optimal is None:
-        out.append(("p", report.notes.get("optimal", "Not available.")))
-    else:
-        out.append(("p", f"Model size N and tokens D that minimise the loss at C = {_flops(report.target_x)} FLOPs."))
+    out.append(("p", report.notes["optimal"]))
+    if report.optimal is not None:
         out.append(("table", list(report.optimal.columns), report.optimal.astype(str).values.tolist()))
 
     out.append(("h2", "8. What went in"))
@@ -1271,10 +1389,3 @@ def make_report(
         log_report(experiment, path, tracking_uri=tracking_uri, tags={"scaling.law": report.law.name})
     return path
 
-
-def _optimal(proxies, target_x, interval, n_bootstrap, seed):
-    return None, "PENDING"
-
-
-def _isoflop_optimum_blocks(report):
-    return []

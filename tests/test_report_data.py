@@ -16,6 +16,7 @@ from scaling.report import isoflop_data, learning_curves_data, split_runs
 # The law the synthetic runs follow: L(C) = a * C^b + c on flops_exact (GPT-4's form).
 TRUTH = {"a": 60.0, "b": -0.12, "c": 1.8}
 EXACT_OVER_6ND = 1.15  # flops_exact / flops of these small models (embeddings, attention)
+ISOFLOP_BUDGETS = (1e14, 1e15, 1e16)  # 6ND FLOPs of the IsoFLOP profiles
 
 
 def true_loss(flops_exact):
@@ -25,8 +26,9 @@ def true_loss(flops_exact):
 def synthetic_runs(*, n_ladder=10, isoflop=True, extras=True, target=True, noise=0.003, seed=0):
     """A run table that follows :data:`TRUTH`, with the rows a real sweep has.
 
-    Ladder proxies at 20 tokens per parameter; optionally one IsoFLOP profile (4 sizes at
-    one budget, the off-optimum sizes above the law by 2% x log(N/N*)^2); a diverged run, a
+    Ladder proxies at 20 tokens per parameter; optionally three IsoFLOP profiles (sizes
+    N*/2 to 4N* around N* = sqrt(C/120), the others above the law by 2% x log(N/N*)^2, so
+    N_opt is proportional to C^0.5 by construction); a diverged run, a
     run still running and a finished run without a loss; and the target at ~100x the
     largest proxy's compute, 0.5% above the law.
     """
@@ -57,12 +59,14 @@ def synthetic_runs(*, n_ladder=10, isoflop=True, extras=True, target=True, noise
         loss = float(true_loss(exact) * np.exp(noise * rng.standard_normal()))
         add(f"N{params:.2g}-20xN", "proxy", params, 20 * params, loss)
     if isoflop:
-        budget = 1e15
-        for params in (5e5, 1e6, 2e6, 4e6):
-            tokens = budget / (6.0 * params)
-            penalty = 1 + 0.02 * np.log(params / 1e6) ** 2
-            add(f"N{params:.2g}-C1e15", "proxy", params, tokens,
-                float(true_loss(EXACT_OVER_6ND * budget) * penalty))
+        # Compute-optimal size at 20 tokens per parameter: C = 6 N (20 N) => N* = sqrt(C / 120).
+        for budget in ISOFLOP_BUDGETS:
+            best = np.sqrt(budget / 120.0)
+            for params in best * np.array([0.5, 1.0, 2.0, 4.0]):
+                penalty = 1 + 0.02 * np.log(params / best) ** 2
+                add(f"N{params:.2g}-C{budget:.0e}", "proxy", params, budget / (6.0 * params),
+                    float(true_loss(EXACT_OVER_6ND * budget) * penalty
+                          * np.exp(noise * rng.standard_normal())))
     if extras:
         add("N3e6-diverged", "proxy", 3e6, 6e7, np.nan, "FAILED", "diverged: loss nan at step 120")
         add("N4e6-running", "proxy", 4e6, 8e7, np.nan, "RUNNING")
@@ -84,7 +88,7 @@ def synthetic_curve(final_loss, tokens, *, start_loss=6.0, n_points=20):
 def test_split_keeps_finished_proxies_and_says_why_others_are_left_out():
     runs = synthetic_runs()
     split = split_runs(runs, x="flops_exact", y="loss")
-    assert len(split.proxies) == 14  # 10 ladder + 4 isoflop
+    assert len(split.proxies) == 22  # 10 ladder + 3 x 4 IsoFLOP
     assert set(split.proxies["role"]) == {"proxy"}
     assert split.target["name"] == "N5e7-target"
     assert split.excluded.to_dict("records") == [
@@ -122,13 +126,14 @@ def test_split_refuses_to_guess_between_two_targets():
         split_runs(runs)
 
 
-def test_isoflop_profiles_group_runs_of_one_budget_only():
+def test_isoflop_profiles_group_runs_of_one_budget_and_find_the_known_optimum():
     split = split_runs(synthetic_runs(), x="flops_exact", y="loss")
     data = isoflop_data(split.proxies)
-    assert data["budget"].unique().tolist() == [pytest.approx(1e15)]
-    assert data["params"].tolist() == [5e5, 1e6, 2e6, 4e6]
-    # The synthetic profile's minimum is at N* = 1e6 by construction.
-    assert data.loc[data["loss"].idxmin(), "params"] == 1e6
+    assert data["budget"].unique().tolist() == pytest.approx(list(ISOFLOP_BUDGETS))
+    for budget, profile in data.groupby("budget"):
+        best = np.sqrt(budget / 120.0)  # the synthetic optimum: 20 tokens per parameter
+        assert profile["params"].tolist() == pytest.approx(list(best * np.array([0.5, 1, 2, 4])))
+        assert profile.loc[profile["loss"].idxmin(), "params"] == pytest.approx(best)
 
 
 def test_no_isoflop_profile_in_a_ladder():
