@@ -114,8 +114,7 @@ def compare_command(experiment, target, law, metrics, fail_above, n_bootstrap, s
         click.echo(comparison_text(comparison))
     if fail_above is not None and comparison.error_above(fail_above):
         error = comparison.loss.relative_error * 100
-        click.echo(f"error: loss error {error:+.1f}% is above --fail-above {fail_above:g}%", err=True)
-        raise click.exceptions.Exit(1)
+        raise ScalingError(f"loss error {error:+.1f}% is above --fail-above {fail_above:g}%")
 
 
 # --- fitting commands ---

@@ -26,6 +26,8 @@ __all__ = [
     "MetricComparison",
     "Comparison",
     "first_crossing",
+    "RunSplit",
+    "split_runs",
     "compare",
     "capability_columns",
     "compare_experiment",
@@ -226,6 +228,134 @@ def first_crossing(curve: pd.DataFrame, threshold: float) -> Crossing | None:
     return Crossing(float(first["step"]), float(first["tokens"]), float(first["value"]), fraction)
 
 
+# Runs logged by the toolkit itself (reports) are not training runs.
+_NOT_TRAINING_ROLES = {"report", "sweep"}
+
+
+@dataclass(frozen=True)
+class RunSplit:
+    """The run table split into what is fitted, what is predicted and what is left out.
+
+    Attributes
+    ----------
+    proxies : DataFrame
+        Finished proxy runs with usable values: the law is fitted on these.
+    target : Series or None
+        The large run's row, when the table has one.
+    excluded : DataFrame
+        Columns ``run``, ``status`` and ``reason``: every run left out, and why.
+    """
+
+    proxies: pd.DataFrame
+    target: pd.Series | None
+    excluded: pd.DataFrame
+
+
+def _run_label(row: Mapping[str, Any]) -> str:
+    for key in ("name", "run_key", "run_id"):
+        value = row.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return "?"
+
+
+def split_runs(
+    runs: pd.DataFrame, *, x: str = "flops", y: str = "loss", target: str | None = None
+) -> RunSplit:
+    """Split a run table into the proxies to fit, the target and the runs left out.
+
+    A run is left out when it did not finish (its ``failure`` reason is given when the table
+    has one), has no value of ``x`` or ``y``, or has a non-positive one (a power law cannot
+    use it). The target is the run ``target`` (by ``run_id`` or ``run_key``) or, when None,
+    the one run whose ``role`` is ``target``.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        The run table.
+    x, y : str
+        Columns the law reads.
+    target : str, optional
+        Run id (or run key) of the large run.
+
+    Returns
+    -------
+    RunSplit
+
+    Raises
+    ------
+    DataError
+        If ``target`` is not in the table, or the table marks several runs as targets.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> runs = pd.DataFrame({"run_id": ["a", "b", "c"], "status": ["FINISHED", "FAILED", "FINISHED"],
+    ...                      "flops": [1e15, 2e15, 4e15], "loss": [3.0, None, 2.8]})
+    >>> split = split_runs(runs)
+    >>> list(split.proxies["run_id"]), split.excluded["reason"].tolist()
+    (['a', 'c'], ['status FAILED'])
+    """
+    runs = runs.reset_index(drop=True)
+    role = runs["role"].astype(str) if "role" in runs.columns else pd.Series("proxy", runs.index)
+    is_target = pd.Series(False, index=runs.index)
+    if target is not None:
+        for key in ("run_id", "run_key"):
+            if key in runs.columns:
+                is_target |= runs[key].astype(str) == target
+        if not is_target.any():
+            raise DataError(
+                f"run table has no run {target!r}; pass a run_id (or run_key) from the table"
+            )
+    else:
+        is_target = role == "target"
+        if is_target.sum() > 1:
+            raise DataError(
+                f"run table marks {int(is_target.sum())} runs as role 'target'; "
+                "pick one with --target RUN_ID"
+            )
+    target_row = runs[is_target].iloc[0] if is_target.any() else None
+
+    reasons: list[str | None] = []
+    for _, row in runs.iterrows():
+        status = str(row.get("status", "FINISHED"))
+        failure = row.get("failure")
+        if row.name in runs.index[is_target]:
+            reasons.append(None)
+        elif role[row.name] in _NOT_TRAINING_ROLES:
+            reasons.append(None)
+        elif status != "FINISHED":
+            has_failure = isinstance(failure, str) and failure
+            reasons.append(f"{status.lower()}: {failure}" if has_failure else f"status {status}")
+        elif role[row.name] != "proxy":
+            reasons.append(f"role {role[row.name]!r} (only proxies are fitted)")
+        else:
+            reasons.append(_unusable(row, x, y))
+    reason = pd.Series(reasons, index=runs.index, dtype=object)
+    used = reason.isna() & ~is_target & ~role.isin(_NOT_TRAINING_ROLES)
+    left_out = reason.notna()
+    excluded = pd.DataFrame(
+        {
+            "run": [_run_label(row) for _, row in runs[left_out].iterrows()],
+            "status": runs.loc[left_out, "status"].astype(str).tolist()
+            if "status" in runs.columns
+            else ["FINISHED"] * int(left_out.sum()),
+            "reason": reason[left_out].tolist(),
+        }
+    )
+    return RunSplit(runs[used].reset_index(drop=True), target_row, excluded)
+
+
+def _unusable(row: Mapping[str, Any], x: str, y: str) -> str | None:
+    for column in (x, y):
+        value = pd.to_numeric(pd.Series([row.get(column)]), errors="coerce").iloc[0]
+        if pd.isna(value):
+            return f"no {column}"
+        if value <= 0:
+            return f"{column} = {value:g} is not positive"
+    return None
+
+
 def _target_name(target_row: Mapping[str, Any]) -> str:
     for key in ("run_id", "run_key"):
         value = target_row.get(key)
@@ -241,7 +371,8 @@ def _target_value(target_row: Mapping[str, Any], column: str, name: str, fix: st
     except (TypeError, ValueError):
         number = math.nan
     if not math.isfinite(number):
-        raise DataError(f"target run {name}: {column} = {value!r} is missing; {fix}")
+        shown = f"{float(value)}" if isinstance(value, (float, np.floating)) else repr(value)
+        raise DataError(f"target run {name}: {column} = {shown} is missing; {fix}")
     return number
 
 
@@ -319,15 +450,15 @@ def compare(
                 "column, such as gpt4 (compute), or pass x"
             )
         x_column = x or law_object.x[0]
-        result = fit(
-            law_object, proxies_frame, x=(x_column,), y=metric, n_bootstrap=n_bootstrap,
-            seed=seed, interval=interval, source="proxies",
+        actual = _target_value(
+            row, metric, name, "wait for the run to finish, or pick a run that has finished"
         )
         target_x = _target_value(
             row, x_column, name, f"the run table needs the target's {x_column} to predict it"
         )
-        actual = _target_value(
-            row, metric, name, "wait for the run to finish, or pick a run that has finished"
+        result = fit(
+            law_object, proxies_frame, x=(x_column,), y=metric, n_bootstrap=n_bootstrap,
+            seed=seed, interval=interval, source="proxies",
         )
         predicted, lo, hi = _predict_one(result, target_x, interval)
         crossing = None
@@ -410,16 +541,16 @@ def compare_experiment(
     from scaling.errors import TrackingError
     from scaling.tracking import learning_curve, runs_frame
 
+    from scaling.laws import get_law
+
     runs = runs_frame(experiment, tracking_uri=tracking_uri, status=None)
-    matches = runs[runs["run_id"] == target]
-    if matches.empty:
+    if not (runs["run_id"] == target).any():
         raise DataError(
             f"experiment {experiment!r} has no run {target!r}; pass the MLflow run id of the "
             "large run (see the MLflow UI)"
         )
-    target_row = matches.iloc[0]
-    proxies = runs[(runs["role"] == "proxy") & (runs["status"] == "FINISHED")]
-    proxies = proxies[proxies["run_id"] != target]
+    split = split_runs(runs, x=get_law(law).x[0], y="loss", target=target)
+    target_row, proxies = split.target, split.proxies
     try:
         curve = learning_curve(target, tracking_uri=tracking_uri)
     except TrackingError:  # the run never logged an eval curve: compare final values only

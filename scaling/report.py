@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scaling.compare import RunSplit, _run_label, split_runs
 from scaling.errors import DataError
 
 __all__ = [
@@ -52,16 +53,6 @@ __all__ = [
     "write_report",
     "make_report",
 ]
-
-# Run-table columns that are bookkeeping or configuration, never a metric to report.
-_NOT_METRICS = {
-    "run_id", "run_key", "sweep", "role", "status", "n_layer", "d_model", "n_head", "context",
-    "vocab_size", "params", "params_total", "tokens", "flops", "flops_exact", "lr",
-    "batch_tokens", "seed", "loss", "bpb", "failure", "name", "config_hash",
-}
-# Runs logged by the toolkit itself (reports) are not training runs.
-_NOT_TRAINING_ROLES = {"report", "sweep"}
-
 
 # --------------------------------------------------------------------------- inputs
 
@@ -151,16 +142,23 @@ def inputs_from_experiment(experiment: str, *, tracking_uri: str) -> ReportInput
     TrackingError
         If the experiment does not exist or cannot be read.
     """
-    from scaling.tracking import learning_curve, runs_frame
+    from scaling.errors import TrackingError
+    from scaling.tracking import TAG_FAILURE, learning_curve, run_tags, runs_frame
 
-    runs = runs_frame(experiment, tracking_uri=tracking_uri, status=None)
-    runs = runs[~runs.get("role", pd.Series("", index=runs.index)).isin(_NOT_TRAINING_ROLES)]
-    finished = runs[runs["status"] == "FINISHED"] if "status" in runs.columns else runs
-    curves = {
-        run_id: learning_curve(run_id, tracking_uri=tracking_uri) for run_id in finished["run_id"]
-    }
+    runs = runs_frame(experiment, tracking_uri=tracking_uri, status=None).reset_index(drop=True)
+    # The run table has no failure column: the reason is the run's scaling.failure tag.
+    runs["failure"] = [
+        None if status == "FINISHED" else run_tags(run_id, tracking_uri=tracking_uri).get(TAG_FAILURE)
+        for run_id, status in zip(runs["run_id"], runs["status"])
+    ]
+    curves = {}
+    for run_id in runs.loc[runs["status"] == "FINISHED", "run_id"]:
+        try:
+            curves[run_id] = learning_curve(run_id, tracking_uri=tracking_uri)
+        except TrackingError:  # a run that never logged eval/loss has no curve to draw
+            continue
     return ReportInputs(
-        runs=runs.reset_index(drop=True),
+        runs=runs,
         name=experiment,
         source=f"MLflow experiment {experiment}",
         sweep=experiment,
@@ -168,130 +166,6 @@ def inputs_from_experiment(experiment: str, *, tracking_uri: str) -> ReportInput
         tracking_uri=tracking_uri,
         curves=curves,
     )
-
-
-@dataclass(frozen=True)
-class RunSplit:
-    """The run table split into what is fitted, what is predicted and what is left out.
-
-    Attributes
-    ----------
-    proxies : DataFrame
-        Finished proxy runs with usable values: the law is fitted on these.
-    target : Series or None
-        The large run's row, when the table has one.
-    excluded : DataFrame
-        Columns ``run``, ``status`` and ``reason``: every run left out, and why.
-    """
-
-    proxies: pd.DataFrame
-    target: pd.Series | None
-    excluded: pd.DataFrame
-
-
-def _run_label(row: Mapping[str, Any]) -> str:
-    for key in ("name", "run_key", "run_id"):
-        value = row.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return "?"
-
-
-def split_runs(
-    runs: pd.DataFrame, *, x: str = "flops", y: str = "loss", target: str | None = None
-) -> RunSplit:
-    """Split a run table into the proxies to fit, the target and the runs left out.
-
-    A run is left out when it did not finish (its ``failure`` reason is given when the table
-    has one), has no value of ``x`` or ``y``, or has a non-positive one (a power law cannot
-    use it). The target is the run ``target`` (by ``run_id`` or ``run_key``) or, when None,
-    the one run whose ``role`` is ``target``.
-
-    Parameters
-    ----------
-    runs : DataFrame
-        The run table.
-    x, y : str
-        Columns the law reads.
-    target : str, optional
-        Run id (or run key) of the large run.
-
-    Returns
-    -------
-    RunSplit
-
-    Raises
-    ------
-    DataError
-        If ``target`` is not in the table, or the table marks several runs as targets.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> runs = pd.DataFrame({"run_id": ["a", "b", "c"], "status": ["FINISHED", "FAILED", "FINISHED"],
-    ...                      "flops": [1e15, 2e15, 4e15], "loss": [3.0, None, 2.8]})
-    >>> split = split_runs(runs)
-    >>> list(split.proxies["run_id"]), split.excluded["reason"].tolist()
-    (['a', 'c'], ['status FAILED'])
-    """
-    runs = runs.reset_index(drop=True)
-    role = runs["role"].astype(str) if "role" in runs.columns else pd.Series("proxy", runs.index)
-    is_target = pd.Series(False, index=runs.index)
-    if target is not None:
-        for key in ("run_id", "run_key"):
-            if key in runs.columns:
-                is_target |= runs[key].astype(str) == target
-        if not is_target.any():
-            raise DataError(
-                f"run table has no run {target!r}; pass a run_id (or run_key) from the table"
-            )
-    else:
-        is_target = role == "target"
-        if is_target.sum() > 1:
-            raise DataError(
-                f"run table marks {int(is_target.sum())} runs as role 'target'; "
-                "pick one with --target RUN_ID"
-            )
-    target_row = runs[is_target].iloc[0] if is_target.any() else None
-
-    reasons: list[str | None] = []
-    for _, row in runs.iterrows():
-        status = str(row.get("status", "FINISHED"))
-        failure = row.get("failure")
-        if row.name in runs.index[is_target]:
-            reasons.append(None)
-        elif role[row.name] in _NOT_TRAINING_ROLES:
-            reasons.append(None)
-        elif status != "FINISHED":
-            has_failure = isinstance(failure, str) and failure
-            reasons.append(f"{status.lower()}: {failure}" if has_failure else f"status {status}")
-        elif role[row.name] != "proxy":
-            reasons.append(f"role {role[row.name]!r} (only proxies are fitted)")
-        else:
-            reasons.append(_unusable(row, x, y))
-    reason = pd.Series(reasons, index=runs.index, dtype=object)
-    used = reason.isna() & ~is_target & ~role.isin(_NOT_TRAINING_ROLES)
-    left_out = reason.notna()
-    excluded = pd.DataFrame(
-        {
-            "run": [_run_label(row) for _, row in runs[left_out].iterrows()],
-            "status": runs.loc[left_out, "status"].astype(str).tolist()
-            if "status" in runs.columns
-            else ["FINISHED"] * int(left_out.sum()),
-            "reason": reason[left_out].tolist(),
-        }
-    )
-    return RunSplit(runs[used].reset_index(drop=True), target_row, excluded)
-
-
-def _unusable(row: Mapping[str, Any], x: str, y: str) -> str | None:
-    for column in (x, y):
-        value = pd.to_numeric(pd.Series([row.get(column)]), errors="coerce").iloc[0]
-        if pd.isna(value):
-            return f"no {column}"
-        if value <= 0:
-            return f"{column} = {value:g} is not positive"
-    return None
 
 
 # --------------------------------------------------------------------------- figure data
