@@ -118,7 +118,7 @@ def run_arrays(
     for column in x:
         if used[column].nunique() < 2:
             raise FitError(
-                f"{source}: column {column!r} is constant ({used[column].iloc[0]!r}); a law "
+                f"{source}: column {column!r} is constant ({used[column].iloc[0]:g}); a law "
                 "cannot be fitted without runs at different scales"
             )
     xs = [used[column].to_numpy(dtype=float) for column in x]
@@ -172,7 +172,8 @@ class FitResult:
         Resamples whose fit did not converge (left out of the intervals).
     converged_ : bool
     bound_flags_ : dict of str -> bool
-        Parameters within 1e-6 of a bound.
+        Parameters within 1e-6 (relative to the bound span) of a bound, and positive
+        parameters whose term adds less than 1% to every prediction (collapsed to 0).
     starts_disagree_ : bool
         Another start reached the same objective (relative 1e-6) at parameters more than 1%
         away: the optimum is not identified by the data.
@@ -263,8 +264,18 @@ class FitResult:
         span = np.maximum(upper - lower, 1.0)
         near_lower = np.abs(self.theta_ - lower) <= 1e-6 * span
         near_upper = np.abs(self.theta_ - upper) <= 1e-6 * span
+        # A positive parameter whose term adds < 1% to every prediction has collapsed to its
+        # natural bound, 0 (e.g. GPT-4's c on runs without visible irreducible loss), even if
+        # the optimiser stopped before log(c) reached its numeric bound.
+        log_pred, terms = law.log_model(self.theta_[None, :], xs)
+        vanished = [
+            name in law.log_params
+            and float(np.abs(np.broadcast_to(weight * (1.0 if column is None else column), log_pred.shape)).max()) < 1e-2
+            for name, (weight, column) in zip(law.param_names, terms)
+        ]
         self.bound_flags_ = {
-            name: bool(lo or hi) for name, lo, hi in zip(law.param_names, near_lower, near_upper)
+            name: bool(lo or hi or gone)
+            for name, lo, hi, gone in zip(law.param_names, near_lower, near_upper, vanished)
         }
         same = polished.fun[order] <= self.objective_ + 1e-6 * max(abs(self.objective_), 1e-12)
         others = polished.x[order][same]

@@ -1,0 +1,246 @@
+"""Predictions, compute-optimal allocation (Chinchilla approaches 1-3), saved fits, and the
+`scaling fit` / `scaling predict` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling.cli import main
+from scaling.errors import FitError
+from scaling.fit import FitResult, fit
+from scaling.predict import (
+    approach1,
+    approach2,
+    approach3,
+    compute_optimal,
+    hyperparameters,
+    load_fit,
+    predict_run,
+    save_fit,
+)
+from scaling.table import load_csv
+
+DATA = Path(__file__).parent / "data" / "chinchilla_points.csv"
+
+
+@pytest.fixture(scope="module")
+def points():
+    return load_csv(DATA).sort_values("loss").iloc[:-5]
+
+
+@pytest.fixture(scope="module")
+def chinchilla(points):
+    return fit("chinchilla", points, n_bootstrap=300, seed=0)
+
+
+def test_compute_optimal_matches_brute_force(chinchilla):
+    C = 5.76e23
+    best = compute_optimal(C, chinchilla)
+    p = chinchilla.params_
+    N = np.logspace(9, 13, 400_001)
+    D = C / (6 * N)
+    loss = p["E"] + p["A"] / N ** p["alpha"] + p["B"] / D ** p["beta"]
+    i = np.argmin(loss)
+    assert best.params == pytest.approx(N[i], rel=1e-3)
+    assert best.tokens == pytest.approx(D[i], rel=1e-3)
+    assert best.loss == pytest.approx(loss[i], rel=1e-9)
+    assert 6 * best.params * best.tokens == pytest.approx(C)
+    assert best.params_interval[0] < best.params < best.params_interval[1]
+    assert best.tokens_interval[0] < best.tokens < best.tokens_interval[1]
+    assert best.loss_interval[0] < best.loss < best.loss_interval[1]
+    assert best.tokens_per_param == pytest.approx(best.tokens / best.params)
+    assert json.dumps(best.to_dict())
+
+
+def test_approach3_exponents(chinchilla):
+    law = approach3(chinchilla)
+    p = chinchilla.params_
+    assert law.a == pytest.approx(p["beta"] / (p["alpha"] + p["beta"]))
+    assert law.a + law.b == pytest.approx(1.0)
+    # Besiroglu et al. report a = 0.51 for their fit of these points.
+    assert law.a == pytest.approx(0.51, abs=0.01)
+    assert law.a_interval[0] < law.a < law.a_interval[1]
+    C = 1e22
+    assert law.params_opt(C) == pytest.approx(compute_optimal(C, chinchilla).params, rel=1e-9)
+    assert law.tokens_opt(C) == pytest.approx(compute_optimal(C, chinchilla).tokens, rel=1e-9)
+
+
+def test_approaches_1_and_2_agree_with_chinchilla(points):
+    # Hoffmann et al.: a = 0.50 (approach 1), 0.49 (approach 2), 0.46 (approach 3).
+    first = approach1(points, n_bootstrap=100)
+    second = approach2(points, n_bootstrap=100)
+    for law in (first, second):
+        assert 0.45 < law.a < 0.56
+        assert law.a_interval[0] <= law.a <= law.a_interval[1]
+        assert law.b == pytest.approx(1 - law.a)
+        assert law.points["flops"].size >= 3
+        assert json.dumps(law.to_dict())
+    assert (first.approach, second.approach) == (1, 2)
+
+
+def test_approach2_recovers_a_known_allocation():
+    # IsoFLOP parabolas from an exact Chinchilla law: the minima follow a = beta/(alpha+beta).
+    E, A, B, alpha, beta = 1.8, 400.0, 2000.0, 0.34, 0.37
+    rows = []
+    for C in np.logspace(18, 22, 9):
+        for N in np.logspace(np.log10(C) / 2 - 3, np.log10(C) / 2 - 0.5, 9):
+            D = C / (6 * N)
+            rows.append({"params": N, "tokens": D, "flops": C, "loss": E + A / N**alpha + B / D**beta})
+    law = approach2(pd.DataFrame(rows), n_bootstrap=20)
+    assert law.a == pytest.approx(beta / (alpha + beta), abs=0.01)
+
+
+def test_approach_errors(points, chinchilla):
+    few = points.iloc[:5]
+    with pytest.raises(FitError, match=r"approach 2 found \d compute-optimal point\(s\), needs 3"):
+        approach2(few, n_bootstrap=0)
+    with pytest.raises(Exception, match=r"missing column\(s\) flops_exact"):
+        approach1(points, flops="flops_exact")
+    bad = points.copy()
+    bad.iloc[0, bad.columns.get_loc("loss")] = -1.0
+    with pytest.raises(FitError, match=r"params, flops and loss must be finite and positive"):
+        approach1(bad)
+
+
+def test_non_chinchilla_fits_are_refused():
+    C = np.logspace(15, 19, 12)
+    result = fit("gpt4", pd.DataFrame({"flops_exact": C, "loss": 40 * C**-0.1 + 1.5}), n_bootstrap=0)
+    with pytest.raises(FitError, match=r"compute_optimal needs a 'chinchilla' fit of L\(N, D\); got law 'gpt4'"):
+        compute_optimal(1e20, result)
+    with pytest.raises(FitError, match=r"approach3 needs a fitted result"):
+        approach3(FitResult("chinchilla"))
+
+
+def test_bad_budget(chinchilla):
+    with pytest.raises(FitError, match=r"flops = -1.0 must be a positive number of FLOPs"):
+        compute_optimal(-1.0, chinchilla)
+
+
+def test_predict_run(chinchilla):
+    by_budget = predict_run(chinchilla, flops=5.76e23)
+    best = compute_optimal(5.76e23, chinchilla)
+    assert by_budget["params"] == pytest.approx(best.params)
+    assert by_budget["value"] == pytest.approx(best.loss)
+    assert by_budget["lower"] < by_budget["value"] < by_budget["upper"]
+    by_shape = predict_run(chinchilla, params=70e9, tokens=1.4e12)
+    assert by_shape["flops"] == pytest.approx(6 * 70e9 * 1.4e12)
+    # The larger stretch of the two: 1.4e12 tokens vs the 3.18e11 largest fitted.
+    stretch = max(70e9 / chinchilla.x_range_["params"][1], 1.4e12 / chinchilla.x_range_["tokens"][1])
+    assert by_shape["extrapolation"] == pytest.approx(stretch)
+    assert by_shape["extrapolation"] == pytest.approx(1.4e12 / 3.17754e11)
+    with pytest.raises(FitError, match=r"give --flops C, or both --params N and --tokens D"):
+        predict_run(chinchilla, params=70e9)
+
+
+def test_predict_run_one_x_law():
+    C = np.logspace(15, 19, 12)
+    result = fit("gpt4", pd.DataFrame({"flops_exact": C, "loss": 40 * C**-0.1 + 1.5}), n_bootstrap=20)
+    out = predict_run(result, params=1e9, tokens=2e10)
+    assert out["flops"] == pytest.approx(1.2e20)
+    assert out["value"] == pytest.approx(40 * 1.2e20**-0.1 + 1.5, rel=1e-5)
+    assert out["extrapolation"] == pytest.approx(12.0)
+
+
+def test_deepseek_hyperparameters():
+    hp = hyperparameters(1e20)
+    assert hp["lr"] == pytest.approx(0.3118 * 1e20**-0.125)
+    assert hp["batch_tokens"] == pytest.approx(0.2920 * 1e20**0.3271)
+    assert hyperparameters(1e20, lr={"a": 1.0, "b": 0.0})["lr"] == 1.0
+
+
+def test_save_and_load(chinchilla, tmp_path):
+    path = save_fit(chinchilla, tmp_path / "fit.json")
+    again = load_fit(path)
+    assert again.params_ == chinchilla.params_
+    assert again.intervals_ == pytest.approx(chinchilla.intervals_)
+    assert compute_optimal(1e22, again).params_interval == compute_optimal(1e22, chinchilla).params_interval
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FitError, match=r"nope.json: no such fit file; write one with 'scaling fit --save"):
+        load_fit(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(FitError, match=r"bad.json: not a JSON fit file"):
+        load_fit(bad)
+    array = tmp_path / "array.json"
+    array.write_text("[1, 2]")
+    with pytest.raises(FitError, match=r"array.json: not a saved fit \(expected a JSON object\)"):
+        load_fit(array)
+    other = tmp_path / "other.json"
+    other.write_text('{"law": "gpt4"}')
+    with pytest.raises(FitError, match=r"other.json: not a saved fit \(expected format 'scaling.fit/1'\)"):
+        load_fit(other)
+    with pytest.raises(FitError, match=r"only a fitted result can be saved"):
+        save_fit(FitResult("gpt4"), tmp_path / "x.json")
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def test_fit_command_json_and_save(capsys):
+    code = main(["fit", "--csv", str(DATA), "--law", "chinchilla", "--bootstrap", "100",
+                 "--backtest", "1e20", "--save", "fit.json", "--output", "json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fit"]["n_points"] == 245
+    assert report["fit"]["n_starts"] == 4500
+    assert 0.30 < report["fit"]["params"]["alpha"]["value"] < 0.40
+    assert report["backtest"]["folds"][0]["cut"] == 1e20
+    assert Path("fit.json").is_file() and report["saved"] == "fit.json"
+
+
+def test_fit_command_table(capsys):
+    code = main(["fit", "--csv", str(DATA), "--law", "gpt4", "--x", "flops", "--bootstrap", "50"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "gpt4: L(C) = a·C^b + c" in out
+    assert " ± " in out or "+" in out
+    assert "245 runs" in out
+
+
+def test_predict_command_from_saved_fit(capsys):
+    assert main(["fit", "--csv", str(DATA), "--law", "chinchilla", "--bootstrap", "100", "--save", "fit.json",
+                 "--output", "json"]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--fit", "fit.json", "--flops", "5.76e23", "--output", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prediction"]["law"] == "chinchilla"
+    assert out["compute_optimal"]["flops"] == 5.76e23
+    assert out["compute_optimal"]["params"] == pytest.approx(out["prediction"]["params"])
+    assert main(["predict", "--fit", "fit.json", "--params", "70e9", "--tokens", "1.4e12"]) == 0
+    text = capsys.readouterr().out
+    assert "loss at C = 5.9e23, N = 70B, D = 1.4T" in text
+    assert "compute-optimal for C = 5.9e23" in text
+
+
+def test_predict_command_fits_on_the_fly(capsys):
+    code = main(["predict", "--csv", str(DATA), "--law", "gpt4", "--x", "flops", "--bootstrap", "50",
+                 "--flops", "1e23", "--output", "json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prediction"]["law"] == "gpt4"
+    assert out["compute_optimal"]["params"] > 1e10  # from a chinchilla fit of the same table
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fit"], "give exactly one of --csv FILE or --experiment NAME"),
+        (["fit", "--csv", "a.csv", "--experiment", "demo"], "give exactly one of --csv FILE or --experiment NAME"),
+        (["fit", "--csv", "missing.csv"], "missing.csv: no such file"),
+        (["fit", "--csv", str(DATA), "--law", "gpt5"], "unknown law 'gpt5'"),
+        (["fit", "--csv", str(DATA)], "missing column(s) flops_exact"),
+        (["predict", "--fit", "f.json", "--csv", "a.csv", "--flops", "1e20"], "give --fit FILE or --csv/--experiment"),
+        (["predict", "--fit", "f.json", "--flops", "1e20"], "f.json: no such fit file"),
+    ],
+)
+def test_command_errors(args, message, capsys):
+    code = main(args)
+    assert code == 2
+    assert message in capsys.readouterr().err
