@@ -560,7 +560,11 @@ def _work_one(study, trial, config: SweepConfig, tracking_uri: str, storage) -> 
                 trial.set_user_attr("failure", reason[:1000])
                 study.tell(trial, state=TrialState.FAIL)
                 return "failed"
-            timing = {"perf/wall_s": result.wall_s, "perf/mean_tokens_per_s": result.tokens_per_s}
+            timing = {
+                "perf/wall_s": result.wall_s,
+                "perf/mean_tokens_per_s": result.tokens_per_s,
+                "perf/resumed_from_step": result.resumed_from_step,
+            }
             if result.status == "finished":
                 run.finish({**result.summary(), **timing})
                 study.tell(trial, result.final_eval_loss)
