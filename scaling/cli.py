@@ -60,8 +60,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 100_000):
-        return f"{float(value):.3g}"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
     return str(value)
 
 

@@ -271,8 +271,8 @@ def plan(config: SweepConfig) -> list[dict[str, Any]]:
                 "shape": f"L{spec.model.n_layer} d{spec.model.d_model} h{spec.model.n_head}",
                 "N": size["params"],
                 "D": size["tokens"],
-                "C": size["flops"] * runs,
-                "C_exact": size["flops_exact"] * runs,
+                "C": float(size["flops"] * runs),
+                "C_exact": float(size["flops_exact"] * runs),
                 "batch_tokens": spec.train.batch_tokens,
                 "lr": lr,
             }
