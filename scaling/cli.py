@@ -286,8 +286,10 @@ def _prediction_lines(prediction, allocation, result) -> list[str]:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 100_000):
-        return f"{float(value):.3g}"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
     return str(value)
 
 

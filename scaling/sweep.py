@@ -271,8 +271,8 @@ def plan(config: SweepConfig) -> list[dict[str, Any]]:
                 "shape": f"L{spec.model.n_layer} d{spec.model.d_model} h{spec.model.n_head}",
                 "N": size["params"],
                 "D": size["tokens"],
-                "C": size["flops"] * runs,
-                "C_exact": size["flops_exact"] * runs,
+                "C": float(size["flops"] * runs),
+                "C_exact": float(size["flops_exact"] * runs),
                 "batch_tokens": spec.train.batch_tokens,
                 "lr": lr,
             }
@@ -560,7 +560,11 @@ def _work_one(study, trial, config: SweepConfig, tracking_uri: str, storage) -> 
                 trial.set_user_attr("failure", reason[:1000])
                 study.tell(trial, state=TrialState.FAIL)
                 return "failed"
-            timing = {"perf/wall_s": result.wall_s, "perf/mean_tokens_per_s": result.tokens_per_s}
+            timing = {
+                "perf/wall_s": result.wall_s,
+                "perf/mean_tokens_per_s": result.tokens_per_s,
+                "perf/resumed_from_step": result.resumed_from_step,
+            }
             if result.status == "finished":
                 run.finish({**result.summary(), **timing})
                 study.tell(trial, result.final_eval_loss)

@@ -91,6 +91,11 @@ _MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 def _client(tracking_uri: str):
     from mlflow import MlflowClient
 
+    path = _sqlite_path(tracking_uri)
+    if path is not None:
+        # MLflow caches one store per URI string: a relative path would stay bound to the
+        # working directory of its first use, so pass the absolute one.
+        tracking_uri = "sqlite:///" + str(path.resolve())
     return MlflowClient(tracking_uri=tracking_uri)
 
 
