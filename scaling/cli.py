@@ -102,7 +102,7 @@ def compare_command(experiment, target, law, metrics, fail_above, n_bootstrap, s
       scaling compare --experiment demo --target 3f2a9c... --fail-above 5
     """
     from scaling.compare import compare_experiment
-    from scaling.report import comparison_text
+    from scaling.render import comparison_text
 
     comparison = compare_experiment(
         experiment, target, tracking_uri=tracking_uri, law=law, metrics=list(metrics) or None,

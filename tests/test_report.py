@@ -18,17 +18,11 @@ import pandas as pd
 import pytest
 from test_report_data import synthetic_curve, synthetic_runs, true_loss
 
-from scaling import report as report_module
+from scaling import render as render_module
 from scaling.cli import main
 from scaling.errors import ConfigError, DataError
-from scaling.report import (
-    ReportInputs,
-    build_report,
-    inputs_from_csv,
-    render_html,
-    render_markdown,
-    write_report,
-)
+from scaling.render import render_html, render_markdown, write_report
+from scaling.report import ReportInputs, build_report, inputs_from_csv
 
 GOLDEN = Path(__file__).parent / "golden"
 N_BOOTSTRAP = 200
@@ -196,7 +190,7 @@ def test_a_failure_while_writing_leaves_no_report_directory(tracked, tmp_path, m
     def broken(report, images):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(report_module, "render_html", broken)
+    monkeypatch.setattr(render_module, "render_html", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         write_report(tracked, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
@@ -205,7 +199,7 @@ def test_a_failure_while_writing_leaves_no_report_directory(tracked, tmp_path, m
 def test_a_failed_rewrite_keeps_the_previous_report(tracked, tmp_path, monkeypatch):
     out = write_report(tracked, tmp_path / "out")
     before = (out / "report.md").read_text()
-    monkeypatch.setattr(report_module, "render_html", lambda report, images: 1 / 0)
+    monkeypatch.setattr(render_module, "render_html", lambda report, images: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         write_report(tracked, out)
     assert (out / "report.md").read_text() == before

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from test_report_data import synthetic_curve, synthetic_runs
 
-from scaling.report import ReportInputs, build_report, write_report
+from scaling.render import write_report
+from scaling.report import ReportInputs, build_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from scaling.errors import DataError
-from scaling.report import isoflop_data, learning_curves_data, split_runs
+from scaling.compare import split_runs
+from scaling.figures import isoflop_data, learning_curves_data
 
 # The law the synthetic runs follow: L(C) = a * C^b + c on flops_exact (GPT-4's form).
 TRUTH = {"a": 60.0, "b": -0.12, "c": 1.8}
