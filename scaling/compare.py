@@ -167,14 +167,16 @@ class Comparison:
         row = self.loss
         verdict = "inside" if row.inside else "outside"
         line = (
-            f"{self.run_id}: predicted {row.metric} {format_interval(row.predicted, row.lo, row.hi)}"
-            f" at {row.x} = {format_flops(row.target_x)}, actual {row.actual:.4g}: error "
+            f"{self.run_id}: predicted {row.metric} "
+            f"{format_interval(row.predicted, row.lo, row.hi)} at {row.x} = "
+            f"{format_flops(row.target_x)}, actual {row.actual:.4g}: error "
             f"{row.relative_error * 100:+.1f}%, {verdict} the {row.interval:.0%} interval"
         )
         if row.crossing is not None:
             line += (
-                f"; the learning curve reached the prediction at {format_count(row.crossing.tokens)} tokens"
-                f" ({row.crossing.fraction:.0%} of training)"
+                "; the learning curve reached the prediction at "
+                f"{format_count(row.crossing.tokens)} tokens "
+                f"({row.crossing.fraction:.0%} of training)"
             )
         elif row.has_curve:
             line += "; the learning curve never reached the prediction"
@@ -290,7 +292,8 @@ def split_runs(
     Examples
     --------
     >>> import pandas as pd
-    >>> runs = pd.DataFrame({"run_id": ["a", "b", "c"], "status": ["FINISHED", "FAILED", "FINISHED"],
+    >>> runs = pd.DataFrame({"run_id": ["a", "b", "c"],
+    ...                      "status": ["FINISHED", "FAILED", "FINISHED"],
     ...                      "flops": [1e15, 2e15, 4e15], "loss": [3.0, None, 2.8]})
     >>> split = split_runs(runs)
     >>> list(split.proxies["run_id"]), split.excluded["reason"].tolist()

@@ -36,7 +36,9 @@ __all__ = [
 # --------------------------------------------------------------------------- figure data
 
 
-def _predict(result: Any, at: np.ndarray, interval: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _predict(
+    result: Any, at: np.ndarray, interval: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     point, (lo, hi) = result.predict(np.asarray(at, dtype=float), interval=interval)
     return (np.asarray(point, float), np.asarray(lo, float), np.asarray(hi, float))
 
@@ -83,7 +85,11 @@ def loss_vs_compute_data(
     at_point, at_lo, at_hi = _predict(result, np.array([target_x]), interval)
     return {
         "proxies": pd.DataFrame(
-            {"run": [_run_label(r) for _, r in proxies.iterrows()], "x": xs, "y": proxies[y].to_numpy(float)}
+            {
+                "run": [_run_label(r) for _, r in proxies.iterrows()],
+                "x": xs,
+                "y": proxies[y].to_numpy(float),
+            }
         ),
         "curve": pd.DataFrame({"x": grid, "predicted": point, "lo": lo, "hi": hi}),
         "target": {
@@ -147,7 +153,9 @@ def learning_curves_data(
     return data.drop(columns="_last").reset_index(drop=True)[columns]
 
 
-def isoflop_data(proxies: pd.DataFrame, *, tolerance: float = 0.05, min_sizes: int = 3) -> pd.DataFrame:
+def isoflop_data(
+    proxies: pd.DataFrame, *, tolerance: float = 0.05, min_sizes: int = 3
+) -> pd.DataFrame:
     """Data of figure 3: proxies grouped into IsoFLOP profiles (same compute, several sizes).
 
     Parameters
@@ -247,7 +255,8 @@ def draw_loss_vs_compute(data: Mapping[str, Any]) -> Any:
     ax.fill_between(curve["x"], curve["lo"], curve["hi"], color="C0", alpha=0.2,
                     label=f"{data['interval']:.0%} interval")
     ax.plot(curve["x"], curve["predicted"], color="C0", label="fitted law")
-    ax.scatter(data["proxies"]["x"], data["proxies"]["y"], color="k", s=18, zorder=3, label="proxies")
+    proxies = data["proxies"]
+    ax.scatter(proxies["x"], proxies["y"], color="k", s=18, zorder=3, label="proxies")
     ax.errorbar([target["x"]], [target["predicted"]],
                 yerr=[[target["predicted"] - target["lo"]], [target["hi"] - target["predicted"]]],
                 fmt="o", color="C0", capsize=4, label="prediction")
@@ -269,14 +278,15 @@ def draw_learning_curves(data: pd.DataFrame) -> Any:
 
     fig = _figure()
     ax = fig.add_subplot()
-    proxies = [run for run in dict.fromkeys(data["run_id"]) if (data.loc[data["run_id"] == run, "role"] != "target").all()]
+    proxies = list(dict.fromkeys(data.loc[data["role"] != "target", "run_id"]))
     colors = colormaps["viridis"](np.linspace(0.1, 0.9, max(len(proxies), 1)))
     for color, run_id in zip(colors, proxies):
         run = data[data["run_id"] == run_id]
         ax.plot(run["tokens"], run["value"], color=color, lw=1, label=run["run"].iloc[0])
     for run_id in data.loc[data["role"] == "target", "run_id"].unique():
         run = data[data["run_id"] == run_id]
-        ax.plot(run["tokens"], run["value"], color="C3", lw=2.5, label=f"{run['run'].iloc[0]} (target)")
+        label = f"{run['run'].iloc[0]} (target)"
+        ax.plot(run["tokens"], run["value"], color="C3", lw=2.5, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     _plain_log_y(ax)

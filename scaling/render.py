@@ -86,8 +86,9 @@ def _headline(report: Report) -> list[Block]:
         )
         if row.crossing is not None:
             text += (
-                f" Its learning curve first reached the predicted loss at {_count(row.crossing.tokens)} "
-                f"tokens (step {row.crossing.step:.0f}, {row.crossing.fraction:.0%} of training)."
+                " Its learning curve first reached the predicted loss at "
+                f"{_count(row.crossing.tokens)} tokens (step {row.crossing.step:.0f}, "
+                f"{row.crossing.fraction:.0%} of training)."
             )
         elif row.has_curve:
             text += " Its learning curve never reached the predicted loss."
@@ -117,11 +118,12 @@ def _frame_table(frame: pd.DataFrame) -> Block:
             return "" if math.isnan(value) else _g(float(value), 4)
         return str(value)
 
-    return ("table", [str(c) for c in frame.columns], [[cell(v) for v in row] for row in frame.itertuples(index=False)])
+    rows = [[cell(v) for v in row] for row in frame.itertuples(index=False)]
+    return ("table", [str(c) for c in frame.columns], rows)
 
 
 def blocks(report: Report) -> list[Block]:
-    """The report as a list of blocks, rendered by :func:`render_markdown` and :func:`render_html`."""
+    """The report as blocks, which :func:`render_markdown` and :func:`render_html` render."""
     import scaling
 
     out: list[Block] = [("h1", f"Scaling report: {report.inputs.name}")]
@@ -131,12 +133,18 @@ def blocks(report: Report) -> list[Block]:
     ratio = report.target_x / float(span.max())
     out += _figure_blocks(
         report, "loss_vs_compute", 1,
-        f"Proxies span {report.x} = {_flops(span.min())} to {_flops(span.max())}; the prediction is "
-        f"{_g(ratio)}x the largest proxy's compute. The band is the {report.interval:.0%} "
-        "bootstrap interval of the law.",
+        f"Proxies span {report.x} = {_flops(span.min())} to {_flops(span.max())}; the "
+        f"prediction is {_g(ratio)}x the largest proxy's compute. The band is the "
+        f"{report.interval:.0%} bootstrap interval of the law.",
     )
-    out += _figure_blocks(report, "learning_curves", 2, "Eval loss of every run; the target's curve is drawn last, in red.")
-    out += _figure_blocks(report, "isoflop", 3, "Loss against model size at fixed compute; stars mark each budget's best run.")
+    out += _figure_blocks(
+        report, "learning_curves", 2,
+        "Eval loss of every run; the target's curve is drawn last, in red.",
+    )
+    out += _figure_blocks(
+        report, "isoflop", 3,
+        "Loss against model size at fixed compute; stars mark each budget's best run.",
+    )
     if "isoflop_law" in report.notes:
         out.append(("p", report.notes["isoflop_law"]))
 
@@ -156,13 +164,15 @@ def blocks(report: Report) -> list[Block]:
     if report.backtest is None:
         out.append(("p", report.notes.get("backtest", "Not available.")))
     else:
-        out.append(("p", "The law fitted on the runs below each compute cut, scored on the runs above it."))
+        out.append(
+            ("p", "The law fitted on the runs below each compute cut, scored on the runs above it.")
+        )
         out.append(_frame_table(report.backtest))
 
     out.append(("h2", "7. Compute-optimal allocation"))
     out.append(("p", report.notes["optimal"]))
     if report.optimal is not None:
-        out.append(("table", list(report.optimal.columns), report.optimal.astype(str).values.tolist()))
+        out.append(_frame_table(report.optimal))
 
     out.append(("h2", "8. What went in"))
     out += _inputs_blocks(report)
@@ -172,8 +182,8 @@ def blocks(report: Report) -> list[Block]:
         (
             "footer",
             f"scaling {scaling.__version__} · sweep {inputs.sweep or 'unknown'} · config hash "
-            f"{inputs.config_hash or 'unknown'} · tracking {inputs.tracking_uri or 'none (' + inputs.source + ')'}"
-            f" · {report.date}",
+            f"{inputs.config_hash or 'unknown'} · tracking "
+            f"{inputs.tracking_uri or f'none ({inputs.source})'} · {report.date}",
         )
     )
     return out
@@ -190,13 +200,14 @@ def _inputs_blocks(report: Report) -> list[Block]:
     if split.target is not None:
         target = split.target
         spent = f", compute {_flops(float(target[x]))} FLOPs" if _finite(target.get(x)) else ""
-        items.append(f"Target run: {_run_label(target)} (status {target.get('status', 'FINISHED')}{spent}).")
+        status = target.get("status", "FINISHED")
+        items.append(f"Target run: {_run_label(target)} (status {status}{spent}).")
     else:
         items.append("Target run: none in the run table.")
     items.append(f"Runs left out: {len(split.excluded)}.")
     out: list[Block] = [("list", items)]
     if len(split.excluded):
-        out.append(("table", ["run", "status", "reason"], split.excluded.astype(str).values.tolist()))
+        out.append(_frame_table(split.excluded))
     return out
 
 
@@ -279,10 +290,13 @@ def render_html(report: Report, images: Mapping[str, bytes]) -> str:
             body.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in block[1]) + "</ul>")
         elif kind == "img":
             data = base64.b64encode(images[block[1]]).decode("ascii")
-            body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{esc(block[2])}"></figure>')
+            image = f'<img src="data:image/png;base64,{data}" alt="{esc(block[2])}">'
+            body.append(f"<figure>{image}</figure>")
         elif kind == "table":
             head = "".join(f"<th>{esc(h)}</th>" for h in block[1])
-            rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in block[2])
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in block[2]
+            )
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif kind == "footer":
             body.append(f"<footer><p>{esc(block[1])}</p></footer>")
@@ -361,8 +375,9 @@ def _parameter_table(report: Report) -> Block:
     rows = []
     for name, p in summary["params"].items():
         lo, hi = p["lower"], p["upper"]
-        shown = format_interval(p["value"], lo, hi) if lo is not None and hi is not None else f"{p['value']:.4g}"
-        interval = f"{lo:.4g} to {hi:.4g}" if lo is not None and hi is not None else "none"
+        known = lo is not None and hi is not None
+        shown = format_interval(p["value"], lo, hi) if known else f"{p['value']:.4g}"
+        interval = f"{lo:.4g} to {hi:.4g}" if known else "none"
         bounds = f"{_bound(p['bound_lower'])} to {_bound(p['bound_upper'])}"
         rows.append([name, shown, interval, bounds, "yes" if p["at_bound"] else "no"])
     header = ["parameter", "value", f"{summary['interval']:.0%} interval", "bounds", "at bound"]
@@ -377,9 +392,9 @@ def _diagnostics(report: Report) -> list[str]:
     s = report.fit.summary()
     items = [
         f"Law: {s['law']}, {s['formula']}, fitted to {s['y']} against {', '.join(s['x'])}.",
-        f"Runs fitted: {s['n_points']}; starts: {s['n_starts']} ({s['n_starts_converged']} converged, "
-        f"{s['n_starts_screened']} screened out); bootstrap resamples: {s['n_bootstrap']} "
-        f"({s['n_bootstrap_failed']} failed).",
+        f"Runs fitted: {s['n_points']}; starts: {s['n_starts']} "
+        f"({s['n_starts_converged']} converged, {s['n_starts_screened']} screened out); "
+        f"bootstrap resamples: {s['n_bootstrap']} ({s['n_bootstrap_failed']} failed).",
         f"Huber objective {s['objective']:.3g}; log residuals: root mean square "
         f"{s['rms_log_residual']:.2%}, largest {s['max_abs_log_residual']:.2%}.",
     ]
@@ -396,7 +411,9 @@ def comparison_text(comparison: Any) -> str:
     One row per metric: predicted ± half interval, the interval, actual, relative error,
     inside or not, and where the learning curve reached the prediction.
     """
-    header = ["metric", "law", "predicted", "interval", "actual", "error", "inside", "curve reached it"]
+    header = [
+        "metric", "law", "predicted", "interval", "actual", "error", "inside", "curve reached it"
+    ]
     rows = []
     for row in comparison.metrics:
         if row.crossing is not None:
@@ -410,5 +427,6 @@ def comparison_text(comparison: Any) -> str:
         ])
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = [comparison.headline(), ""]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    for cells in [header, *rows]:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip())
     return "\n".join(lines)

@@ -141,7 +141,9 @@ def inputs_from_experiment(experiment: str, *, tracking_uri: str) -> ReportInput
     runs = runs_frame(experiment, tracking_uri=tracking_uri, status=None).reset_index(drop=True)
     # The run table has no failure column: the reason is the run's scaling.failure tag.
     runs["failure"] = [
-        None if status == "FINISHED" else run_tags(run_id, tracking_uri=tracking_uri).get(TAG_FAILURE)
+        None
+        if status == "FINISHED"
+        else run_tags(run_id, tracking_uri=tracking_uri).get(TAG_FAILURE)
         for run_id, status in zip(runs["run_id"], runs["status"])
     ]
     curves = {}
@@ -287,7 +289,9 @@ def build_report(
     if target is not None and target_flops is not None:
         raise ConfigError("--target and --target-flops both given; pass one of them")
     if target_flops is not None and not target_flops > 0:
-        raise ConfigError(f"--target-flops = {target_flops:g} is not positive; pass a compute in FLOPs, e.g. 1e18")
+        raise ConfigError(
+            f"--target-flops = {target_flops:g} is not positive; pass a compute in FLOPs, e.g. 1e18"
+        )
     law_object = get_law(law)
     if len(law_object.x) != 1:
         raise FitError(
@@ -307,7 +311,8 @@ def build_report(
     notes: dict[str, str] = {}
     actual = None
     if target_flops is not None:
-        target_x, target_note = float(target_flops), f"the requested budget ({x} = {target_flops:.3g})"
+        target_x = float(target_flops)
+        target_note = f"the requested budget ({x} = {_flops(target_x)})"
     elif target_row is not None and _finite(target_row.get(x)):
         target_x, target_note = float(target_row[x]), f"the target run {_run_label(target_row)}"
         actual = float(target_row[y]) if _finite(target_row.get(y)) else None
@@ -365,7 +370,9 @@ def build_report(
     )
 
 
-def _backtest(law: Any, proxies: pd.DataFrame, x: str, y: str, n_bootstrap: int, seed: int) -> tuple[pd.DataFrame | None, str]:
+def _backtest(
+    law: Any, proxies: pd.DataFrame, x: str, y: str, n_bootstrap: int, seed: int
+) -> tuple[pd.DataFrame | None, str]:
     """Per-cut backtest table, or None and the reason it could not be run."""
     from scaling.errors import FitError
     from scaling.fit import backtest
@@ -393,7 +400,9 @@ def _backtest(law: Any, proxies: pd.DataFrame, x: str, y: str, n_bootstrap: int,
     return table, ""
 
 
-def _budget_6nd(proxies: pd.DataFrame, target_row: pd.Series | None, x: str, target_x: float) -> float:
+def _budget_6nd(
+    proxies: pd.DataFrame, target_row: pd.Series | None, x: str, target_x: float
+) -> float:
     """The target budget as C = 6ND, the compute Chinchilla's allocation is written in."""
     if x == "flops":
         return target_x
@@ -459,7 +468,9 @@ def _optimal(
     best = compute_optimal(budget, result, interval=interval)
     table = pd.DataFrame(
         {
-            "quantity": ["parameters N_opt", "tokens D_opt", "tokens per parameter", "loss at the optimum"],
+            "quantity": [
+                "parameters N_opt", "tokens D_opt", "tokens per parameter", "loss at the optimum"
+            ],
             "value": [
                 _count(best.params), _count(best.tokens), f"{best.tokens_per_param:.3g}",
                 _pm(best.loss, *best.loss_interval),
@@ -547,9 +558,13 @@ def make_report(
         inputs, law=law, target=target, target_flops=target_flops, n_bootstrap=n_bootstrap,
         seed=seed, date=date,
     )
-    path = write_report(report, directory if directory is not None else Path("reports") / inputs.name)
+    if directory is None:
+        directory = Path("reports") / inputs.name
+    path = write_report(report, directory)
     if experiment is not None:
         from scaling.tracking import log_report
 
-        log_report(experiment, path, tracking_uri=tracking_uri, tags={"scaling.law": report.law.name})
+        log_report(
+            experiment, path, tracking_uri=tracking_uri, tags={"scaling.law": report.law.name}
+        )
     return path

@@ -22,7 +22,7 @@ from scaling import render as render_module
 from scaling.cli import main
 from scaling.errors import ConfigError, DataError
 from scaling.render import render_html, render_markdown, write_report
-from scaling.report import ReportInputs, build_report, inputs_from_csv
+from scaling.report import ReportInputs, build_report, inputs_from_csv, make_report
 
 GOLDEN = Path(__file__).parent / "golden"
 N_BOOTSTRAP = 200
@@ -196,6 +196,7 @@ def test_a_failure_while_writing_leaves_no_report_directory(tracked, tmp_path, m
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_failed_rewrite_keeps_the_previous_report(tracked, tmp_path, monkeypatch):
     out = write_report(tracked, tmp_path / "out")
     before = (out / "report.md").read_text()
@@ -221,14 +222,16 @@ def _write_csv(runs: pd.DataFrame, name: str = "runs.csv") -> str:
     return name
 
 
+@pytest.mark.slow
 def test_cli_report_from_csv(capsys):
     _write_csv(synthetic_runs())
-    code = main(["report", "--csv", "runs.csv", "--n-bootstrap", "50", "-o", "out"])
+    code = main(["report", "--csv", "runs.csv", "--n-bootstrap", "20", "-o", "out"])
     assert code == 0
     assert "wrote out/index.html and out/report.md" in capsys.readouterr().out
     assert (Path("out") / "index.html").exists() and (Path("out") / "loss_vs_compute.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_report_default_directory_is_reports_name(capsys):
     _write_csv(synthetic_runs(extras=False), "ladder.csv")
     # The table's sweep column names the report.
@@ -270,7 +273,6 @@ def test_cli_report_with_too_few_runs(capsys):
     assert not Path("out").exists()
 
 
-def test_config_errors_are_config_errors():
-    runs = synthetic_runs(extras=False)
-    with pytest.raises(ConfigError):
-        build_report(ReportInputs(runs, "x", "runs.csv"), target="run00", target_flops=1e18)
+def test_an_experiment_needs_a_tracking_uri():
+    with pytest.raises(ConfigError, match=r"--experiment needs a tracking URI; pass --tracking-uri"):
+        make_report(experiment="demo")
