@@ -93,6 +93,8 @@ def _headline(report: Report) -> list[Block]:
         elif row.has_curve:
             text += " Its learning curve never reached the predicted loss."
         blocks.append(("p", text))
+    if "target" in report.notes:
+        blocks.append(("p", report.notes["target"]))
     return blocks
 
 

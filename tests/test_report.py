@@ -142,6 +142,19 @@ def test_without_a_target_the_report_extrapolates_100x_and_says_so():
     assert "100x the largest proxy (no target was given)" in render_markdown(report)
 
 
+def test_a_target_without_final_loss_is_predicted_and_said_to_be_unfinished():
+    runs = synthetic_runs(extras=False, isoflop=False)
+    runs.loc[runs["role"] == "target", ["loss", "status"]] = [np.nan, "RUNNING"]
+    report = build_report(ReportInputs(runs, "ladder", "runs.csv"), n_bootstrap=50, date=DATE)
+    assert report.target_x == runs.loc[runs["role"] == "target", "flops_exact"].iloc[0]
+    assert report.prediction is None
+    assert report.figures["loss_vs_compute"]["target"]["actual"] is None
+    assert (
+        "The target run N5e7-target has no final loss yet (status RUNNING); build the report "
+        "again once it finishes." in render_markdown(report)
+    )
+
+
 def test_target_flops_sets_the_budget():
     runs = synthetic_runs(target=False, extras=False)
     report = build_report(ReportInputs(runs, "ladder", "runs.csv"), target_flops=1e18, n_bootstrap=50, date=DATE)
