@@ -139,6 +139,15 @@ def _columns(text: str | None) -> list[str] | None:
     return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _cuts(text: str) -> list[float]:
+    from scaling.errors import ConfigError
+
+    try:
+        return [float(part) for part in _columns(text)]
+    except ValueError:
+        raise ConfigError(f"--backtest {text!r}: give compute cuts as numbers, e.g. '1e19,1e20'") from None
+
+
 def _fit_lines(summary: dict[str, Any]) -> list[str]:
     from scaling.formatting import format_interval
 
@@ -170,7 +179,9 @@ def _fit_lines(summary: dict[str, Any]) -> list[str]:
 @click.option("--save", help="Write the fit to this JSON file (for 'scaling predict --fit').")
 @output_option
 @tracking_option
-def fit_command(csv, experiment, law, x_columns, y_column, n_bootstrap, seed, cuts, save, output, tracking_uri):
+def fit_command(
+    csv, experiment, law, x_columns, y_column, n_bootstrap, seed, cuts, save, output, tracking_uri
+):
     """Fit a scaling law to runs, with bootstrap intervals and diagnostics.
 
     \b
@@ -185,8 +196,8 @@ def fit_command(csv, experiment, law, x_columns, y_column, n_bootstrap, seed, cu
     result = fit(law, frame, x=x, y=y_column, n_bootstrap=n_bootstrap, seed=seed, source=source)
     report: dict[str, Any] = {"fit": result.summary()}
     if cuts:
-        cut_values = [float(c) for c in _columns(cuts)]
-        report["backtest"] = backtest(law, frame, cut_values, x=x, y=y_column, seed=seed, source=source).summary()
+        folds = backtest(law, frame, _cuts(cuts), x=x, y=y_column, seed=seed, source=source)
+        report["backtest"] = folds.summary()
     if save:
         report["saved"] = str(save_fit(result, save))
     if output == "json":
@@ -219,7 +230,10 @@ def fit_command(csv, experiment, law, x_columns, y_column, n_bootstrap, seed, cu
 @click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
 @output_option
 @tracking_option
-def predict_command(fit_file, csv, experiment, law, x_columns, flops, params, tokens, interval, n_bootstrap, output, tracking_uri):
+def predict_command(
+    fit_file, csv, experiment, law, x_columns, flops, params, tokens, interval, n_bootstrap, output,
+    tracking_uri,
+):
     """Predict a run's loss with its interval, and the compute-optimal N and D.
 
     \b
@@ -258,7 +272,8 @@ def _prediction_lines(prediction, allocation, result) -> list[str]:
     where = f"C = {format_flops(prediction['flops'])}"
     if prediction["params"] is not None:
         where += f", N = {format_count(prediction['params'])}, D = {format_count(prediction['tokens'])}"
-    value = format_interval(prediction["value"], prediction["lower"] or float("nan"), prediction["upper"] or float("nan"))
+    nan = float("nan")
+    value = format_interval(prediction["value"], prediction["lower"] or nan, prediction["upper"] or nan)
     lines = [f"{prediction['y']} at {where}: {value} ({level}%, law {prediction['law']})"]
     if prediction["extrapolation"]:
         lines.append(f"  {prediction['extrapolation']:.3g}x beyond the largest fitted run")

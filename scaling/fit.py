@@ -183,6 +183,8 @@ class FitResult:
         log(predicted) − log(observed) at the best fit.
     x_range_ : dict of str -> (float, float)
         Range of each x column in the fitted runs.
+    run_ids_ : ndarray (n,)
+        ``run_id`` of each fitted run (the table's index when there is no such column).
     fit_seconds_ : float
     """
 
@@ -206,6 +208,13 @@ class FitResult:
         self.delta = delta
         self.interval = interval
         self.screen = screen
+
+    def __repr__(self) -> str:
+        law = self.law.name if isinstance(self.law, Law) else self.law
+        return (
+            f"FitResult(law={law!r}, x={self.x!r}, y={self.y!r}, n_bootstrap={self.n_bootstrap}, "
+            f"seed={self.seed}, delta={self.delta}, interval={self.interval}, screen={self.screen})"
+        )
 
     # --- fitting ----------------------------------------------------------------------------
 
@@ -268,11 +277,10 @@ class FitResult:
         # natural bound, 0 (e.g. GPT-4's c on runs without visible irreducible loss), even if
         # the optimiser stopped before log(c) reached its numeric bound.
         log_pred, terms = law.log_model(self.theta_[None, :], xs)
-        vanished = [
-            name in law.log_params
-            and float(np.abs(np.broadcast_to(weight * (1.0 if column is None else column), log_pred.shape)).max()) < 1e-2
-            for name, (weight, column) in zip(law.param_names, terms)
-        ]
+        vanished = []
+        for name, (weight, column) in zip(law.param_names, terms):
+            effect = np.broadcast_to(weight * (1.0 if column is None else column), log_pred.shape)
+            vanished.append(name in law.log_params and float(np.abs(effect).max()) < 1e-2)
         self.bound_flags_ = {
             name: bool(lo or hi or gone)
             for name, lo, hi, gone in zip(law.param_names, near_lower, near_upper, vanished)
@@ -371,7 +379,9 @@ class FitResult:
                 raise FitError(f"prediction input {column!r} must be finite and positive")
         return arrays
 
-    def predict(self, x, interval: float = 0.9) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    def predict(
+        self, x, interval: float = 0.9, band: str = "fit"
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Predict y at ``x`` with a bootstrap band.
 
         Parameters
@@ -381,6 +391,11 @@ class FitResult:
             ``x_``, a dict or a DataFrame with those columns.
         interval : float
             Level of the two-sided percentile band.
+        band : {"fit", "run"}
+            ``"fit"``: where the fitted curve lies (bootstrap of the parameters).
+            ``"run"``: where one new run's value lies — each bootstrap curve times the
+            exponential of a log residual drawn from the fit (seeded), so the run-to-run
+            scatter around the curve is included. Use ``"run"`` to judge held-out runs.
 
         Returns
         -------
@@ -391,12 +406,18 @@ class FitResult:
         self._check_fitted()
         if not 0 < interval < 1:
             raise FitError(f"interval = {interval} must lie strictly between 0 and 1")
+        if band not in ("fit", "run"):
+            raise FitError(f"band = {band!r}; choose 'fit' (the curve) or 'run' (one new run)")
         arrays = self._x_arrays(x)
         point = np.exp(self.law_.log_model(self.theta_[None, :], arrays)[0][0])
         if len(self.bootstrap_theta_) == 0:
             nan = np.full_like(point, np.nan)
             return point, (nan, nan.copy())
-        draws = np.exp(self.law_.log_model(self.bootstrap_theta_, arrays)[0])
+        log_draws = self.law_.log_model(self.bootstrap_theta_, arrays)[0]
+        if band == "run" and self.log_residuals_.size:
+            rng = np.random.default_rng(self.seed)
+            log_draws = log_draws - rng.choice(self.log_residuals_, size=log_draws.shape)
+        draws = np.exp(log_draws)
         tail = (1 - interval) / 2
         return point, (np.quantile(draws, tail, axis=0), np.quantile(draws, 1 - tail, axis=0))
 
@@ -460,6 +481,7 @@ class FitResult:
         out["start_theta"] = self.start_.tolist()
         out["bootstrap_theta"] = self.bootstrap_theta_.tolist()
         out["log_residuals"] = self.log_residuals_.tolist()
+        out["run_ids"] = [str(run) for run in self.run_ids_]
         out["n_bootstrap_requested"] = self.n_bootstrap
         out["screen"] = self.screen
         out["format"] = "scaling.fit/1"
@@ -512,6 +534,7 @@ class FitResult:
             result.reasons_ = list(data["reasons"])
             result.x_range_ = {k: tuple(v) for k, v in data["x_range"].items()}
             result.log_residuals_ = np.asarray(data["log_residuals"], dtype=float)
+            result.run_ids_ = np.asarray(data.get("run_ids", []), dtype=str)
             result.fit_seconds_ = float(data["fit_seconds"])
         except (KeyError, TypeError, ValueError) as error:
             raise FitError(f"{source}: saved fit is incomplete or damaged ({error!r}); refit it") from None
@@ -556,160 +579,7 @@ def fit(
     ).fit(frame, source=source)
 
 
-class BacktestResult:
-    """Held-out accuracy of a law: fit below a compute cut, predict the runs above it.
 
-    Attributes
-    ----------
-    law_ : Law
-    cut_column_ : str
-        Column the cuts apply to (compute).
-    cuts_ : list of float
-        The cuts, ascending (an expanding window: each fold trains on more runs).
-    interval_ : float
-        Level of the prediction bands whose coverage is measured.
-    rows_ : dict of str -> ndarray
-        One entry per (cut, held-out run): ``cut``, ``run``, the x columns, ``observed``,
-        ``predicted``, ``lower``, ``upper``, ``relative_error`` ((predicted − observed) /
-        observed) and ``inside`` (observed within the band).
-    folds_ : list of dict
-        Per cut: ``cut``, ``n_train``, ``n_test``, ``mean_abs_relative_error``,
-        ``max_abs_relative_error``, ``coverage``, ``is_valid``, ``reasons``, ``params``.
-    fits_ : list of FitResult
-        The fit of each fold.
-    """
-
-    def __init__(self, law, cut_column, cuts, interval, rows, folds, fits) -> None:
-        self.law_ = law
-        self.cut_column_ = cut_column
-        self.cuts_ = cuts
-        self.interval_ = interval
-        self.rows_ = rows
-        self.folds_ = folds
-        self.fits_ = fits
-
-    def frame(self) -> pd.DataFrame:
-        """The per-run rows as a DataFrame."""
-        return pd.DataFrame(self.rows_)
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-safe: per-fold figures and the totals over all held-out predictions."""
-        errors = np.abs(self.rows_["relative_error"])
-        return {
-            "law": self.law_.name,
-            "cut_column": self.cut_column_,
-            "interval": self.interval_,
-            "folds": [dict(fold) for fold in self.folds_],
-            "n_predictions": int(errors.size),
-            "mean_abs_relative_error": float(errors.mean()),
-            "max_abs_relative_error": float(errors.max()),
-            "coverage": float(np.mean(self.rows_["inside"])),
-        }
-
-
-def backtest(
-    law: str | Law,
-    frame: pd.DataFrame,
-    cuts: Sequence[float] | None = None,
-    *,
-    x: Sequence[str] | None = None,
-    y: str | None = None,
-    cut_column: str | None = None,
-    n_bootstrap: int = 200,
-    interval: float = 0.9,
-    seed: int = 0,
-    delta: float = 1e-3,
-    source: str = "run table",
-) -> BacktestResult:
-    """Fit on the runs below each compute cut and predict the runs at or above it.
-
-    Parameters
-    ----------
-    law : str or Law
-    frame : DataFrame
-        The run table.
-    cuts : sequence of float, optional
-        Compute cuts. Default: three cuts at the 50%, 62.5% and 75% quantiles of log compute
-        (an expanding window).
-    x, y : optional
-        Columns, as in :func:`fit`.
-    cut_column : str, optional
-        Compute column the cuts apply to. Default: the law's x column for a one-x law,
-        otherwise ``flops_exact`` or, if absent, ``flops``.
-    n_bootstrap, interval, seed, delta
-        Passed to each fold's fit; ``interval`` is the band whose coverage is measured.
-
-    Returns
-    -------
-    BacktestResult
-
-    Raises
-    ------
-    FitError
-        If the cut column is missing, or a cut leaves no held-out run or too few runs to fit.
-    """
-    law = get_law(law)
-    x_cols = tuple(x) if x is not None else law.x
-    y_col = y if y is not None else law.y
-    if cut_column is None:
-        if len(x_cols) == 1:
-            cut_column = x_cols[0]
-        else:
-            cut_column = "flops_exact" if "flops_exact" in frame.columns else "flops"
-    if cut_column not in frame.columns:
-        raise FitError(
-            f"{source}: backtest cut column {cut_column!r} is missing; give cut_column= one "
-            f"of {', '.join(map(str, frame.columns))}"
-        )
-    xs, values, used = run_arrays(law, frame, x_cols, y_col, source)
-    used = coerce_numeric(used, [cut_column], source)
-    compute = used[cut_column].to_numpy(dtype=float)
-    if cuts is None:
-        cuts = [float(np.exp(q)) for q in np.quantile(np.log(compute), [0.5, 0.625, 0.75])]
-    cuts = sorted(float(c) for c in cuts)
-    run_names = used["run_id"].astype(str).to_numpy() if "run_id" in used.columns else used.index.to_numpy()
-
-    rows: dict[str, list] = {key: [] for key in ["cut", "run", *x_cols, "observed", "predicted",
-                                                   "lower", "upper", "relative_error", "inside"]}
-    folds, fits = [], []
-    for cut in cuts:
-        train, test = compute < cut, compute >= cut
-        if not test.any():
-            raise FitError(f"{source}: cut {cut:.3g} on {cut_column!r} leaves no run to predict; "
-                           "choose a smaller cut")
-        if train.sum() <= law.n_params:
-            raise FitError(
-                f"{source}: cut {cut:.3g} on {cut_column!r} leaves {int(train.sum())} run(s) to fit "
-                f"law {law.name!r} with {law.n_params} parameters; choose a larger cut"
-            )
-        result = fit(law, used[train], x=x_cols, y=y_col, n_bootstrap=n_bootstrap, seed=seed,
-                     delta=delta, interval=0.95, source=f"{source} (runs below {cut:.3g})")
-        test_x = tuple(a[test] for a in xs)
-        point, (lower, upper) = result.predict(test_x, interval=interval)
-        observed = values[test]
-        relative = (point - observed) / observed
-        inside = (lower <= observed) & (observed <= upper)
-        for key, column in zip(x_cols, test_x):
-            rows[key].extend(column.tolist())
-        rows["cut"].extend([cut] * int(test.sum()))
-        rows["run"].extend(run_names[test].tolist())
-        rows["observed"].extend(observed.tolist())
-        rows["predicted"].extend(point.tolist())
-        rows["lower"].extend(lower.tolist())
-        rows["upper"].extend(upper.tolist())
-        rows["relative_error"].extend(relative.tolist())
-        rows["inside"].extend(inside.tolist())
-        folds.append({
-            "cut": cut,
-            "n_train": int(train.sum()),
-            "n_test": int(test.sum()),
-            "mean_abs_relative_error": float(np.abs(relative).mean()),
-            "max_abs_relative_error": float(np.abs(relative).max()),
-            "coverage": float(inside.mean()),
-            "is_valid": result.is_valid,
-            "reasons": list(result.reasons_),
-            "params": dict(result.params_),
-        })
-        fits.append(result)
-    arrays = {key: np.asarray(value) for key, value in rows.items()}
-    return BacktestResult(law, cut_column, cuts, interval, arrays, folds, fits)
+# Backtests live in their own module (the concern "how well does it extrapolate") and are
+# re-exported here, so ``scaling.fit.backtest`` is the one entry point for fitting code.
+from scaling.backtest import BacktestResult, backtest  # noqa: E402

@@ -41,6 +41,8 @@ __all__ = [
     "approach3",
     "predict_run",
     "hyperparameters",
+    "best_runs",
+    "two_step",
     "save_fit",
     "load_fit",
 ]
@@ -445,6 +447,74 @@ def predict_run(
     })
 
 
+def two_step(
+    loss_fit: FitResult, metric_fit: FitResult, x, interval: float = 0.9
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Two-step prediction, compute -> loss -> metric (Llama 3, the OLMo ladder).
+
+    ``loss_fit`` maps the x of a run (e.g. C) to its loss; ``metric_fit`` (usually the
+    ``sigmoid`` law, x = loss) maps the loss to a downstream metric. The band pairs the
+    i-th bootstrap draw of each fit, so both uncertainties carry through.
+
+    Returns
+    -------
+    point : ndarray
+    (lower, upper) : tuple of ndarray
+
+    Raises
+    ------
+    FitError
+        If ``metric_fit`` does not read a single x column (the loss).
+    """
+    if len(metric_fit.x_) != 1:
+        raise FitError(
+            f"two_step: the metric law must read one column (the loss), got {', '.join(metric_fit.x_)}"
+        )
+    loss, _ = loss_fit.predict(x, interval=interval)
+    point = metric_fit.predict(loss, interval=interval)[0]
+    n = min(len(loss_fit.bootstrap_theta_), len(metric_fit.bootstrap_theta_))
+    if n == 0:
+        nan = np.full_like(point, np.nan)
+        return point, (nan, nan.copy())
+    arrays = loss_fit._x_arrays(x)
+    loss_draws = np.exp(loss_fit.law_.log_model(loss_fit.bootstrap_theta_[:n], arrays)[0])  # (n, m)
+    metric_draws = np.exp(
+        np.stack([metric_fit.law_.log_model(metric_fit.bootstrap_theta_[i : i + 1], [loss_draws[i]])[0][0]
+                  for i in range(n)])
+    )
+    tail = (1 - interval) / 2
+    return point, (np.quantile(metric_draws, tail, axis=0), np.quantile(metric_draws, 1 - tail, axis=0))
+
+
+def best_runs(
+    frame: pd.DataFrame, *, flops: str = "flops", bin_decades: float = 0.1, source: str = "run table"
+) -> pd.DataFrame:
+    """The lowest-loss run in each compute bin: the points a hyperparameter law is fitted to.
+
+    A sweep over learning rates (or batch sizes) at several budgets gives many runs per
+    budget; the ``lr`` and ``batch`` laws describe the best one, as DeepSeek LLM did.
+    ``fit("lr", best_runs(frame))`` fits lr_opt(C) = a·C^b.
+
+    Raises
+    ------
+    DataError
+        If ``flops`` or ``loss`` is missing or not numeric.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"flops": [1e18, 1e18, 1e19, 1e19], "lr": [1e-3, 3e-3, 1e-3, 3e-3],
+    ...                       "loss": [3.0, 2.9, 2.5, 2.6]})
+    >>> best_runs(frame)["lr"].tolist()
+    [0.003, 0.001]
+    """
+    require_columns(frame, [flops, "loss"], source)
+    table = coerce_numeric(frame, [flops, "loss"], source)
+    table = table[np.isfinite(table["loss"]) & (table[flops] > 0)]
+    bins = np.round(np.log10(table[flops].to_numpy(dtype=float)) / bin_decades)
+    best = table.groupby(bins, sort=True)["loss"].idxmin()
+    return table.loc[best.to_numpy()].reset_index(drop=True)
+
+
 def hyperparameters(
     flops: float, lr: Mapping[str, float] | None = None, batch: Mapping[str, float] | None = None
 ) -> dict[str, float]:
@@ -490,7 +560,8 @@ def load_fit(path: str | Path) -> FitResult:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise FitError(f"{path}: not a JSON fit file ({error.msg if hasattr(error, 'msg') else error})") from None
+        reason = error.msg if hasattr(error, "msg") else error
+        raise FitError(f"{path}: not a JSON fit file ({reason})") from None
     if not isinstance(data, dict):
         raise FitError(f"{path}: not a saved fit (expected a JSON object)")
     return FitResult.from_dict(data, source=str(path))

@@ -132,6 +132,9 @@ def test_chinchilla_backtest_below_1e20(chinchilla_points):
     np.testing.assert_allclose(frame["relative_error"],
                                (frame["predicted"] - frame["observed"]) / frame["observed"])
     assert summary["coverage"] == pytest.approx(frame["inside"].mean())
+    assert summary["band"] == "run"
+    # The fit below 1e20 is biased at larger compute: the 90% run band holds only about half.
+    assert 0.3 < summary["coverage"] < 0.8
 
 
 def test_expanding_window_backtest_on_gpt4():
@@ -187,6 +190,8 @@ def test_round_trip_through_dict_predicts_the_same():
     np.testing.assert_allclose(again.predict(x)[0], result.predict(x)[0])
     np.testing.assert_allclose(again.predict(x)[1], result.predict(x)[1])
     assert again.summary()["params"] == result.summary()["params"]
+    np.testing.assert_array_equal(again.log_residuals_, result.log_residuals_)
+    assert list(again.run_ids_) == [str(i) for i in range(36)]
 
 
 def test_damaged_dict():
@@ -215,6 +220,18 @@ def test_predict_inputs():
         result.predict(([-1.0], [1e11]))
     with pytest.raises(FitError, match=r"interval = 1.5 must lie strictly between 0 and 1"):
         result.predict(([1e9], [1e11]), interval=1.5)
+
+
+def test_run_band_adds_scatter_to_the_curve_band():
+    result = fit("gpt4", synthetic("gpt4", noise=0.01), n_bootstrap=200)
+    point, (fit_lo, fit_hi) = result.predict([1e17], band="fit")
+    _, (run_lo, run_hi) = result.predict([1e17], band="run")
+    assert run_lo[0] < fit_lo[0] < point[0] < fit_hi[0] < run_hi[0]
+    # With 1% scatter, the 90% band for one run spans roughly +-1.6% around the curve.
+    assert 0.02 < (run_hi[0] - run_lo[0]) / point[0] < 0.06
+    np.testing.assert_array_equal(result.predict([1e17], band="run")[1], (run_lo, run_hi))  # seeded
+    with pytest.raises(FitError, match=r"band = 'new'; choose 'fit' \(the curve\) or 'run' \(one new run\)"):
+        result.predict([1e17], band="new")
 
 
 def test_not_fitted():
@@ -327,3 +344,50 @@ def test_non_finite_everywhere():
     law = dataclasses.replace(get_law("power"), start_grid=lambda xs, y: np.full((2, 2), np.nan))
     with pytest.raises(FitError, match=r"law 'power' gives non-finite values from every start"):
         fit(law, synthetic("power"))
+
+
+# --- the batched optimiser ----------------------------------------------------------------------
+
+
+def test_batched_lbfgs_matches_scipy_per_problem_with_bounds():
+    from scipy.optimize import minimize
+
+    from scaling.optimize import minimize_batched
+
+    # Rosenbrock problems with different centres; the box cuts some optima off (x <= 1.5).
+    centres = np.array([[1.0, 1.0], [2.0, 4.0], [-1.0, 1.0], [0.5, 0.25]])
+    lower, upper = np.array([-3.0, -3.0]), np.array([1.5, 5.0])
+
+    def batched(theta, rows):
+        a, b = centres[rows, 0], theta[:, 1] - theta[:, 0] ** 2
+        value = (a - theta[:, 0]) ** 2 + 100 * b**2
+        gradient = np.column_stack([-2 * (a - theta[:, 0]) - 400 * theta[:, 0] * b, 200 * b])
+        return value, gradient
+
+    starts = np.array([[-1.2, 1.0], [0.0, 0.0], [1.0, -2.0], [-2.0, 2.0]])
+    out = minimize_batched(batched, starts, lower, upper)
+    assert out.converged.all()
+    assert (out.x >= lower).all() and (out.x <= upper).all()
+    for k in range(len(starts)):
+        reference = minimize(
+            lambda t: tuple(v[0] for v in batched(t[None, :], np.array([k]))),
+            starts[k], jac=True, method="L-BFGS-B", bounds=list(zip(lower, upper)), tol=1e-14,
+        )
+        np.testing.assert_allclose(out.x[k], reference.x, atol=1e-5)
+    # The second problem's optimum (2, 4) lies outside the box: x stops at its bound 1.5.
+    assert out.x[1, 0] == pytest.approx(1.5)
+
+
+def test_screening_keeps_the_best_problems():
+    from scaling.optimize import minimize_batched
+
+    targets = np.linspace(0, 10, 100)[:, None]
+
+    def shifted(theta, rows):
+        diff = theta - targets[rows]
+        return (diff**2).sum(axis=1) + targets[rows, 0], 2 * diff
+
+    out = minimize_batched(shifted, np.full((100, 1), -5.0), np.array([-np.inf]), np.array([np.inf]),
+                           screen_at=(0,), keep_fraction=0.2, min_keep=4)
+    assert out.screened.sum() == 80
+    assert not out.screened[:20].any()  # the 20 with the lowest objective at the start go on

@@ -8,7 +8,10 @@ import pytest
 from scaling.errors import FitError
 from scaling.laws import LAWS, get_law, vector_jacobian
 
-EXPECTED = {"gpt4", "power", "kaplan_n", "kaplan_d", "kaplan_nd", "chinchilla", "capability", "sigmoid", "lr", "batch"}
+EXPECTED = {
+    "gpt4", "power", "kaplan_n", "kaplan_d", "kaplan_nd", "chinchilla", "capability", "sigmoid", "lr",
+    "batch",
+}
 
 # One plausible parameter point per law (natural space) and x values to test it at.
 POINTS = {

@@ -18,7 +18,9 @@ from scaling.predict import (
     approach2,
     approach3,
     compute_optimal,
+    best_runs,
     hyperparameters,
+    two_step,
     load_fit,
     predict_run,
     save_fit,
@@ -110,7 +112,8 @@ def test_approach_errors(points, chinchilla):
 def test_non_chinchilla_fits_are_refused():
     C = np.logspace(15, 19, 12)
     result = fit("gpt4", pd.DataFrame({"flops_exact": C, "loss": 40 * C**-0.1 + 1.5}), n_bootstrap=0)
-    with pytest.raises(FitError, match=r"compute_optimal needs a 'chinchilla' fit of L\(N, D\); got law 'gpt4'"):
+    message = r"compute_optimal needs a 'chinchilla' fit of L\(N, D\); got law 'gpt4'"
+    with pytest.raises(FitError, match=message):
         compute_optimal(1e20, result)
     with pytest.raises(FitError, match=r"approach3 needs a fitted result"):
         approach3(FitResult("chinchilla"))
@@ -151,6 +154,45 @@ def test_deepseek_hyperparameters():
     assert hp["lr"] == pytest.approx(0.3118 * 1e20**-0.125)
     assert hp["batch_tokens"] == pytest.approx(0.2920 * 1e20**0.3271)
     assert hyperparameters(1e20, lr={"a": 1.0, "b": 0.0})["lr"] == 1.0
+
+
+def test_lr_law_from_a_learning_rate_sweep():
+    # Five budgets x 41 learning rates; loss is a parabola in log lr around DeepSeek's optimum.
+    rows = []
+    for C in np.logspace(17, 21, 5):
+        best = 0.3118 * C**-0.125
+        for lr in np.logspace(-4, -2, 41):
+            rows.append({"flops": C, "lr": lr, "loss": 2.0 + 0.1 * np.log(lr / best) ** 2})
+    points = best_runs(pd.DataFrame(rows))
+    assert len(points) == 5
+    result = fit("lr", points, n_bootstrap=0)
+    # The lr grid has 20 steps per decade: the fitted exponent is within 0.01 of -0.125.
+    assert result.params_["b"] == pytest.approx(-0.125, abs=0.01)
+
+
+def test_two_step_compute_to_loss_to_accuracy():
+    C = np.logspace(17, 21, 20)
+    loss = 40 * C**-0.1 + 1.5
+    accuracy = 0.05 + 0.7 / (1 + np.exp(4.0 * (loss - 3.0)))
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"flops_exact": C, "loss": loss * np.exp(rng.normal(0, 0.002, 20)),
+                          "accuracy": accuracy * np.exp(rng.normal(0, 0.002, 20))})
+    loss_fit = fit("gpt4", frame, n_bootstrap=100)
+    metric_fit = fit("sigmoid", frame, n_bootstrap=100)
+    target = 1e22
+    true_loss = 40 * target**-0.1 + 1.5
+    truth = 0.05 + 0.7 / (1 + np.exp(4.0 * (true_loss - 3.0)))
+    point, (lower, upper) = two_step(loss_fit, metric_fit, [target])
+    assert point[0] == pytest.approx(truth, rel=0.02)
+    assert lower[0] < point[0] < upper[0]
+    with pytest.raises(FitError, match=r"two_step: the metric law must read one column"):
+        two_step(loss_fit, fit("chinchilla", synthetic_chinchilla(), n_bootstrap=0), [target])
+
+
+def synthetic_chinchilla():
+    grid = np.meshgrid(np.logspace(7, 10, 5), np.logspace(9, 12, 5))
+    N, D = grid[0].ravel(), grid[1].ravel()
+    return pd.DataFrame({"params": N, "tokens": D, "loss": 1.8 + 400 / N**0.34 + 2000 / D**0.37})
 
 
 def test_save_and_load(chinchilla, tmp_path):
@@ -232,11 +274,15 @@ def test_predict_command_fits_on_the_fly(capsys):
     ("args", "message"),
     [
         (["fit"], "give exactly one of --csv FILE or --experiment NAME"),
-        (["fit", "--csv", "a.csv", "--experiment", "demo"], "give exactly one of --csv FILE or --experiment NAME"),
+        (["fit", "--csv", "a.csv", "--experiment", "demo"],
+         "give exactly one of --csv FILE or --experiment NAME"),
         (["fit", "--csv", "missing.csv"], "missing.csv: no such file"),
         (["fit", "--csv", str(DATA), "--law", "gpt5"], "unknown law 'gpt5'"),
         (["fit", "--csv", str(DATA)], "missing column(s) flops_exact"),
-        (["predict", "--fit", "f.json", "--csv", "a.csv", "--flops", "1e20"], "give --fit FILE or --csv/--experiment"),
+        (["fit", "--csv", str(DATA), "--law", "chinchilla", "--bootstrap", "0", "--backtest", "1e20,x"],
+         "--backtest '1e20,x': give compute cuts as numbers"),
+        (["predict", "--fit", "f.json", "--csv", "a.csv", "--flops", "1e20"],
+         "give --fit FILE or --csv/--experiment"),
         (["predict", "--fit", "f.json", "--flops", "1e20"], "f.json: no such fit file"),
     ],
 )

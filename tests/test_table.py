@@ -43,7 +43,8 @@ def test_non_number_names_column_and_row():
 
 def test_require_columns_lists_missing_and_present():
     frame = pd.DataFrame({"flops": [1.0], "loss": [2.0]})
-    with pytest.raises(DataError, match=r"runs.csv: missing column\(s\) flops_exact \(columns present: flops, loss\)"):
+    message = r"runs.csv: missing column\(s\) flops_exact \(columns present: flops, loss\)"
+    with pytest.raises(DataError, match=message):
         require_columns(frame, ["flops_exact", "loss"], "runs.csv")
 
 
