@@ -70,7 +70,8 @@ class MetricComparison:
     target_x : float
         The target's value of ``x``.
     predicted, lo, hi : float
-        Point prediction and the bounds of the ``interval`` prediction interval.
+        Point prediction and the bounds of the ``interval`` prediction interval for one run
+        (``FitResult.predict(..., band="run")``).
     interval : float
         Coverage of ``[lo, hi]`` (0.9 is the 90% interval).
     actual : float
@@ -380,7 +381,9 @@ def _target_value(target_row: Mapping[str, Any], column: str, name: str, fix: st
 
 
 def _predict_one(result: Any, at: float, interval: float) -> tuple[float, float, float]:
-    point, (lo, hi) = result.predict(np.array([at]), interval=interval)
+    # The band for one new run (the law's uncertainty and the proxies' scatter around it):
+    # the target is one run, so that is the band its value should fall in.
+    point, (lo, hi) = result.predict(np.array([at]), interval=interval, band="run")
     return float(np.ravel(point)[0]), float(np.ravel(lo)[0]), float(np.ravel(hi)[0])
 
 

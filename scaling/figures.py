@@ -37,9 +37,9 @@ __all__ = [
 
 
 def _predict(
-    result: Any, at: np.ndarray, interval: float
+    result: Any, at: np.ndarray, interval: float, band: str = "fit"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    point, (lo, hi) = result.predict(np.asarray(at, dtype=float), interval=interval)
+    point, (lo, hi) = result.predict(np.asarray(at, dtype=float), interval=interval, band=band)
     return (np.asarray(point, float), np.asarray(lo, float), np.asarray(hi, float))
 
 
@@ -76,13 +76,14 @@ def loss_vs_compute_data(
     Returns
     -------
     dict
-        ``proxies`` (DataFrame: run, x, y), ``curve`` (DataFrame: x, predicted, lo, hi),
-        ``target`` (dict: x, predicted, lo, hi, actual or None), ``x``, ``y``, ``interval``.
+        ``proxies`` (DataFrame: run, x, y), ``curve`` (DataFrame: x, predicted, lo, hi; the
+        band of the law), ``target`` (dict: x, predicted, lo, hi, actual or None; the band
+        of one run there), ``x``, ``y``, ``interval``.
     """
     xs = proxies[x].to_numpy(float)
     grid = np.geomspace(xs.min(), max(xs.max(), target_x), n_points)
     point, lo, hi = _predict(result, grid, interval)
-    at_point, at_lo, at_hi = _predict(result, np.array([target_x]), interval)
+    at_point, at_lo, at_hi = _predict(result, np.array([target_x]), interval, band="run")
     return {
         "proxies": pd.DataFrame(
             {
@@ -253,13 +254,13 @@ def draw_loss_vs_compute(data: Mapping[str, Any]) -> Any:
     ax = fig.add_subplot()
     curve, target = data["curve"], data["target"]
     ax.fill_between(curve["x"], curve["lo"], curve["hi"], color="C0", alpha=0.2,
-                    label=f"{data['interval']:.0%} interval")
+                    label=f"law, {data['interval']:.0%} band")
     ax.plot(curve["x"], curve["predicted"], color="C0", label="fitted law")
     proxies = data["proxies"]
     ax.scatter(proxies["x"], proxies["y"], color="k", s=18, zorder=3, label="proxies")
     ax.errorbar([target["x"]], [target["predicted"]],
                 yerr=[[target["predicted"] - target["lo"]], [target["hi"] - target["predicted"]]],
-                fmt="o", color="C0", capsize=4, label="prediction")
+                fmt="o", color="C0", capsize=4, label=f"one run, {data['interval']:.0%}")
     if target["actual"] is not None:
         ax.scatter([target["x"]], [target["actual"]], marker="*", s=160, color="C3", zorder=4,
                    label="target (actual)")

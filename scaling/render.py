@@ -74,7 +74,8 @@ def _headline(report: Report) -> list[Block]:
             f"At {report.x} = {_flops(report.target_x)} ({report.target_note}), the law "
             f"{law.formula} fitted on {len(report.split.proxies)} proxy runs predicts a final "
             f"{report.y} of {_pm(report.predicted, report.lo, report.hi)} "
-            f"({report.interval:.0%} interval {_g(report.lo, 4)} to {_g(report.hi, 4)}).",
+            f"({report.interval:.0%} interval for one run {_g(report.lo, 4)} to "
+            f"{_g(report.hi, 4)}).",
         )
     ]
     row = report.prediction
@@ -137,7 +138,8 @@ def blocks(report: Report) -> list[Block]:
         report, "loss_vs_compute", 1,
         f"Proxies span {report.x} = {_flops(span.min())} to {_flops(span.max())}; the "
         f"prediction is {_g(ratio)}x the largest proxy's compute. The band is the "
-        f"{report.interval:.0%} bootstrap interval of the law.",
+        f"{report.interval:.0%} bootstrap interval of the law; the error bar at the target adds "
+        "the proxies' scatter around it, which one run also has.",
     )
     out += _figure_blocks(
         report, "learning_curves", 2,

@@ -331,7 +331,8 @@ def build_report(
                 f"The target run {_run_label(target_row)} has no {x}, so the report predicts "
                 f"for {DEFAULT_EXTRAPOLATION:g}x the largest proxy instead; pass --target-flops."
             )
-    (predicted,), (lo,), (hi,) = _predict(result, np.array([target_x]), interval)
+    # One run's band (law and run-to-run scatter): the target is one run.
+    (predicted,), (lo,), (hi,) = _predict(result, np.array([target_x]), interval, band="run")
 
     figures: dict[str, Any] = {
         "loss_vs_compute": loss_vs_compute_data(
