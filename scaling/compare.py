@@ -26,6 +26,7 @@ __all__ = [
     "MetricComparison",
     "Comparison",
     "first_crossing",
+    "fill_tokens",
     "RunSplit",
     "split_runs",
     "compare",
@@ -360,6 +361,50 @@ def _unusable(row: Mapping[str, Any], x: str, y: str) -> str | None:
     return None
 
 
+def fill_tokens(curve: pd.DataFrame, total_tokens: float | None = None) -> pd.DataFrame:
+    """Give every evaluation of a learning curve its tokens seen.
+
+    Tokens are logged with the training metrics, which need not share steps with the
+    evaluations, so some rows come without them. A run's batch is fixed, so tokens are
+    ``step`` times the tokens per step seen where both are known; with none known, the run's
+    total tokens over its last step.
+
+    Parameters
+    ----------
+    curve : DataFrame
+        Columns ``step``, ``tokens`` (NaN where unknown) and ``value``.
+    total_tokens : float, optional
+        Tokens of the whole run (the run table's ``tokens``), used when no row has tokens.
+
+    Returns
+    -------
+    DataFrame
+        A copy with ``tokens`` filled where it can be.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> curve = pd.DataFrame({"step": [10, 20, 30], "tokens": [None, 4000.0, None],
+    ...                       "value": [4.0, 3.0, 2.5]})
+    >>> fill_tokens(curve)["tokens"].tolist()
+    [2000.0, 4000.0, 6000.0]
+    >>> fill_tokens(curve.assign(tokens=None), total_tokens=9000)["tokens"].tolist()
+    [3000.0, 6000.0, 9000.0]
+    """
+    out = curve.copy()
+    steps = out["step"].to_numpy(float)
+    tokens = pd.to_numeric(out["tokens"], errors="coerce").to_numpy(float)
+    known = np.isfinite(tokens) & (steps > 0)
+    if known.any():
+        per_step = float(np.median(tokens[known] / steps[known]))
+    elif _finite(total_tokens) and len(steps) and steps.max() > 0:
+        per_step = float(total_tokens) / float(steps.max())
+    else:
+        return out
+    out["tokens"] = np.where(np.isfinite(tokens), tokens, steps * per_step)
+    return out
+
+
 def _target_name(target_row: Mapping[str, Any]) -> str:
     for key in ("run_id", "run_key"):
         value = target_row.get(key)
@@ -558,7 +603,9 @@ def compare_experiment(
     split = split_runs(runs, x=get_law(law).x[0], y="loss", target=target)
     target_row, proxies = split.target, split.proxies
     try:
-        curve = learning_curve(target, tracking_uri=tracking_uri)
+        curve = fill_tokens(
+            learning_curve(target, tracking_uri=tracking_uri), target_row.get("tokens")
+        )
     except TrackingError:  # the run never logged an eval curve: compare final values only
         curve = None
     if metrics is None:

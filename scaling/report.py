@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaling.compare import RunSplit, _finite, _run_label, split_runs
+from scaling.compare import RunSplit, _finite, _run_label, fill_tokens, split_runs
 from scaling.figures import (
     _predict,
     isoflop_data,
@@ -147,9 +147,10 @@ def inputs_from_experiment(experiment: str, *, tracking_uri: str) -> ReportInput
         for run_id, status in zip(runs["run_id"], runs["status"])
     ]
     curves = {}
-    for run_id in runs.loc[runs["status"] == "FINISHED", "run_id"]:
+    finished = runs[runs["status"] == "FINISHED"]
+    for run_id, tokens in zip(finished["run_id"], finished["tokens"]):
         try:
-            curves[run_id] = learning_curve(run_id, tracking_uri=tracking_uri)
+            curves[run_id] = fill_tokens(learning_curve(run_id, tracking_uri=tracking_uri), tokens)
         except TrackingError:  # a run that never logged eval/loss has no curve to draw
             continue
     return ReportInputs(

@@ -33,8 +33,13 @@ def tracked(tmp_path_factory):
         spec = RunSpec(sweep=EXPERIMENT, name=row.name, role=row.role)
         with RunLogger(spec, tracking_uri=uri) as run:
             if np.isfinite(row.loss):
+                # As in training, tokens are logged with the training metrics, at other steps
+                # than some evaluations.
                 for point in synthetic_curve(row.loss, row.tokens, n_points=10).itertuples():
-                    run.log(int(point.step), {"eval/loss": point.value, "train/tokens": point.tokens})
+                    metrics = {"eval/loss": point.value}
+                    if point.step % 3 == 0:
+                        metrics["train/tokens"] = point.tokens
+                    run.log(int(point.step), metrics)
             summary = {
                 "size/params": row.params, "size/tokens": row.tokens, "size/flops": row.flops,
                 "size/flops_exact": row.flops_exact,
@@ -69,6 +74,24 @@ def test_compare_prints_prediction_actual_error_and_interval(tracked, capsys):
     assert header.split() == ["metric", "law", "predicted", "interval", "actual", "error", "inside",
                               "curve", "reached", "it"]
     assert row.split()[:2] == ["loss", "gpt4"] and " yes " in row
+
+
+def test_curves_read_from_mlflow_have_tokens_at_every_evaluation(tracked):
+    from scaling.report import inputs_from_experiment
+
+    uri, ids, runs = tracked
+    inputs = inputs_from_experiment(EXPERIMENT, tracking_uri=uri)
+    with_loss = runs[np.isfinite(runs["loss"])]
+    assert set(inputs.curves) == {ids[name] for name in with_loss["name"]}
+    for row in with_loss.itertuples():
+        expected = synthetic_curve(row.loss, row.tokens, n_points=10)
+        curve = inputs.curves[ids[row.name]]
+        assert curve["step"].tolist() == expected["step"].tolist()
+        # Two thirds of the evaluations had no train/tokens logged at their step.
+        assert curve["tokens"].to_numpy() == pytest.approx(expected["tokens"].to_numpy())
+        assert curve["value"].to_numpy() == pytest.approx(expected["value"].to_numpy())
+    failure = inputs.runs.set_index("name").loc["N3e6-diverged", "failure"]
+    assert failure == "diverged: loss nan at step 120"
 
 
 def test_compare_json_is_the_summary(tracked, capsys):
