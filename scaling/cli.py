@@ -64,8 +64,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--target-flops", type=float, help="Compute to predict for when the large run does not exist yet.")
 @click.option("--law", default="gpt4", show_default=True, help="Law of compute to fit.")
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Report directory [default: reports/NAME/].")
-@click.option("--n-bootstrap", type=click.IntRange(min=10), default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--n-bootstrap", type=click.IntRange(min=10), default=1000, show_default=True,
+              help="Bootstrap resamples for the intervals.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 @tracking_option
 def report_command(experiment, csv_path, target, target_flops, law, output_dir, n_bootstrap, seed, tracking_uri):
     """Write a prediction report: index.html (self-contained) and report.md with figures.
@@ -88,10 +89,14 @@ def report_command(experiment, csv_path, target, target_flops, law, output_dir, 
 @click.option("--experiment", required=True, help="Sweep (MLflow experiment) of the proxies.")
 @click.option("--target", required=True, help="MLflow run id of the large run.")
 @click.option("--law", default="gpt4", show_default=True, help="Law of compute fitted on the proxies.")
-@click.option("--metric", "metrics", multiple=True, help="Capability metric column to compare too (repeatable).")
-@click.option("--fail-above", type=click.FloatRange(min=0), help="Exit 1 when the loss error is above PCT percent.")
-@click.option("--n-bootstrap", type=click.IntRange(min=10), default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--metric", "metrics", multiple=True, metavar="COLUMN",
+              help="Capability metric to compare too (repeatable; default: every "
+              "*neg_log_pass_rate column).")
+@click.option("--fail-above", type=click.FloatRange(min=0), metavar="PCT",
+              help="Exit 1 when the loss's relative error is above PCT percent.")
+@click.option("--n-bootstrap", type=click.IntRange(min=10), default=1000, show_default=True,
+              help="Bootstrap resamples for the intervals.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 @output_option
 @tracking_option
 def compare_command(experiment, target, law, metrics, fail_above, n_bootstrap, seed, output, tracking_uri):

@@ -46,6 +46,8 @@ def tracked(tmp_path_factory):
             }
             if np.isfinite(row.loss):
                 summary["final/eval_loss"] = row.loss
+                # A capability metric on GPT-4's law -E[log pass_rate] = alpha C^-k, exactly.
+                summary["final/humaneval_neg_log_pass_rate"] = 40.0 * row.flops_exact**-0.1
             if row.status == "FINISHED":
                 run.finish(summary)
             elif row.status == "FAILED":
@@ -67,13 +69,14 @@ def test_compare_prints_prediction_actual_error_and_interval(tracked, capsys):
                  "--n-bootstrap", "100"])
     out = capsys.readouterr().out
     assert code == 0
-    headline, _, header, row = out.strip().splitlines()
+    headline, _, header, row, capability = out.strip().splitlines()
     actual = runs.loc[runs["name"] == "N5e7-target", "loss"].iloc[0]
     assert headline.startswith(f"{target}: predicted loss ")
     assert f"actual {actual:.4g}" in headline and "inside the 90% interval" in headline
     assert header.split() == ["metric", "law", "predicted", "interval", "actual", "error", "inside",
                               "curve", "reached", "it"]
     assert row.split()[:2] == ["loss", "gpt4"] and " yes " in row
+    assert capability.split()[:2] == ["final_humaneval_neg_log_pass_rate", "capability"]
 
 
 def test_curves_read_from_mlflow_have_tokens_at_every_evaluation(tracked):
@@ -106,6 +109,11 @@ def test_compare_json_is_the_summary(tracked, capsys):
     assert loss["actual"] == pytest.approx(actual)
     assert loss["relative_error"] == pytest.approx((loss["predicted"] - actual) / actual)
     assert loss["lo"] <= actual <= loss["hi"] and loss["inside"] is True
+    capability = summary["metrics"][1]
+    assert capability["metric"] == "final_humaneval_neg_log_pass_rate"
+    assert capability["law"] == "capability"
+    assert capability["predicted"] == pytest.approx(capability["actual"], rel=1e-3)
+    assert len(summary["metrics"]) == 2
 
 
 def test_fail_above_exits_1_when_the_error_is_larger(tracked, capsys):
