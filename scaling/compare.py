@@ -476,7 +476,8 @@ def compare(
     Raises
     ------
     DataError
-        If the target lacks the ``x`` value or the final value of a compared metric.
+        If the proxies lack a column, or the target lacks the ``x`` value or the final value
+        of a compared metric.
     FitError
         If a law cannot be fitted to the proxies (too few runs, bad values).
 
@@ -487,6 +488,7 @@ def compare(
     """
     from scaling.fit import fit
     from scaling.laws import get_law
+    from scaling.table import require_columns
 
     row = dict(target_row)
     name = _target_name(row)
@@ -501,6 +503,7 @@ def compare(
                 "column, such as gpt4 (compute), or pass x"
             )
         x_column = x or law_object.x[0]
+        require_columns(proxies_frame, [x_column, metric], "proxies")
         actual = _target_value(
             row, metric, name, "wait for the run to finish, or pick a run that has finished"
         )

@@ -127,6 +127,12 @@ def test_a_target_without_compute_is_one_clear_error(table):
         compare(proxies, bare, n_bootstrap=N_BOOTSTRAP)
 
 
+def test_an_unknown_metric_column_is_named(table):
+    proxies, target = table
+    with pytest.raises(DataError, match=r"proxies: missing column\(s\) pass_rate \(columns present: run_id"):
+        compare(proxies, target, metrics={"pass_rate": "capability"})
+
+
 def test_a_law_of_two_columns_is_refused_with_the_fix(table):
     proxies, target = table
     with pytest.raises(FitError, match=r"law 'chinchilla' reads params, tokens; compare a law of one column"):
