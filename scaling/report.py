@@ -43,6 +43,7 @@ __all__ = [
     "inputs_from_csv",
     "inputs_from_experiment",
     "build_report",
+    "backtest_cuts",
     "make_report",
 ]
 
@@ -393,14 +394,21 @@ def _backtest(
     """Per-cut backtest table, or None and the reason it could not be run."""
     from scaling.errors import FitError
     from scaling.fit import backtest
+    from scaling.formatting import format_flops
 
+    cuts = backtest_cuts(proxies[x].to_numpy(float), law.n_params)
+    if not cuts:
+        return None, (
+            f"No backtest: it needs more than {law.n_params} proxies below a compute cut and "
+            f"one above it, at different {x}; this sweep has {len(proxies)}."
+        )
     try:
         result = backtest(
-            law, proxies, x=(x,), y=y, n_bootstrap=n_bootstrap, seed=seed, source="backtest"
+            law, proxies, cuts, x=(x,), y=y, n_bootstrap=n_bootstrap, seed=seed,
+            source="proxies",
         )
     except FitError as error:
         return None, f"No backtest: {error}."
-    from scaling.formatting import format_flops
 
     folds = result.summary()["folds"]
     table = pd.DataFrame(
@@ -415,6 +423,40 @@ def _backtest(
         }
     )
     return table, ""
+
+
+def backtest_cuts(compute: np.ndarray, n_params: int) -> list[float]:
+    """Compute cuts for the backtest: fit the runs below a cut, predict those at or above.
+
+    The cuts of :func:`scaling.fit.backtest` (50%, 62.5% and 75% quantiles of log compute,
+    an expanding window), each moved up to the next run's compute so that cuts splitting
+    the runs alike merge, and kept when more runs than the law has parameters lie below and
+    one lies above. A sweep too small for those gets the smallest cuts that work.
+
+    Examples
+    --------
+    >>> backtest_cuts(np.array([1e15, 2e15, 4e15, 8e15, 16e15, 32e15, 64e15, 128e15]), 3)
+    [1.6e+16, 3.2e+16, 6.4e+16]
+    >>> backtest_cuts(np.array([1.0, 2.0, 4.0, 8.0, 16.0, 32.0]), 3)
+    [16.0]
+    >>> backtest_cuts(np.array([1.0, 2.0, 4.0, 8.0, 16.0]), 3)  # quantile cuts leave 2-3 below
+    [16.0]
+    >>> backtest_cuts(np.array([1.0, 2.0, 4.0]), 3)
+    []
+    """
+    values = np.sort(np.asarray(compute, dtype=float))
+    if values.size == 0:
+        return []
+
+    def usable(cut: float) -> bool:
+        return int((values < cut).sum()) > n_params and bool((values >= cut).any())
+
+    quantiles = np.exp(np.quantile(np.log(values), [0.5, 0.625, 0.75]))
+    snapped = sorted({float(values[values >= q].min()) for q in quantiles})
+    cuts = [cut for cut in snapped if usable(cut)]
+    if not cuts:
+        cuts = [float(v) for v in np.unique(values) if usable(v)][:3]
+    return cuts
 
 
 def _budget_6nd(

@@ -155,6 +155,21 @@ def test_a_target_without_final_loss_is_predicted_and_said_to_be_unfinished():
     )
 
 
+def test_a_sweep_too_small_for_a_backtest_or_allocation_says_why():
+    runs = synthetic_runs(n_ladder=4, isoflop=False, extras=False)
+    report = build_report(ReportInputs(runs, "ladder", "runs.csv"), n_bootstrap=20, date=DATE)
+    assert report.backtest is None and report.optimal is None
+    text = render_markdown(report)
+    assert (
+        "No backtest: it needs more than 3 proxies below a compute cut and one above it, at "
+        "different flops_exact; this sweep has 4." in text
+    )
+    assert (
+        "No allocation: proxies (Chinchilla fit): 4 usable run(s) but law 'chinchilla' has 5 "
+        "parameters" in text
+    )
+
+
 def test_target_flops_sets_the_budget():
     runs = synthetic_runs(target=False, extras=False)
     report = build_report(ReportInputs(runs, "ladder", "runs.csv"), target_flops=1e18, n_bootstrap=50, date=DATE)
