@@ -140,6 +140,9 @@ class Comparison:
     ----------
     run_id : str
         The target run (its ``run_id``, else its ``run_key``, else ``"target"``).
+    name : str
+        What the headline calls it: the run's ``name`` when the table has one, else
+        ``run_id``.
     metrics : tuple of MetricComparison
         The loss first, then any capability metric compared.
     n_proxies : int
@@ -149,6 +152,7 @@ class Comparison:
     """
 
     run_id: str
+    name: str
     metrics: tuple[MetricComparison, ...]
     n_proxies: int
     fits: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -169,7 +173,7 @@ class Comparison:
         row = self.loss
         verdict = "inside" if row.inside else "outside"
         line = (
-            f"{self.run_id}: predicted {row.metric} "
+            f"{self.name}: predicted {row.metric} "
             f"{format_interval(row.predicted, row.lo, row.hi)} at {row.x} = "
             f"{format_flops(row.target_x)}, actual {row.actual:.4g}: error "
             f"{row.relative_error * 100:+.1f}%, {verdict} the {row.interval:.0%} interval"
@@ -188,6 +192,7 @@ class Comparison:
         """Plain JSON-safe values: the target, the proxies used and every metric compared."""
         return {
             "run_id": self.run_id,
+            "name": self.name,
             "n_proxies": int(self.n_proxies),
             "headline": self.headline(),
             "metrics": [m.summary() for m in self.metrics],
@@ -526,7 +531,8 @@ def compare(
             )
         )
         fits[metric] = result
-    return Comparison(name, tuple(rows), len(proxies_frame), fits)
+    return Comparison(name, _run_label(row) if row.get("name") else name, tuple(rows),
+                      len(proxies_frame), fits)
 
 
 def capability_columns(frame: pd.DataFrame) -> list[str]:

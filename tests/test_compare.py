@@ -80,7 +80,8 @@ def test_headline_and_summary_say_the_same(table):
     result = compare(proxies, target, curve=curve, n_bootstrap=N_BOOTSTRAP, seed=0)
     row = result.loss
     line = result.headline()
-    assert line.startswith("run10: predicted loss ")
+    assert line.startswith("N5e7-target: predicted loss ")
+    assert result.run_id == "run10" and result.name == "N5e7-target"
     assert f"actual {row.actual:.4g}" in line
     assert f"error {row.relative_error * 100:+.1f}%, inside the 90% interval" in line
     assert row.crossing == first_crossing(curve, row.predicted)

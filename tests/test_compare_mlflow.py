@@ -71,7 +71,7 @@ def test_compare_prints_prediction_actual_error_and_interval(tracked, capsys):
     assert code == 0
     headline, _, header, row, capability = out.strip().splitlines()
     actual = runs.loc[runs["name"] == "N5e7-target", "loss"].iloc[0]
-    assert headline.startswith(f"{target}: predicted loss ")
+    assert headline.startswith("N5e7-target: predicted loss ")
     assert f"actual {actual:.4g}" in headline and "inside the 90% interval" in headline
     assert header.split() == ["metric", "law", "predicted", "interval", "actual", "error", "inside",
                               "curve", "reached", "it"]
@@ -105,7 +105,8 @@ def test_compare_json_is_the_summary(tracked, capsys):
     summary = json.loads(capsys.readouterr().out)
     loss = summary["metrics"][0]
     actual = runs.loc[runs["name"] == "N5e7-target", "loss"].iloc[0]
-    assert summary["run_id"] == target and summary["n_proxies"] == 10
+    assert summary["run_id"] == target and summary["name"] == "N5e7-target"
+    assert summary["n_proxies"] == 10
     assert loss["actual"] == pytest.approx(actual)
     assert loss["relative_error"] == pytest.approx((loss["predicted"] - actual) / actual)
     assert loss["lo"] <= actual <= loss["hi"] and loss["inside"] is True
