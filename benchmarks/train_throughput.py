@@ -27,9 +27,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from scaling.config import RunSpec
-from scaling.model import GPT, GPTConfig
 from scaling.data import eval_sequences, prepare_data, sample_batch
-from scaling.train import lr_multiplier, resolve_precision, train
+from scaling.hardware import resolve_precision
+from scaling.model import GPT, GPTConfig
+from scaling.train import lr_multiplier, train
 
 SIZES = {  # name: (n_layer, d_model, n_head); N = 12·L·d² + small terms
     "small": (2, 64, 2),  # ~0.1M

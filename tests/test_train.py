@@ -11,7 +11,8 @@ from scaling.config import RunSpec
 from scaling.data import prepare_data
 from scaling.errors import ConfigError, DivergedError
 from scaling.model import GPTConfig, model_counts
-from scaling.train import RunResult, load_model, lr_multiplier, resolve_precision, train
+from scaling.hardware import resolve_precision
+from scaling.train import RunResult, load_model, lr_multiplier, train
 
 
 
