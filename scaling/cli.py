@@ -84,11 +84,12 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str], title: str | Non
 
 def _progress_display():
     """A rich live line: runs done/running/waiting/failed, compute spent, ETA."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(
         TextColumn("[bold]sweep"), BarColumn(), TextColumn("{task.description}"),
-        TimeElapsedColumn(), transient=False,
+        TimeElapsedColumn(), transient=False, console=Console(stderr=True),
     )  # fmt: skip
     task = progress.add_task("starting", total=1.0)
 

@@ -293,27 +293,38 @@ def storage_url(storage: str | None, tracking_uri: str) -> str:
     return str(folder / "optuna.journal")
 
 
+_STORAGES: dict[str, Any] = {}  # one open storage per resolved URL and process
+
+
 def _open_storage(url: str):
+    """The Optuna storage at ``url`` (a journal file path or an RDB URL), opened once per
+    process: the launcher polls it every second."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the library reports, never prints
-
+    key = url if "://" in url else str(Path(url).resolve())
+    if key in _STORAGES:
+        return _STORAGES[key]
     if "://" not in url:
         path = Path(url)
         if not path.resolve().parent.is_dir():
             raise StorageError(
                 f"Optuna journal {url}: folder {path.resolve().parent} does not exist; create it"
             )
-        return JournalStorage(JournalFileBackend(str(path)))
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    except Exception as error:  # sqlalchemy errors carry many lines: keep the first
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise StorageError(
-            f"cannot open the Optuna storage {url} ({first}); check the URL and that the "
-            "database server is running"
-        ) from None
+        store = JournalStorage(JournalFileBackend(key))
+    else:
+        try:
+            store = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except Exception as error:  # sqlalchemy errors carry many lines: keep the first
+            text = str(error).strip()
+            first = text.splitlines()[0] if text else type(error).__name__
+            raise StorageError(
+                f"cannot open the Optuna storage {url} ({first}); check the URL and that the "
+                "database server is running"
+            ) from None
+    _STORAGES[key] = store
+    return store
 
 
 def _study_names(config: SweepConfig, roles: Sequence[str]) -> list[str]:

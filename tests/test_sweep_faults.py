@@ -5,6 +5,7 @@ These tests fail if any run is lost, trained twice, or left RUNNING.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -107,3 +108,36 @@ def test_three_workers_on_postgres_and_mlflow_server_train_each_run_exactly_once
     assert (again["enqueued"], again["workers_started"]) == (0, 0)
     frame = tracking.runs_frame("three-workers", tracking_uri=mlflow_server)
     assert len(frame) == 6 and frame.loss.notna().all()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_killed_and_the_launcher_resumes_it():
+    sweep = {
+        "name": "sigterm",
+        "data": {"eval_tokens": 512},
+        "model": {"n_layer": 1, "n_head": 2, "context": 16},
+        "train": {"batch_tokens": 64, "checkpoint_every": 10, "eval_every": 100, "log_every": 10},
+        "ladder": {"tokens": [64 * 200], "shapes": [{"d_model": 8}]},
+    }
+    path = _write(sweep)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "scaling.cli", "sweep", "run", str(path), "--output", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 240
+    try:
+        while not list(Path("checkpoints/sigterm").glob("*/last.pt")):
+            assert time.time() < deadline and launcher.poll() is None, "no checkpoint appeared"
+            time.sleep(0.02)
+        (running,) = [row for row in status(path) if row["state"] == "RUNNING"]
+        os.kill(int(running["worker"].rsplit(":", 1)[1]), signal.SIGTERM)
+        out, _ = launcher.communicate(timeout=240)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert launcher.returncode == 0
+    assert json.loads(out)["done"] == 1
+    (run,) = _one_finished_run_per_key(path).values()
+    assert run["run_id"] == running["mlflow_run_id"]
+    assert run["metrics"]["perf/resumed_from_step"] >= 10
