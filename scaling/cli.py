@@ -330,11 +330,12 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str], title: str | Non
 
 def _progress_display():
     """A rich live line: runs done/running/waiting/failed, compute spent, ETA."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(
         TextColumn("[bold]sweep"), BarColumn(), TextColumn("{task.description}"),
-        TimeElapsedColumn(), transient=False,
+        TimeElapsedColumn(), transient=False, console=Console(stderr=True),
     )  # fmt: skip
     task = progress.add_task("starting", total=1.0)
 
@@ -451,6 +452,91 @@ def sweep_status(file, storage, tracking_uri, roles, quick, output) -> None:
     if output == "json":
         return _emit_json(rows)
     _print_rows(rows, ["name", "role", "state", "loss", "flops_exact", "worker", "mlflow_run_id"], file)
+
+
+# --- trainer commands ---
+
+
+def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``("train.lr=1e-3", ...)`` -> ``{"train.lr": 0.001}``; values are read as YAML scalars."""
+    import yaml
+
+    from scaling.errors import ConfigError
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: write it as KEY=VALUE, e.g. --set train.lr=1e-3")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def _train_with_progress(spec: Any, checkpoint_dir: str | None) -> Any:
+    """Run :func:`scaling.train.train` under a rich progress bar (loss, tokens/s, ETA)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from scaling.train import train
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[speed]} tok/s"),
+        TimeRemainingColumn(),
+    )
+    # On stderr, so that --output json leaves stdout to the JSON.
+    bar = Progress(*columns, console=Console(stderr=True))
+    task = bar.add_task(spec.name, total=None, loss="-", speed="-")
+
+    def progress(step: int, steps: int, metrics: dict[str, float]) -> None:
+        bar.start()  # on the first step, so a config error prints alone, without a bar
+        bar.update(task, completed=step, total=steps, loss=f"{metrics['train/loss']:.4f}",
+                   speed=f"{metrics['perf/tokens_per_s']:,.0f}")
+
+    try:
+        return train(spec, checkpoint_dir=checkpoint_dir, progress=progress)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+
+
+@cli.command("train")
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config field by its dotted path; repeatable.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
+              help="Checkpoint here (train.checkpoint_every) and resume if one exists; the "
+                   "final weights go to final.pt.")
+@output_option
+def train_command(config: str | None, overrides: tuple[str, ...], checkpoint_dir: str | None,
+                  output: str) -> None:
+    """Train one model from a YAML run file and/or --set flags, with a progress bar.
+
+    \b
+    Example:
+      scaling train --set model.d_model=64 --set model.n_layer=2 --set train.tokens=200000
+      scaling train run.yaml --checkpoint-dir checkpoints/target
+    """
+    from scaling.config import load_run_spec
+
+    spec = load_run_spec(config, _parse_overrides(overrides))
+    result = _train_with_progress(spec, checkpoint_dir)
+    _print_run_result(result, output)
+
+
+def _print_run_result(result: Any, output: str) -> None:
+    from scaling.errors import DivergedError
+
+    if output == "json":
+        _emit_json(result.to_dict())
+    else:
+        for key, value in result.to_dict().items():
+            click.echo(f"{key:>18}  {value:,.6g}" if isinstance(value, float) else f"{key:>18}  {value}")
+    if result.status != "finished":
+        raise DivergedError(f"run diverged: {result.failure}; lower train.lr or check the data")
 
 
 def main(argv: list[str] | None = None) -> int:

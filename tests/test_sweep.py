@@ -138,6 +138,16 @@ def test_invalid_sweep_file_is_one_line_exit_2_and_nothing_enqueued(section, mes
     assert not Path("mlflow.db").exists() and not Path("optuna.journal").exists()
 
 
+def test_same_run_under_two_names_and_unreadable_tokenizer_are_rejected():
+    N = _counts(1, 8, 2, 16)["params"]
+    same = {**TINY, "ladder": {"tokens_per_param": [1], "tokens": [N], "shapes": [{"d_model": 8}]}}
+    with pytest.raises(ConfigError, match=rf"sweep.yaml: ladder.shapes.0 \(d8-L1-{N}tok\) is the same run as d8-L1-1xN; remove one of them"):
+        load_sweep(_write(same))
+    missing = {**TINY, "data": {"tokenizer": "no/tokenizer.json"}}
+    with pytest.raises(ConfigError, match=r"data.tokenizer = 'no/tokenizer.json' is not 'bytes', 'bpe' or a readable tokenizer.json; fix the path or set model.vocab_size"):
+        load_sweep(_write(missing))
+
+
 def test_unknown_role_is_rejected():
     with pytest.raises(ConfigError, match=r"roles = \['proxies'\]: unknown role; use 'proxy' and/or 'target'"):
         run_sweep(_write(TINY), roles=("proxies",))
