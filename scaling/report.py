@@ -195,13 +195,15 @@ class Report:
     predicted, lo, hi : float
         The prediction at ``target_x`` and its interval.
     backtest : DataFrame or None
-        Fit below a cut, error above (None with ``backtest_note`` saying why).
+        Fit below a cut, error above, one row per cut (None: ``notes["backtest"]`` says why).
     optimal : DataFrame or None
-        Compute-optimal N and D for the target budget (None with ``optimal_note``).
+        Compute-optimal N and D for the target budget (None: ``notes["optimal"]`` says why).
     figures : dict
-        Figure name to its plot data (see the ``*_data`` functions).
+        Figure name to its plot data (see :mod:`scaling.figures`).
     notes : dict
-        Figure or section name to a sentence shown instead of it (e.g. no curves in a CSV).
+        Sentences by section: ``learning_curves``/``isoflop`` (why a figure is missing),
+        ``isoflop_law`` (approach 2's N_opt(C)), ``optimal`` (the allocation's source or
+        why there is none), ``backtest``, ``target`` (a target without loss or compute).
     date : str
         ISO date printed in the footer.
     """
