@@ -136,7 +136,7 @@ def test_prediction_and_comparison_in_the_report(tracked):
 
 def test_without_a_target_the_report_extrapolates_100x_and_says_so():
     runs = synthetic_runs(target=False, extras=False)
-    report = build_report(ReportInputs(runs, "ladder", "runs.csv"), n_bootstrap=50, date=DATE)
+    report = build_report(ReportInputs(runs, "ladder", "runs.csv"), n_bootstrap=20, date=DATE)
     assert report.target_x == pytest.approx(100 * runs["flops_exact"].max())
     assert report.prediction is None
     assert "100x the largest proxy (no target was given)" in render_markdown(report)
@@ -145,7 +145,7 @@ def test_without_a_target_the_report_extrapolates_100x_and_says_so():
 def test_a_target_without_final_loss_is_predicted_and_said_to_be_unfinished():
     runs = synthetic_runs(extras=False, isoflop=False)
     runs.loc[runs["role"] == "target", ["loss", "status"]] = [np.nan, "RUNNING"]
-    report = build_report(ReportInputs(runs, "ladder", "runs.csv"), n_bootstrap=50, date=DATE)
+    report = build_report(ReportInputs(runs, "ladder", "runs.csv"), n_bootstrap=20, date=DATE)
     assert report.target_x == runs.loc[runs["role"] == "target", "flops_exact"].iloc[0]
     assert report.prediction is None
     assert report.figures["loss_vs_compute"]["target"]["actual"] is None
@@ -172,7 +172,8 @@ def test_a_sweep_too_small_for_a_backtest_or_allocation_says_why():
 
 def test_target_flops_sets_the_budget():
     runs = synthetic_runs(target=False, extras=False)
-    report = build_report(ReportInputs(runs, "ladder", "runs.csv"), target_flops=1e18, n_bootstrap=50, date=DATE)
+    inputs = ReportInputs(runs, "ladder", "runs.csv")
+    report = build_report(inputs, target_flops=1e18, n_bootstrap=20, date=DATE)
     assert report.target_x == 1e18
     assert report.figures["loss_vs_compute"]["curve"]["x"].iloc[-1] == pytest.approx(1e18)
 
