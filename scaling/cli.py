@@ -83,6 +83,8 @@ def report_command(experiment, csv_path, target, target_flops, law, output_dir, 
         directory=output_dir, n_bootstrap=n_bootstrap, seed=seed, tracking_uri=tracking_uri,
     )
     click.echo(f"wrote {path / 'index.html'} and {path / 'report.md'}")
+    if experiment is not None:
+        click.echo(f"logged to MLflow experiment {experiment} as a run with role 'report'")
 
 
 @cli.command("compare")

@@ -160,7 +160,12 @@ def test_report_from_the_experiment_has_curves_reasons_and_is_logged(tracked, ca
     target = ids["N5e7-target"]
     code = main(["report", "--experiment", EXPERIMENT, "--target", target, "--tracking-uri", uri,
                  "--n-bootstrap", "50", "-o", "out"])
-    assert code == 0, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.splitlines() == [
+        "wrote out/index.html and out/report.md",
+        "logged to MLflow experiment synthetic as a run with role 'report'",
+    ]
     text = Path("out/report.md").read_text()
     assert "![Learning curves](learning_curves.png)" in text
     assert "| N3e6-diverged | FAILED | failed: diverged: loss nan at step 120 |" in text
