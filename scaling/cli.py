@@ -285,7 +285,9 @@ def train_command(config: str | None, overrides: tuple[str, ...], checkpoint_dir
 def _print_run_result(result: Any, output: str) -> None:
     from scaling.errors import DivergedError
 
-    if output == "json":
+    if os.environ.get("RANK", "0") != "0":
+        pass  # under torchrun, rank 0 alone reports the run
+    elif output == "json":
         _emit_json(result.to_dict())
     else:
         for key, value in result.to_dict().items():
