@@ -383,9 +383,10 @@ _quick_option = click.option("--quick", is_flag=True, help="Use the file's 'quic
 @tracking_option
 @_roles_option
 @_quick_option
+@click.option("--threads", type=int, default=None, help="torch threads per CPU worker (default: cores / workers).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (shape, N, D, exact C) and train nothing.")
 @output_option
-def sweep_run(file, workers, devices, storage, tracking_uri, roles, quick, dry_run, output) -> None:
+def sweep_run(file, workers, devices, storage, tracking_uri, roles, quick, threads, dry_run, output) -> None:
     """Run a sweep until every run is done (a second call reuses finished runs).
 
     \b
@@ -406,7 +407,7 @@ def sweep_run(file, workers, devices, storage, tracking_uri, roles, quick, dry_r
     with display:
         summary = sweeps.run_sweep(
             config, workers=workers, devices=_split(devices), storage=storage,
-            tracking_uri=tracking_uri, roles=_split(roles), progress=update,
+            tracking_uri=tracking_uri, roles=_split(roles), threads=threads, progress=update,
         )  # fmt: skip
     if output == "json":
         return _emit_json(summary)
@@ -532,7 +533,9 @@ def train_command(config: str | None, overrides: tuple[str, ...], checkpoint_dir
 def _print_run_result(result: Any, output: str) -> None:
     from scaling.errors import DivergedError
 
-    if output == "json":
+    if os.environ.get("RANK", "0") != "0":
+        pass  # under torchrun, rank 0 alone reports the run
+    elif output == "json":
         _emit_json(result.to_dict())
     else:
         for key, value in result.to_dict().items():

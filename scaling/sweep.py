@@ -529,7 +529,7 @@ def _cores() -> int:
 def run_sweep(
     sweep: str | Path | SweepConfig, *, workers: int = 1, devices: Sequence[str] | None = None,
     storage: str | None = None, tracking_uri: str = tracking.DEFAULT_TRACKING_URI,
-    roles: Iterable[str] | None = None, quick: bool = False,
+    roles: Iterable[str] | None = None, quick: bool = False, threads: int | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None, poll_s: float = 1.0,
 ) -> dict[str, Any]:  # fmt: skip
     """Set up, enqueue once, and drain a sweep with worker processes until it is done.
@@ -551,6 +551,9 @@ def run_sweep(
         Run only these roles (``"proxy"``, ``"target"``); default both.
     quick : bool
         Use the file's ``quick:`` overrides (a toy sweep).
+    threads : int, optional
+        torch threads per CPU worker; default the cores split evenly between the workers
+        (tiny models on a busy machine run several times faster with 1).
     progress : callable, optional
         Called about every ``poll_s`` seconds with a snapshot dict (runs, done, running,
         waiting, failed, flops_spent, flops_total, elapsed_s, eta_s).
@@ -584,7 +587,8 @@ def run_sweep(
     rows = status(config, storage=url, tracking_uri=tracking_uri, roles=roles)
     spent0 = _summarise(rows, started, 0)["flops_spent"]
     slots = [{"CUDA_VISIBLE_DEVICES": str(d)} for d in devices] if devices else [{} for _ in range(max(1, workers))]
-    threads = None if devices else max(1, _cores() // len(slots))
+    if threads is None and not devices:
+        threads = max(1, _cores() // len(slots))
     log_dir = Path("checkpoints") / config.name / "logs"
     processes: list[subprocess.Popen] = []
     starts = 0

@@ -191,10 +191,10 @@ def test_dry_run_prints_the_plan_and_trains_nothing(capsys):
 @pytest.mark.slow
 def test_roles_run_separately_each_once_and_a_rerun_reuses_everything():
     path = _write(TINY)
-    first = run_sweep(path, roles=("proxy",))
+    first = run_sweep(path, roles=("proxy",), threads=1)
     assert (first["done"], first["failed"], first["enqueued"]) == (2, 0, 2)
     assert tracking.runs_frame("tiny", role="target").empty
-    second = run_sweep(path, roles=("target",))
+    second = run_sweep(path, roles=("target",), threads=1)
     assert (second["done"], second["enqueued"]) == (1, 1)
     again = run_sweep(path)
     assert (again["enqueued"], again["workers_started"], again["done"]) == (0, 0, 3)
@@ -213,7 +213,7 @@ def test_roles_run_separately_each_once_and_a_rerun_reuses_everything():
 @pytest.mark.slow
 def test_tune_samples_lr_per_shape_and_tags_each_shapes_best(capsys):
     config = load_sweep(SWEEPS / "tune-lr-cpu.yaml", quick=True)
-    summary = run_sweep(config, workers=2)
+    summary = run_sweep(config, workers=2, threads=1)
     assert (summary["done"], summary["failed"]) == (6, 0)
     frame = tracking.runs_frame("tune-lr-cpu-quick")
     assert len(frame) == 6 and frame.lr.nunique() == 6

@@ -39,6 +39,18 @@ def _one_finished_run_per_key(path: Path, **where) -> dict[str, dict]:
     return {run["tags"][tracking.TAG_RUN_KEY]: run for run in runs}
 
 
+def _running_with_checkpoint(path: Path, launcher: subprocess.Popen) -> dict:
+    """Wait until the running trial has written a checkpoint and not finished; return its row."""
+    deadline = time.time() + 240
+    while True:
+        assert time.time() < deadline and launcher.poll() is None, "no checkpointed run appeared"
+        for row in status(path):
+            folder = Path("checkpoints") / load_sweep(path).name / str(row["run_key"])
+            if row["state"] == "RUNNING" and (folder / "last.pt").exists() and not (folder / "final.pt").exists():
+                return row
+        time.sleep(0.02)
+
+
 @pytest.mark.slow
 def test_sigkilled_worker_resumes_into_the_same_run_and_nothing_is_duplicated():
     sweep = {
@@ -46,20 +58,15 @@ def test_sigkilled_worker_resumes_into_the_same_run_and_nothing_is_duplicated():
         "data": {"eval_tokens": 512},
         "model": {"n_layer": 1, "n_head": 2, "context": 16},
         "train": {"batch_tokens": 64, "checkpoint_every": 10, "eval_every": 100, "log_every": 10},
-        "ladder": {"tokens": [64 * 200], "shapes": [{"d_model": 8}, {"d_model": 12}]},
+        "ladder": {"tokens": [64 * 1000], "shapes": [{"d_model": 8}, {"d_model": 12}]},
     }
     path = _write(sweep)
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "scaling.cli", "sweep", "run", str(path)],
+        [sys.executable, "-m", "scaling.cli", "sweep", "run", str(path), "--threads", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    checkpoints = Path("checkpoints/faults")
-    deadline = time.time() + 240
     try:
-        while not list(checkpoints.glob("*/last.pt")):
-            assert time.time() < deadline and launcher.poll() is None, "no checkpoint appeared"
-            time.sleep(0.02)
-        (running,) = [row for row in status(path) if row["state"] == "RUNNING"]
+        running = _running_with_checkpoint(path, launcher)
         pid = int(running["worker"].rsplit(":", 1)[1])
         os.kill(pid, signal.SIGKILL)  # the worker dies mid-run, then its launcher
         os.kill(launcher.pid, signal.SIGKILL)
@@ -67,12 +74,11 @@ def test_sigkilled_worker_resumes_into_the_same_run_and_nothing_is_duplicated():
         if launcher.poll() is None:
             launcher.kill()
         launcher.wait()
-    killed_dir = checkpoints / running["run_key"]
-    assert not (killed_dir / "final.pt").exists(), "the run finished before the kill; make it longer"
+    assert not (Path("checkpoints/faults") / running["run_key"] / "final.pt").exists()
     left = tracking.find_runs("faults", run_key=running["run_key"])
     assert [run["status"] for run in left] == ["RUNNING"]  # what a SIGKILL leaves behind
 
-    summary = run_sweep(path)  # start again
+    summary = run_sweep(path, threads=1)  # start again
 
     assert running["name"] in summary["requeued"]
     assert (summary["done"], summary["failed"]) == (2, 0)
@@ -80,7 +86,7 @@ def test_sigkilled_worker_resumes_into_the_same_run_and_nothing_is_duplicated():
     resumed = runs[running["run_key"]]
     assert resumed["run_id"] == left[0]["run_id"]  # resumed into the same MLflow run
     assert resumed["metrics"]["perf/resumed_from_step"] >= 10
-    assert resumed["metrics"]["size/tokens"] == 64 * 200
+    assert resumed["metrics"]["size/tokens"] == 64 * 1000
     assert worker(path) == {"trained": 0, "reused": 0, "failed": 0, "duplicate": 0}
 
 
@@ -96,7 +102,7 @@ def test_three_workers_on_postgres_and_mlflow_server_train_each_run_exactly_once
         "ladder": {"tokens_per_param": [1, 2], "shapes": [{"d_model": 8}, {"d_model": 12}, {"d_model": 16}]},
     }
     path = _write(sweep)
-    summary = run_sweep(path, workers=3, storage=storage, tracking_uri=mlflow_server)
+    summary = run_sweep(path, workers=3, storage=storage, tracking_uri=mlflow_server, threads=1)
     assert (summary["done"], summary["failed"], summary["workers_started"]) == (6, 0, 3)
     runs = _one_finished_run_per_key(path, tracking_uri=mlflow_server)
     rows = status(path, storage=storage, tracking_uri=mlflow_server)
@@ -117,19 +123,15 @@ def test_sigterm_ends_the_run_killed_and_the_launcher_resumes_it():
         "data": {"eval_tokens": 512},
         "model": {"n_layer": 1, "n_head": 2, "context": 16},
         "train": {"batch_tokens": 64, "checkpoint_every": 10, "eval_every": 100, "log_every": 10},
-        "ladder": {"tokens": [64 * 200], "shapes": [{"d_model": 8}]},
+        "ladder": {"tokens": [64 * 1000], "shapes": [{"d_model": 8}]},
     }
     path = _write(sweep)
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "scaling.cli", "sweep", "run", str(path), "--output", "json"],
+        [sys.executable, "-m", "scaling.cli", "sweep", "run", str(path), "--threads", "1", "--output", "json"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.time() + 240
     try:
-        while not list(Path("checkpoints/sigterm").glob("*/last.pt")):
-            assert time.time() < deadline and launcher.poll() is None, "no checkpoint appeared"
-            time.sleep(0.02)
-        (running,) = [row for row in status(path) if row["state"] == "RUNNING"]
+        running = _running_with_checkpoint(path, launcher)
         os.kill(int(running["worker"].rsplit(":", 1)[1]), signal.SIGTERM)
         out, _ = launcher.communicate(timeout=240)
     finally:
