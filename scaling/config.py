@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from scaling.errors import ConfigError
 
@@ -137,6 +146,9 @@ class TrainConfig(StrictModel):
     seed: int = 0
     eval_every: int = Field(0, ge=0, description="steps between evaluations; 0 = about 10 per run")
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0 = never")
+    log_every: int = Field(
+        0, ge=0, description="steps between logged training metrics; 0 = about 100 per run"
+    )
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
@@ -147,7 +159,7 @@ class TrainConfig(StrictModel):
 
 # Fields that change how a run is executed, not what it computes: left out of the run key so
 # that the same run on another device, or with other checkpoint settings, is recognised.
-_KEY_NEUTRAL_TRAIN_FIELDS = {"device", "checkpoint_every", "compile"}
+_KEY_NEUTRAL_TRAIN_FIELDS = {"device", "checkpoint_every", "compile", "log_every"}
 
 
 class RunSpec(StrictModel):
@@ -270,3 +282,157 @@ def load_run_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> 
                 raise ConfigError(f"{path}: {dotted} cannot be set: {part} is not a mapping")
         node[leaf] = value
     return validate(RunSpec, data, path if path is not None else "<flags>")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep-level schemas: what a sweep file (sweeps/*.yaml) says. A sweep expands into RunSpecs
+# (scaling.sweep.expand); these classes only describe and validate the file.
+# ---------------------------------------------------------------------------------------------
+
+__all__ += [
+    "Shape",
+    "LadderConfig",
+    "IsoflopConfig",
+    "TuneConfig",
+    "TargetConfig",
+    "SweepConfig",
+]
+
+
+class Shape(StrictModel):
+    """One model shape of a sweep; fields left out take the sweep's ``model``/``train`` values.
+
+    ``batch_tokens`` and ``lr`` belong to the shape because a recipe usually grows the batch
+    (and may shrink the learning rate) with model size.
+    """
+
+    n_layer: int | None = Field(None, ge=1)
+    d_model: int | None = Field(None, ge=1)
+    n_head: int | None = Field(None, ge=1)
+    batch_tokens: int | None = Field(None, ge=1, description="overrides train.batch_tokens")
+    lr: float | None = Field(None, gt=0, description="overrides train.lr")
+
+    def model_overrides(self) -> dict[str, int]:
+        """The model fields this shape sets."""
+        fields = ("n_layer", "d_model", "n_head")
+        return {key: getattr(self, key) for key in fields if getattr(self, key) is not None}
+
+    def train_overrides(self) -> dict[str, Any]:
+        """The train fields this shape sets."""
+        fields = ("batch_tokens", "lr")
+        return {key: getattr(self, key) for key in fields if getattr(self, key) is not None}
+
+
+class LadderConfig(StrictModel):
+    """Shapes x token budgets: multiples of each model's N (20 ~ Chinchilla) or fixed counts."""
+
+    shapes: list[Shape] = Field(min_length=1)
+    tokens_per_param: list[PositiveFloat] = Field(
+        default_factory=list, description="budgets as multiples of N (non-embedding params)"
+    )
+    tokens: list[PositiveInt] = Field(default_factory=list, description="explicit budgets in tokens")
+
+    @model_validator(mode="after")
+    def _check_budgets(self) -> LadderConfig:
+        if not self.tokens_per_param and not self.tokens:
+            raise ValueError("no budget; set ladder.tokens_per_param (e.g. [20]) or ladder.tokens")
+        return self
+
+
+class IsoflopConfig(StrictModel):
+    """Compute budgets x shapes; each run's tokens = budget / exact FLOPs per token."""
+
+    budgets: list[PositiveFloat] = Field(min_length=1, description="compute budgets C in FLOPs")
+    shapes: list[Shape] = Field(min_length=1)
+    min_steps: int = Field(
+        10, ge=1, description="a budget giving a shape fewer optimizer steps is an error"
+    )
+
+
+class TuneConfig(StrictModel):
+    """An Optuna search of the learning rate (and optionally warmup, batch) for each shape."""
+
+    shapes: list[Shape] = Field(min_length=1)
+    trials: int = Field(8, ge=1, description="trials per shape")
+    tokens_per_param: float | None = Field(20.0, gt=0)
+    tokens: int | None = Field(None, gt=0, description="explicit budget; wins over tokens_per_param")
+    lr: tuple[float, float] = Field((1e-4, 1e-2), description="log-uniform search range")
+    warmup: tuple[float, float] | None = Field(None, description="uniform range, e.g. [0, 0.2]")
+    batch_tokens: list[int] | None = Field(None, description="choices, e.g. [4096, 8192]")
+    seed: int = Field(0, description="seed of the sampler")
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> TuneConfig:
+        low, high = self.lr
+        if not 0 < low < high:
+            raise ValueError(f"lr = [{low}, {high}] must satisfy 0 < low < high; e.g. [1e-4, 1e-2]")
+        if self.warmup is not None and not 0 <= self.warmup[0] < self.warmup[1] < 1:
+            raise ValueError(
+                f"warmup = {list(self.warmup)} must satisfy 0 <= low < high < 1; e.g. [0, 0.2]"
+            )
+        if self.batch_tokens is not None and (
+            not self.batch_tokens or min(self.batch_tokens) < 1
+        ):
+            raise ValueError("batch_tokens must list positive sizes, e.g. [4096, 8192]")
+        return self
+
+
+class TargetConfig(StrictModel):
+    """The large run the proxies predict (role ``target``), trained with the same recipe."""
+
+    shape: Shape
+    tokens_per_param: float | None = Field(20.0, gt=0)
+    tokens: int | None = Field(None, gt=0, description="explicit budget; wins over tokens_per_param")
+
+
+class SweepConfig(StrictModel):
+    """A whole sweep file: names, shared recipe, and the families of runs to launch.
+
+    ``quick`` holds overrides (same layout as the file) merged in by
+    ``scaling.sweep.load_sweep(path, quick=True)``: a toy version of the sweep for tests.
+    """
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="= MLflow experiment")
+    description: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    ladder: LadderConfig | None = None
+    isoflop: IsoflopConfig | None = None
+    tune: TuneConfig | None = None
+    target: TargetConfig | None = None
+    quick: dict[str, Any] | None = Field(None, description="toy overrides for tests and demos")
+    _source: str = PrivateAttr("<sweep>")  # the file it came from, for error messages
+
+    @property
+    def source(self) -> str:
+        """The file this sweep was read from (``<sweep>`` when built in code)."""
+        return self._source
+
+    def with_source(self, source: str | Path) -> SweepConfig:
+        """This config, remembering the file it came from (errors name it)."""
+        self._source = str(source)
+        return self
+
+    @model_validator(mode="after")
+    def _check_sweep(self) -> SweepConfig:
+        if not any((self.ladder, self.isoflop, self.tune, self.target)):
+            raise ValueError("the sweep runs nothing; add a ladder, isoflop, tune or target section")
+        sections = {
+            "ladder": self.ladder.shapes if self.ladder else [],
+            "isoflop": self.isoflop.shapes if self.isoflop else [],
+            "tune": self.tune.shapes if self.tune else [],
+            "target": [self.target.shape] if self.target else [],
+        }
+        base = self.model.model_dump()
+        for section, shapes in sections.items():
+            for index, shape in enumerate(shapes):
+                merged = {**base, **shape.model_overrides()}
+                where = f"{section}.shape" if section == "target" else f"{section}.shapes.{index}"
+                try:
+                    ModelConfig.model_validate(merged)
+                except ValidationError as error:
+                    message = error.errors(include_url=False)[0]["msg"]
+                    message = message.removeprefix("Value error, ")
+                    raise ValueError(f"{where}: {message}") from None
+        return self

@@ -26,3 +26,7 @@ def _token_cache(tmp_path_factory):
         os.environ.pop("SCALING_CACHE_DIR", None)
     else:
         os.environ["SCALING_CACHE_DIR"] = old
+
+
+# Real PostgreSQL and mlflow-server fixtures (tests/services.py); skipped where absent.
+from services import mlflow_server, postgres_server  # noqa: E402, F401

@@ -1,0 +1,632 @@
+"""Check the proxies' forecast against the large run once it exists.
+
+:func:`compare` fits a law on the proxies of a sweep, predicts the target run's final loss
+at the target's compute, and sets the prediction beside what the target actually reached:
+the relative error, whether the actual value lies inside the prediction interval, and the
+first evaluation at which the target's learning curve went below the prediction.
+
+This module holds the logic only: it never draws and never prints. Reading the runs from
+MLflow goes through :mod:`scaling.tracking` (:func:`compare_experiment`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scaling.errors import DataError, FitError
+
+__all__ = [
+    "Crossing",
+    "MetricComparison",
+    "Comparison",
+    "first_crossing",
+    "fill_tokens",
+    "RunSplit",
+    "split_runs",
+    "compare",
+    "capability_columns",
+    "compare_experiment",
+]
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """The first evaluation of the target's learning curve at or below the prediction.
+
+    Attributes
+    ----------
+    step, tokens : float
+        Optimiser step and tokens seen at that evaluation.
+    value : float
+        The evaluation loss there.
+    fraction : float
+        ``tokens`` over the tokens of the curve's last evaluation: how far into training the
+        run reached the loss the proxies predicted for its end.
+    """
+
+    step: float
+    tokens: float
+    value: float
+    fraction: float
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    """Predicted against actual for one run-table column (the loss, or a capability metric).
+
+    Attributes
+    ----------
+    metric : str
+        Run-table column compared (``loss``, or a logged metric).
+    law : str
+        Name of the law fitted on the proxies.
+    x : str
+        Run-table column the law extrapolates along (``flops`` for GPT-4's law).
+    target_x : float
+        The target's value of ``x``.
+    predicted, lo, hi : float
+        Point prediction and the bounds of the ``interval`` prediction interval for one run
+        (``FitResult.predict(..., band="run")``).
+    interval : float
+        Coverage of ``[lo, hi]`` (0.9 is the 90% interval).
+    actual : float
+        The target's value of ``metric``.
+    crossing : Crossing or None
+        Where the target's learning curve first reached the prediction; None without a
+        curve or when the curve never reached it.
+    has_curve : bool
+        Whether a learning curve was given for this metric.
+    """
+
+    metric: str
+    law: str
+    x: str
+    target_x: float
+    predicted: float
+    lo: float
+    hi: float
+    interval: float
+    actual: float
+    crossing: Crossing | None = None
+    has_curve: bool = False
+
+    @property
+    def relative_error(self) -> float:
+        """``(predicted - actual) / actual``: positive when the proxies were pessimistic."""
+        return (self.predicted - self.actual) / self.actual
+
+    @property
+    def inside(self) -> bool:
+        """Whether the actual value lies inside the prediction interval."""
+        return bool(self.lo <= self.actual <= self.hi)
+
+    def summary(self) -> dict[str, Any]:
+        """Plain JSON-safe values of the comparison."""
+        out: dict[str, Any] = {
+            "metric": self.metric,
+            "law": self.law,
+            "x": self.x,
+            "target_x": float(self.target_x),
+            "predicted": float(self.predicted),
+            "interval": float(self.interval),
+            "lo": float(self.lo),
+            "hi": float(self.hi),
+            "actual": float(self.actual),
+            "relative_error": float(self.relative_error),
+            "inside": self.inside,
+            "crossing": None,
+        }
+        if self.crossing is not None:
+            out["crossing"] = {
+                "step": float(self.crossing.step),
+                "tokens": float(self.crossing.tokens),
+                "value": float(self.crossing.value),
+                "fraction": float(self.crossing.fraction),
+            }
+        return out
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The proxies' forecasts for one target run beside what it reached.
+
+    Attributes
+    ----------
+    run_id : str
+        The target run (its ``run_id``, else its ``run_key``, else ``"target"``).
+    name : str
+        What the headline calls it: the run's ``name`` when the table has one, else
+        ``run_id``.
+    metrics : tuple of MetricComparison
+        The loss first, then any capability metric compared.
+    n_proxies : int
+        Proxy runs the laws were fitted on.
+    fits : dict
+        The fitted law for each metric, by metric name (:class:`scaling.fit.FitResult`).
+    """
+
+    run_id: str
+    name: str
+    metrics: tuple[MetricComparison, ...]
+    n_proxies: int
+    fits: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def loss(self) -> MetricComparison:
+        """The comparison of the final loss (the first metric)."""
+        return self.metrics[0]
+
+    def error_above(self, percent: float) -> bool:
+        """Whether the loss's absolute relative error exceeds ``percent`` percent."""
+        return abs(self.loss.relative_error) * 100.0 > percent
+
+    def headline(self) -> str:
+        """One line: predicted against actual loss, the error and the interval verdict."""
+        from scaling.formatting import format_count, format_flops, format_interval
+
+        row = self.loss
+        verdict = "inside" if row.inside else "outside"
+        line = (
+            f"{self.name}: predicted {row.metric} "
+            f"{format_interval(row.predicted, row.lo, row.hi)} at {row.x} = "
+            f"{format_flops(row.target_x)}, actual {row.actual:.4g}: error "
+            f"{row.relative_error * 100:+.1f}%, {verdict} the {row.interval:.0%} interval"
+        )
+        if row.crossing is not None:
+            line += (
+                "; the learning curve reached the prediction at "
+                f"{format_count(row.crossing.tokens)} tokens "
+                f"({row.crossing.fraction:.0%} of training)"
+            )
+        elif row.has_curve:
+            line += "; the learning curve never reached the prediction"
+        return line
+
+    def summary(self) -> dict[str, Any]:
+        """Plain JSON-safe values: the target, the proxies used and every metric compared."""
+        return {
+            "run_id": self.run_id,
+            "name": self.name,
+            "n_proxies": int(self.n_proxies),
+            "headline": self.headline(),
+            "metrics": [m.summary() for m in self.metrics],
+        }
+
+
+def first_crossing(curve: pd.DataFrame, threshold: float) -> Crossing | None:
+    """Find the first evaluation of a learning curve at or below ``threshold``.
+
+    Parameters
+    ----------
+    curve : DataFrame
+        Columns ``step``, ``tokens`` and ``value`` (as :func:`scaling.tracking.learning_curve`
+        returns), one row per evaluation.
+    threshold : float
+        The predicted final loss.
+
+    Returns
+    -------
+    Crossing or None
+        None when no evaluation reached the threshold or the curve is empty.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> curve = pd.DataFrame({"step": [1, 2, 3, 4], "tokens": [100, 200, 300, 400],
+    ...                       "value": [4.0, 3.0, 2.5, 2.4]})
+    >>> first_crossing(curve, 2.6)
+    Crossing(step=3.0, tokens=300.0, value=2.5, fraction=0.75)
+    >>> first_crossing(curve, 2.0) is None
+    True
+    """
+    points = curve.dropna(subset=["value"]).sort_values("step")
+    if points.empty:
+        return None
+    last_tokens = float(points["tokens"].iloc[-1])
+    reached = points[points["value"] <= threshold]
+    if reached.empty:
+        return None
+    first = reached.iloc[0]
+    fraction = float(first["tokens"]) / last_tokens if last_tokens > 0 else math.nan
+    return Crossing(float(first["step"]), float(first["tokens"]), float(first["value"]), fraction)
+
+
+# Runs logged by the toolkit itself (reports) are not training runs.
+_NOT_TRAINING_ROLES = {"report", "sweep"}
+
+
+@dataclass(frozen=True)
+class RunSplit:
+    """The run table split into what is fitted, what is predicted and what is left out.
+
+    Attributes
+    ----------
+    proxies : DataFrame
+        Finished proxy runs with usable values: the law is fitted on these.
+    target : Series or None
+        The large run's row, when the table has one.
+    excluded : DataFrame
+        Columns ``run``, ``status`` and ``reason``: every run left out, and why.
+    """
+
+    proxies: pd.DataFrame
+    target: pd.Series | None
+    excluded: pd.DataFrame
+
+
+def _run_label(row: Mapping[str, Any]) -> str:
+    for key in ("name", "run_key", "run_id"):
+        value = row.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return "?"
+
+
+def split_runs(
+    runs: pd.DataFrame, *, x: str = "flops", y: str = "loss", target: str | None = None
+) -> RunSplit:
+    """Split a run table into the proxies to fit, the target and the runs left out.
+
+    A run is left out when it did not finish (its ``failure`` reason is given when the table
+    has one), has no value of ``x`` or ``y``, or has a non-positive one (a power law cannot
+    use it). The target is the run ``target`` (by ``run_id`` or ``run_key``) or, when None,
+    the one run whose ``role`` is ``target``.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        The run table.
+    x, y : str
+        Columns the law reads.
+    target : str, optional
+        Run id (or run key) of the large run.
+
+    Returns
+    -------
+    RunSplit
+
+    Raises
+    ------
+    DataError
+        If ``target`` is not in the table, or the table marks several runs as targets.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> runs = pd.DataFrame({"run_id": ["a", "b", "c"],
+    ...                      "status": ["FINISHED", "FAILED", "FINISHED"],
+    ...                      "flops": [1e15, 2e15, 4e15], "loss": [3.0, None, 2.8]})
+    >>> split = split_runs(runs)
+    >>> list(split.proxies["run_id"]), split.excluded["reason"].tolist()
+    (['a', 'c'], ['status FAILED'])
+    """
+    runs = runs.reset_index(drop=True)
+    role = runs["role"].astype(str) if "role" in runs.columns else pd.Series("proxy", runs.index)
+    is_target = pd.Series(False, index=runs.index)
+    if target is not None:
+        for key in ("run_id", "run_key"):
+            if key in runs.columns:
+                is_target |= runs[key].astype(str) == target
+        if not is_target.any():
+            raise DataError(
+                f"run table has no run {target!r}; pass a run_id (or run_key) from the table"
+            )
+    else:
+        is_target = role == "target"
+        if is_target.sum() > 1:
+            raise DataError(
+                f"run table marks {int(is_target.sum())} runs as role 'target'; "
+                "pick one with --target RUN_ID"
+            )
+    target_row = runs[is_target].iloc[0] if is_target.any() else None
+
+    reasons: list[str | None] = []
+    for _, row in runs.iterrows():
+        status = str(row.get("status", "FINISHED"))
+        failure = row.get("failure")
+        if row.name in runs.index[is_target]:
+            reasons.append(None)
+        elif role[row.name] in _NOT_TRAINING_ROLES:
+            reasons.append(None)
+        elif status != "FINISHED":
+            has_failure = isinstance(failure, str) and failure
+            reasons.append(f"{status.lower()}: {failure}" if has_failure else f"status {status}")
+        elif role[row.name] != "proxy":
+            reasons.append(f"role {role[row.name]!r} (only proxies are fitted)")
+        else:
+            reasons.append(_unusable(row, x, y))
+    reason = pd.Series(reasons, index=runs.index, dtype=object)
+    used = reason.isna() & ~is_target & ~role.isin(_NOT_TRAINING_ROLES)
+    left_out = reason.notna()
+    excluded = pd.DataFrame(
+        {
+            "run": [_run_label(row) for _, row in runs[left_out].iterrows()],
+            "status": runs.loc[left_out, "status"].astype(str).tolist()
+            if "status" in runs.columns
+            else ["FINISHED"] * int(left_out.sum()),
+            "reason": reason[left_out].tolist(),
+        }
+    )
+    return RunSplit(runs[used].reset_index(drop=True), target_row, excluded)
+
+
+def _unusable(row: Mapping[str, Any], x: str, y: str) -> str | None:
+    for column in (x, y):
+        value = pd.to_numeric(pd.Series([row.get(column)]), errors="coerce").iloc[0]
+        if pd.isna(value):
+            return f"no {column}"
+        if value <= 0:
+            return f"{column} = {value:g} is not positive"
+    return None
+
+
+def fill_tokens(curve: pd.DataFrame, total_tokens: float | None = None) -> pd.DataFrame:
+    """Give every evaluation of a learning curve its tokens seen.
+
+    Tokens are logged with the training metrics, which need not share steps with the
+    evaluations, so some rows come without them. A run's batch is fixed, so tokens are
+    ``step`` times the tokens per step seen where both are known; with none known, the run's
+    total tokens over its last step.
+
+    Parameters
+    ----------
+    curve : DataFrame
+        Columns ``step``, ``tokens`` (NaN where unknown) and ``value``.
+    total_tokens : float, optional
+        Tokens of the whole run (the run table's ``tokens``), used when no row has tokens.
+
+    Returns
+    -------
+    DataFrame
+        A copy with ``tokens`` filled where it can be.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> curve = pd.DataFrame({"step": [10, 20, 30], "tokens": [None, 4000.0, None],
+    ...                       "value": [4.0, 3.0, 2.5]})
+    >>> fill_tokens(curve)["tokens"].tolist()
+    [2000.0, 4000.0, 6000.0]
+    >>> fill_tokens(curve.assign(tokens=None), total_tokens=9000)["tokens"].tolist()
+    [3000.0, 6000.0, 9000.0]
+    """
+    out = curve.copy()
+    steps = out["step"].to_numpy(float)
+    tokens = pd.to_numeric(out["tokens"], errors="coerce").to_numpy(float)
+    known = np.isfinite(tokens) & (steps > 0)
+    if known.any():
+        per_step = float(np.median(tokens[known] / steps[known]))
+    elif _finite(total_tokens) and len(steps) and steps.max() > 0:
+        per_step = float(total_tokens) / float(steps.max())
+    else:
+        return out
+    out["tokens"] = np.where(np.isfinite(tokens), tokens, steps * per_step)
+    return out
+
+
+def _target_name(target_row: Mapping[str, Any]) -> str:
+    for key in ("run_id", "run_key"):
+        value = target_row.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return "target"
+
+
+def _target_value(target_row: Mapping[str, Any], column: str, name: str, fix: str) -> float:
+    value = target_row.get(column)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        shown = f"{float(value)}" if isinstance(value, (float, np.floating)) else repr(value)
+        raise DataError(f"target run {name}: {column} = {shown} is missing; {fix}")
+    return number
+
+
+def _predict_one(result: Any, at: float, interval: float) -> tuple[float, float, float]:
+    # The band for one new run (the law's uncertainty and the proxies' scatter around it):
+    # the target is one run, so that is the band its value should fall in.
+    point, (lo, hi) = result.predict(np.array([at]), interval=interval, band="run")
+    return float(np.ravel(point)[0]), float(np.ravel(lo)[0]), float(np.ravel(hi)[0])
+
+
+def compare(
+    proxies_frame: pd.DataFrame,
+    target_row: Mapping[str, Any] | pd.Series,
+    *,
+    law: str = "gpt4",
+    x: str | None = None,
+    curve: pd.DataFrame | None = None,
+    metrics: Mapping[str, str] | None = None,
+    interval: float = 0.9,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> Comparison:
+    """Fit a law on the proxies and compare its forecast with the target run.
+
+    Parameters
+    ----------
+    proxies_frame : DataFrame
+        The run table of the proxies (finished runs only), with the law's columns.
+    target_row : mapping or Series
+        One row of the run table for the large run: it needs the law's ``x`` column and a
+        final ``loss``.
+    law : str, default "gpt4"
+        Name of the law fitted to the loss (see :func:`scaling.laws.get_law`).
+    x : str, optional
+        Run-table column to extrapolate along; the law's own default when None.
+    curve : DataFrame, optional
+        The target's learning curve (``step``, ``tokens``, ``value``); gives the point
+        where the run reached the prediction.
+    metrics : mapping of str to str, optional
+        Capability metrics to compare as well: run-table column to law name.
+    interval : float, default 0.9
+        Coverage of the prediction interval.
+    n_bootstrap : int, default 1000
+        Bootstrap resamples for the intervals.
+    seed : int, default 0
+        Seed of the bootstrap.
+
+    Returns
+    -------
+    Comparison
+
+    Raises
+    ------
+    DataError
+        If the proxies lack a column, or the target lacks the ``x`` value or the final value
+        of a compared metric.
+    FitError
+        If a law cannot be fitted to the proxies (too few runs, bad values).
+
+    Examples
+    --------
+    >>> comparison = compare(proxies, runs.loc[runs.role == "target"].iloc[0])  # doctest: +SKIP
+    >>> print(comparison.headline())  # doctest: +SKIP
+    """
+    from scaling.fit import fit
+    from scaling.laws import get_law
+    from scaling.table import require_columns
+
+    row = dict(target_row)
+    name = _target_name(row)
+    wanted = {"loss": law, **dict(metrics or {})}
+    rows: list[MetricComparison] = []
+    fits: dict[str, Any] = {}
+    for metric, law_name in wanted.items():
+        law_object = get_law(law_name)
+        if len(law_object.x) != 1 and x is None:
+            raise FitError(
+                f"law {law_name!r} reads {', '.join(law_object.x)}; compare a law of one "
+                "column, such as gpt4 (compute), or pass x"
+            )
+        x_column = x or law_object.x[0]
+        require_columns(proxies_frame, [x_column, metric], "proxies")
+        actual = _target_value(
+            row, metric, name, "wait for the run to finish, or pick a run that has finished"
+        )
+        target_x = _target_value(
+            row, x_column, name, f"the run table needs the target's {x_column} to predict it"
+        )
+        result = fit(
+            law_object, proxies_frame, x=(x_column,), y=metric, n_bootstrap=n_bootstrap,
+            seed=seed, interval=interval, source="proxies",
+        )
+        predicted, lo, hi = _predict_one(result, target_x, interval)
+        crossing = None
+        has_curve = metric == "loss" and curve is not None and not curve.empty
+        if has_curve:
+            crossing = first_crossing(curve, predicted)
+        rows.append(
+            MetricComparison(
+                metric, law_name, x_column, target_x, predicted, lo, hi, interval, actual,
+                crossing, has_curve,
+            )
+        )
+        fits[metric] = result
+    return Comparison(name, _run_label(row) if row.get("name") else name, tuple(rows),
+                      len(proxies_frame), fits)
+
+
+def capability_columns(frame: pd.DataFrame) -> list[str]:
+    """Run-table columns that hold a capability metric the ``capability`` law predicts.
+
+    These are the columns named like the law's ``y`` (``neg_log_pass_rate``), bare or with a
+    prefix (``final_neg_log_pass_rate``, ``humaneval_neg_log_pass_rate``), with a value for
+    at least one run.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> capability_columns(pd.DataFrame({"loss": [3.0], "humaneval_neg_log_pass_rate": [2.1]}))
+    ['humaneval_neg_log_pass_rate']
+    """
+    from scaling.laws import get_law
+
+    suffix = get_law("capability").y
+    return [
+        str(column)
+        for column in frame.columns
+        if (column == suffix or str(column).endswith("_" + suffix)) and frame[column].notna().any()
+    ]
+
+
+def compare_experiment(
+    experiment: str,
+    target: str,
+    *,
+    tracking_uri: str,
+    law: str = "gpt4",
+    metrics: Sequence[str] | None = None,
+    interval: float = 0.9,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> Comparison:
+    """Read a sweep's proxies and one target run from MLflow and :func:`compare` them.
+
+    Parameters
+    ----------
+    experiment : str
+        MLflow experiment (the sweep name).
+    target : str
+        MLflow run id of the large run.
+    tracking_uri : str
+        MLflow tracking URI.
+    law : str, default "gpt4"
+        Law fitted to the loss.
+    metrics : sequence of str, optional
+        Capability-metric columns compared with the ``capability`` law as well; by default
+        every column :func:`capability_columns` finds.
+    interval, n_bootstrap, seed
+        As for :func:`compare`.
+
+    Returns
+    -------
+    Comparison
+
+    Raises
+    ------
+    TrackingError
+        If the experiment does not exist.
+    DataError
+        If the experiment has no run ``target``, or the target has no final loss.
+    """
+    from scaling.errors import TrackingError
+    from scaling.tracking import learning_curve, runs_frame
+
+    from scaling.laws import get_law
+
+    runs = runs_frame(experiment, tracking_uri=tracking_uri, status=None)
+    if not (runs["run_id"] == target).any():
+        raise DataError(
+            f"experiment {experiment!r} has no run {target!r}; pass the MLflow run id of the "
+            "large run (see the MLflow UI)"
+        )
+    split = split_runs(runs, x=get_law(law).x[0], y="loss", target=target)
+    target_row, proxies = split.target, split.proxies
+    try:
+        curve = fill_tokens(
+            learning_curve(target, tracking_uri=tracking_uri), target_row.get("tokens")
+        )
+    except TrackingError:  # the run never logged an eval curve: compare final values only
+        curve = None
+    if metrics is None:
+        metrics = [c for c in capability_columns(proxies) if _finite(target_row.get(c))]
+    return compare(
+        proxies, target_row, law=law, curve=curve, metrics={m: "capability" for m in metrics},
+        interval=interval, n_bootstrap=n_bootstrap, seed=seed,
+    )
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

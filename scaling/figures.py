@@ -1,0 +1,359 @@
+"""The report's figures: the data of each as plain DataFrames, and its drawing.
+
+Each figure has a ``*_data`` function that returns what is plotted (checked by tests
+against known laws, never as pixels) and a ``draw_*`` function that turns that data into a
+matplotlib figure. matplotlib is imported inside the drawing functions only, and through its
+object-oriented API (no pyplot state, no GUI backend).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scaling.compare import _run_label
+
+__all__ = [
+    "FIGURES",
+    "loss_vs_compute_data",
+    "learning_curves_data",
+    "isoflop_data",
+    "residuals_data",
+    "draw_loss_vs_compute",
+    "draw_learning_curves",
+    "draw_isoflop",
+    "draw_residuals",
+    "figure_png",
+    "draw_all",
+]
+
+
+# --------------------------------------------------------------------------- figure data
+
+
+def _predict(
+    result: Any, at: np.ndarray, interval: float, band: str = "fit"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    point, (lo, hi) = result.predict(np.asarray(at, dtype=float), interval=interval, band=band)
+    return (np.asarray(point, float), np.asarray(lo, float), np.asarray(hi, float))
+
+
+def loss_vs_compute_data(
+    result: Any,
+    proxies: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    target_x: float,
+    target_y: float | None = None,
+    interval: float = 0.9,
+    n_points: int = 200,
+) -> dict[str, Any]:
+    """Data of figure 1: the proxies, the fitted law and its band out to the target.
+
+    Parameters
+    ----------
+    result : FitResult
+        The law fitted on ``proxies``.
+    proxies : DataFrame
+        The runs the law was fitted on.
+    x, y : str
+        Run-table columns on the axes.
+    target_x : float
+        Compute of the target: the curve and band run from the smallest proxy to here.
+    target_y : float, optional
+        The target's actual final value, when the run exists.
+    interval : float
+        Coverage of the band.
+    n_points : int
+        Points of the curve, evenly spaced in log ``x``.
+
+    Returns
+    -------
+    dict
+        ``proxies`` (DataFrame: run, x, y), ``curve`` (DataFrame: x, predicted, lo, hi; the
+        band of the law), ``target`` (dict: x, predicted, lo, hi, actual or None; the band
+        of one run there), ``x``, ``y``, ``interval``.
+    """
+    xs = proxies[x].to_numpy(float)
+    grid = np.geomspace(xs.min(), max(xs.max(), target_x), n_points)
+    point, lo, hi = _predict(result, grid, interval)
+    at_point, at_lo, at_hi = _predict(result, np.array([target_x]), interval, band="run")
+    return {
+        "proxies": pd.DataFrame(
+            {
+                "run": [_run_label(r) for _, r in proxies.iterrows()],
+                "x": xs,
+                "y": proxies[y].to_numpy(float),
+            }
+        ),
+        "curve": pd.DataFrame({"x": grid, "predicted": point, "lo": lo, "hi": hi}),
+        "target": {
+            "x": float(target_x),
+            "predicted": float(at_point[0]),
+            "lo": float(at_lo[0]),
+            "hi": float(at_hi[0]),
+            "actual": None if target_y is None else float(target_y),
+        },
+        "x": x,
+        "y": y,
+        "interval": interval,
+    }
+
+
+def learning_curves_data(
+    curves: Mapping[str, pd.DataFrame], runs: pd.DataFrame, *, target_id: str | None = None
+) -> pd.DataFrame:
+    """Data of figure 2: eval loss against tokens for every run, the target's last.
+
+    Parameters
+    ----------
+    curves : dict of str to DataFrame
+        Learning curves by ``run_id`` (``step``, ``tokens``, ``value``).
+    runs : DataFrame
+        The run table (gives each run's label and role).
+    target_id : str, optional
+        ``run_id`` of the target, drawn last (on top).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``run``, ``run_id``, ``role``, ``flops``, ``tokens``, ``value``; proxies in
+        increasing compute, then the target.
+    """
+    info = runs.set_index("run_id") if "run_id" in runs.columns else pd.DataFrame()
+    parts = []
+    for run_id, curve in curves.items():
+        if curve is None or curve.empty or run_id not in info.index:
+            continue
+        row = info.loc[run_id]
+        role = "target" if run_id == target_id else str(row.get("role", "proxy"))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "run": _run_label({**row.to_dict(), "run_id": run_id}),
+                    "run_id": run_id,
+                    "role": role,
+                    "flops": float(row.get("flops", math.nan)),
+                    "tokens": curve["tokens"].to_numpy(float),
+                    "value": curve["value"].to_numpy(float),
+                }
+            )
+        )
+    columns = ["run", "run_id", "role", "flops", "tokens", "value"]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    data = pd.concat(parts, ignore_index=True)
+    data["_last"] = data["role"] == "target"
+    data = data.sort_values(["_last", "flops", "run_id", "tokens"], kind="stable")
+    return data.drop(columns="_last").reset_index(drop=True)[columns]
+
+
+def isoflop_data(
+    proxies: pd.DataFrame, *, tolerance: float = 0.05, min_sizes: int = 3
+) -> pd.DataFrame:
+    """Data of figure 3: proxies grouped into IsoFLOP profiles (same compute, several sizes).
+
+    Parameters
+    ----------
+    proxies : DataFrame
+        Runs with ``params``, ``tokens``, ``flops`` and ``loss``.
+    tolerance : float
+        Runs whose compute differs by less than this fraction share a budget.
+    min_sizes : int
+        A budget is an IsoFLOP profile when it has at least this many model sizes.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``budget`` (the profile's median compute), ``params``, ``tokens``, ``loss``;
+        empty when the sweep has no IsoFLOP profile.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> runs = pd.DataFrame({"params": [1, 2, 4, 8], "tokens": [8, 4, 2, 5],
+    ...                      "flops": [48.0, 48.0, 48.0, 240.0], "loss": [3.1, 3.0, 3.2, 2.9]})
+    >>> isoflop_data(runs)["budget"].tolist()
+    [48.0, 48.0, 48.0]
+    """
+    columns = ["budget", "params", "tokens", "loss"]
+    needed = {"params", "tokens", "flops", "loss"}
+    if not needed.issubset(proxies.columns) or proxies.empty:
+        return pd.DataFrame(columns=columns)
+    runs = proxies.sort_values("flops").reset_index(drop=True)
+    log_flops = np.log(runs["flops"].to_numpy(float))
+    group, start = np.zeros(len(runs), dtype=int), log_flops[0]
+    for i in range(1, len(runs)):
+        if log_flops[i] - start > math.log1p(tolerance):
+            group[i], start = group[i - 1] + 1, log_flops[i]
+        else:
+            group[i] = group[i - 1]
+    runs["_group"] = group
+    profiles = []
+    for _, members in runs.groupby("_group"):
+        if members["params"].nunique() >= min_sizes:
+            members = members.sort_values("params")
+            budget = float(members["flops"].median())
+            profiles.append(members.assign(budget=budget)[columns])
+    if not profiles:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(profiles, ignore_index=True)
+
+
+def residuals_data(result: Any, proxies: pd.DataFrame, *, x: str, y: str) -> pd.DataFrame:
+    """Data of figure 4: the fit's residuals, ``log(observed / predicted)``, per proxy.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``run``, ``x``, ``observed``, ``predicted``, ``residual``, in increasing ``x``.
+    """
+    xs = proxies[x].to_numpy(float)
+    observed = proxies[y].to_numpy(float)
+    predicted = np.asarray(result.predict(xs)[0], float)
+    frame = pd.DataFrame(
+        {
+            "run": [_run_label(r) for _, r in proxies.iterrows()],
+            "x": xs,
+            "observed": observed,
+            "predicted": predicted,
+            "residual": np.log(observed / predicted),
+        }
+    )
+    return frame.sort_values("x", kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _figure(width: float = 6.4, height: float = 4.0) -> Any:
+    # The object-oriented API without pyplot: no global state, no GUI backend.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _plain_log_y(ax: Any) -> None:
+    """Loss ticks as plain numbers (2.5, 3) rather than 2.5x10^0 on a log axis."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+
+
+def draw_loss_vs_compute(data: Mapping[str, Any]) -> Any:
+    """Figure 1 from :func:`loss_vs_compute_data`: log-log, proxies, law, band, target."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    curve, target = data["curve"], data["target"]
+    ax.fill_between(curve["x"], curve["lo"], curve["hi"], color="C0", alpha=0.2,
+                    label=f"law, {data['interval']:.0%} band")
+    ax.plot(curve["x"], curve["predicted"], color="C0", label="fitted law")
+    proxies = data["proxies"]
+    ax.scatter(proxies["x"], proxies["y"], color="k", s=18, zorder=3, label="proxies")
+    ax.errorbar([target["x"]], [target["predicted"]],
+                yerr=[[target["predicted"] - target["lo"]], [target["hi"] - target["predicted"]]],
+                fmt="o", color="C0", capsize=4, label=f"one run, {data['interval']:.0%}")
+    if target["actual"] is not None:
+        ax.scatter([target["x"]], [target["actual"]], marker="*", s=160, color="C3", zorder=4,
+                   label="target (actual)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_log_y(ax)
+    ax.set_xlabel(f"compute, {data['x']} (FLOPs)")
+    ax.set_ylabel(f"final {data['y']}")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def draw_learning_curves(data: pd.DataFrame) -> Any:
+    """Figure 2 from :func:`learning_curves_data`: eval loss against tokens, target on top."""
+    from matplotlib import colormaps
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    proxies = list(dict.fromkeys(data.loc[data["role"] != "target", "run_id"]))
+    colors = colormaps["viridis"](np.linspace(0.1, 0.9, max(len(proxies), 1)))
+    for color, run_id in zip(colors, proxies):
+        run = data[data["run_id"] == run_id]
+        ax.plot(run["tokens"], run["value"], color=color, lw=1, label=run["run"].iloc[0])
+    for run_id in data.loc[data["role"] == "target", "run_id"].unique():
+        run = data[data["run_id"] == run_id]
+        label = f"{run['run'].iloc[0]} (target)"
+        ax.plot(run["tokens"], run["value"], color="C3", lw=2.5, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_log_y(ax)
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("eval loss")
+    if len(proxies) <= 12:
+        ax.legend(fontsize="x-small")
+    return fig
+
+
+def draw_isoflop(data: Mapping[str, Any]) -> Any:
+    """Figure 3: IsoFLOP profiles (loss against N per budget) and N_opt(C), D_opt(C)."""
+    fig = _figure(9.6, 4.0)
+    left, right = fig.subplots(1, 2)
+    for i, (budget, profile) in enumerate(data["profiles"].groupby("budget")):
+        color = f"C{i % 10}"
+        left.plot(profile["params"], profile["loss"], "o-", color=color, label=f"C = {budget:.2g}")
+        best = profile.loc[profile["loss"].idxmin()]
+        left.scatter([best["params"]], [best["loss"]], marker="*", s=120, color=color, zorder=3)
+    left.set_xscale("log")
+    left.set_xlabel("non-embedding parameters N")
+    left.set_ylabel("final loss")
+    left.legend(fontsize="small")
+    if data["optima"] is None:
+        right.set_axis_off()
+        return fig
+    optima, law = data["optima"], data["law"]
+    right.plot(law["flops"], law["params_opt"], color="C0", label="N_opt(C)")
+    right.plot(law["flops"], law["tokens_opt"], color="C1", label="D_opt(C)")
+    right.scatter(optima["flops"], optima["params_opt"], color="C0", zorder=3)
+    right.scatter(optima["flops"], optima["tokens_opt"], color="C1", zorder=3)
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.set_xlabel("compute C = 6ND (FLOPs)")
+    right.set_ylabel("parameters, tokens")
+    right.legend(fontsize="small")
+    return fig
+
+
+def draw_residuals(data: pd.DataFrame) -> Any:
+    """Figure 4 from :func:`residuals_data`: log(observed / predicted) against compute."""
+    fig = _figure(6.4, 3.0)
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color="0.5", lw=1)
+    ax.scatter(data["x"], data["residual"], color="k", s=18)
+    ax.set_xscale("log")
+    ax.set_xlabel("compute (FLOPs)")
+    ax.set_ylabel("log(observed / predicted)")
+    return fig
+
+
+FIGURES: dict[str, tuple[str, Any]] = {
+    "loss_vs_compute": ("Loss against compute", draw_loss_vs_compute),
+    "learning_curves": ("Learning curves", draw_learning_curves),
+    "isoflop": ("IsoFLOP curves", draw_isoflop),
+    "residuals": ("Residuals of the fit", draw_residuals),
+}
+
+
+def figure_png(fig: Any) -> bytes:
+    """PNG bytes of a matplotlib figure."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def draw_all(figures: Mapping[str, Any]) -> dict[str, bytes]:
+    """PNG bytes of every figure in ``figures`` (figure name to its data), by name."""
+    return {name: figure_png(FIGURES[name][1](data)) for name, data in figures.items()}

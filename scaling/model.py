@@ -1,0 +1,298 @@
+"""The GPT family every proxy and target is built from, top to bottom in one file.
+
+The recipe is GPT-2's (Radford et al. 2019, section 2.3): a decoder-only Transformer with
+LayerNorm at the input of each block (pre-LN) and one after the last block, learned position
+embeddings, a GELU MLP four times as wide as the residual stream, and the weights of the
+projections that write into the residual stream initialised with a standard deviation scaled
+by 1/sqrt(number of residual layers). GPT-3 (Brown et al. 2020, section 2.1) adds the option
+of layers that alternate dense and locally banded causal attention.
+
+The counting functions here define the compute axis of every scaling law:
+``params`` is Kaplan et al.'s N (no embeddings) and ``flops_per_token_exact`` counts every
+matmul including the output head plus the attention scores, which at proxy sizes can be most
+of the compute.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from scaling.errors import ConfigError
+
+if TYPE_CHECKING:
+    from scaling.config import ModelConfig
+
+__all__ = ["GPTConfig", "GPT", "model_counts"]
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Shape of one GPT model; validated on construction.
+
+    Parameters
+    ----------
+    n_layer, d_model, n_head : int
+        Blocks, residual width, attention heads (``n_head`` must divide ``d_model``).
+    context : int
+        Longest sequence the model sees (the size of the position table).
+    vocab_size : int
+        Tokens in the vocabulary (256 for the byte tokenizer).
+    attention : {'dense', 'alternating'}
+        'alternating' is GPT-3's pattern: even layers dense, odd layers banded.
+    window : int or None
+        Keys a banded layer attends to (the query itself and the ``window - 1`` before it).
+    tie_embeddings : bool
+        Share the token embedding with the output head, as GPT-2 does (saves vocab x d).
+    bias : bool
+        Biases in the Linear layers and LayerNorms, as GPT-2 has them.
+    dropout : float
+        0 by default: proxies train for less than one epoch, where dropout only slows them.
+    """
+
+    n_layer: int = 4
+    d_model: int = 128
+    n_head: int = 4
+    context: int = 256
+    vocab_size: int = 256
+    attention: str = "dense"
+    window: int | None = None
+    tie_embeddings: bool = True
+    bias: bool = True
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "d_model", "n_head", "context", "vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model.{name} = {value!r}: must be a positive integer")
+        if self.d_model % self.n_head:
+            raise ConfigError(
+                f"model.n_head = {self.n_head} does not divide model.d_model = {self.d_model}; "
+                "pick a divisor of d_model"
+            )
+        if self.attention not in ("dense", "alternating"):
+            raise ConfigError(
+                f"model.attention = {self.attention!r}: use 'dense' or 'alternating'"
+            )
+        if self.attention == "alternating" and self.window is None:
+            raise ConfigError("model.attention = 'alternating' needs model.window; set it")
+        if self.window is not None and not 1 <= self.window <= self.context:
+            raise ConfigError(
+                f"model.window = {self.window} is outside 1..context = {self.context}; "
+                f"use a window of at most {self.context}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout = {self.dropout}: must lie in [0, 1)")
+
+    @classmethod
+    def from_model_config(cls, config: ModelConfig, vocab_size: int | None = None) -> GPTConfig:
+        """Build from the run schema; ``vocab_size`` (the tokenizer's) fills a missing one."""
+        vocab = config.vocab_size if config.vocab_size is not None else vocab_size
+        if vocab is None:
+            raise ConfigError("model.vocab_size is not set and no tokenizer gave one; set it")
+        fields = config.model_dump()
+        fields["vocab_size"] = vocab
+        return cls(**fields)
+
+    def is_banded(self, layer: int) -> bool:
+        """Whether block ``layer`` uses banded attention (GPT-3: every second layer)."""
+        return self.attention == "alternating" and layer % 2 == 1
+
+    def keys_per_query(self, layer: int) -> int:
+        """Keys one query of block ``layer`` is charged for: the window or the context."""
+        return self.window if self.is_banded(layer) else self.context  # type: ignore[return-value]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def model_counts(config: GPTConfig) -> dict[str, int]:
+    """Parameter and FLOP counts from the shape alone, without building the model.
+
+    With ``d = d_model``, ``L = n_layer``, ``V = vocab_size``, ``T = context``:
+
+    - ``params`` (Kaplan's N, no embeddings) = L·(12d² + 13d) + 2d with biases
+      (qkv 3d² + 3d, attention output d² + d, MLP 8d² + 5d, two LayerNorms 4d; final LayerNorm
+      2d), L·(12d² + 2d) + d without; an untied output head is an embedding too and is left out.
+    - ``params_total`` = N + V·d (token table) + T·d (positions) [+ V·d untied head].
+    - ``flops_per_token`` = 6·N (Kaplan's C ≈ 6ND).
+    - ``flops_per_token_exact`` = 6·(12d²·L + V·d) + 12·d·Σ_l keys_l: forward plus backward
+      (3 × 2 FLOPs per multiply-add) of every matmul weight including the output head, plus the
+      attention scores QKᵀ and the weighted sum over values (2·keys·d each forward), where
+      keys_l is the context for dense layers and the window for banded ones (Kaplan's
+      convention of charging every query for the full span, Chinchilla appendix F).
+
+    Examples
+    --------
+    >>> counts = model_counts(GPTConfig(n_layer=12, d_model=768, n_head=12, context=1024,
+    ...                                 vocab_size=50257))
+    >>> counts["params_total"]  # GPT-2 small, as published
+    124439808
+    """
+    d, L, V, T = config.d_model, config.n_layer, config.vocab_size, config.context
+    if config.bias:
+        params = L * (12 * d * d + 13 * d) + 2 * d
+    else:
+        params = L * (12 * d * d + 2 * d) + d
+    embeddings = V * d + T * d + (0 if config.tie_embeddings else V * d)
+    attention_keys = sum(config.keys_per_query(layer) for layer in range(L))
+    exact = 6 * (12 * d * d * L + V * d) + 12 * d * attention_keys
+    return {
+        "params": params,
+        "params_total": params + embeddings,
+        "flops_per_token": 6 * params,
+        "flops_per_token_exact": exact,
+    }
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention, optionally restricted to a band of recent keys."""
+
+    def __init__(self, config: GPTConfig, banded: bool) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
+        self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.proj.is_residual_output = True  # type: ignore[assignment]
+        self.resid_dropout = nn.Dropout(config.dropout)
+        if banded:
+            # allowed[i, j]: query i may see key j iff 0 <= i - j < window. A boolean mask keeps
+            # the banded layers on the memory-efficient SDPA kernels (flash takes no mask).
+            position = torch.arange(config.context)
+            distance = position[:, None] - position[None, :]
+            band = (distance >= 0) & (distance < config.window)
+            self.register_buffer("band", band, persistent=False)  # (context, context)
+        else:
+            self.band = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)  # each (B, T, d)
+        # (B, T, d) -> (B, n_head, T, head_dim)
+        q = q.view(B, T, self.n_head, d // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, d // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, d // self.n_head).transpose(1, 2)
+        dropout = self.dropout if self.training else 0.0
+        if self.band is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            mask = self.band[:T, :T]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, d)  # (B, T, d)
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward layer, 4·d wide with GELU (GPT-2)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, 4 * config.d_model, bias=config.bias)
+        self.proj = nn.Linear(4 * config.d_model, config.d_model, bias=config.bias)
+        self.proj.is_residual_output = True  # type: ignore[assignment]
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))  # (B, T, d)
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: GPTConfig, banded: bool) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.attn = CausalSelfAttention(config, banded)
+        self.ln_2 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """A GPT-2-style language model; ``forward(idx, targets)`` returns (logits, loss).
+
+    Examples
+    --------
+    >>> model = GPT(GPTConfig(n_layer=2, d_model=32, n_head=2, context=16, vocab_size=256))
+    >>> model.non_embedding_params() == model_counts(model.config)["params"]
+    True
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.d_model)
+        self.wpe = nn.Embedding(config.context, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            [Block(config, config.is_banded(layer)) for layer in range(config.n_layer)]
+        )
+        self.ln_f = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.head.weight = self.wte.weight  # GPT-2 ties input and output embeddings
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            std = 0.02
+            if getattr(module, "is_residual_output", False):
+                # GPT-2: each block adds two outputs to the residual stream; scaling their init
+                # by 1/sqrt(2·n_layer) keeps the stream's variance independent of depth.
+                std = 0.02 / math.sqrt(2 * self.config.n_layer)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab) for token ids ``idx`` (B, T); with ``targets`` (B, T), also
+        the mean cross-entropy in nats per token."""
+        B, T = idx.shape
+        if T > self.config.context:
+            raise ValueError(
+                f"sequence of {T} tokens is longer than the context = {self.config.context}"
+            )
+        position = torch.arange(T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(position))  # (B, T, d)
+        for block in self.blocks:
+            x = block(x)  # (B, T, d)
+        logits = self.head(self.ln_f(x))  # (B, T, vocab)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(B * T, -1).float(), targets.reshape(B * T))
+        return logits, loss
+
+    def total_params(self) -> int:
+        """All distinct parameters (a tied head is counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def non_embedding_params(self) -> int:
+        """Kaplan's N: every parameter except the token and position tables (and an untied
+        head, which is a vocabulary-sized embedding too). Formula: :func:`model_counts`."""
+        embeddings = self.wte.weight.numel() + self.wpe.weight.numel()
+        if not self.config.tie_embeddings:
+            embeddings += self.head.weight.numel()
+        return self.total_params() - embeddings
+
+    def flops_per_token(self) -> int:
+        """Kaplan's training FLOPs per token, 6·N."""
+        return 6 * self.non_embedding_params()
+
+    def flops_per_token_exact(self) -> int:
+        """Training FLOPs per token of every matmul, the output head and attention
+        (formula in :func:`model_counts`)."""
+        return model_counts(self.config)["flops_per_token_exact"]

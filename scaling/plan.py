@@ -1,0 +1,242 @@
+"""The plan of a sweep, pure: a sweep file becomes a validated SweepConfig and a list of RunSpecs.
+
+Nothing here touches Optuna, MLflow or the disk (beyond reading the sweep file): the queue and
+the workers live in :mod:`scaling.sweep`, which re-exports :func:`load_sweep`, :func:`expand`
+and :func:`plan`. Parameter and FLOP counts come from :func:`scaling.model.model_counts`, so a
+plan's N, D and C are the trainer's.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from scaling.config import (
+    DataConfig,
+    ModelConfig,
+    RunSpec,
+    Shape,
+    SweepConfig,
+    TrainConfig,
+    load_yaml,
+    validate,
+)
+from scaling.errors import ConfigError
+
+__all__ = ["load_sweep", "expand", "plan"]
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_sweep(path: str | Path, *, quick: bool = False) -> SweepConfig:
+    """Read and validate a sweep file; with ``quick``, merge its ``quick:`` section over it.
+
+    The plan is expanded once here, so budgets that cannot work (an isoflop budget too small
+    for a shape, duplicate runs) fail at load time, before anything is enqueued.
+
+    Raises
+    ------
+    ConfigError
+        With one line naming the file, the key and the fix.
+
+    Examples
+    --------
+    >>> config = load_sweep("sweeps/demo.yaml")  # doctest: +SKIP
+    >>> len(expand(config))  # doctest: +SKIP
+    7
+    """
+    raw = load_yaml(path)
+    config = validate(SweepConfig, raw, path).with_source(path)
+    if quick:
+        if not config.quick:
+            raise ConfigError(f"{path}: no quick section; add 'quick:' with toy overrides")
+        merged = _deep_merge({k: v for k, v in raw.items() if k != "quick"}, config.quick)
+        config = validate(SweepConfig, merged, f"{path} (quick)").with_source(f"{path} (quick)")
+    expand(config)
+    return config
+
+
+def _vocab_size(model: ModelConfig, data: DataConfig) -> int:
+    """The vocabulary the model will have: explicit, bytes (256), BPE size, or tokenizer.json."""
+    if model.vocab_size is not None:
+        return model.vocab_size
+    if data.source == "synthetic":
+        return data.synthetic.alphabet
+    if data.tokenizer == "bytes":
+        return 256
+    if data.tokenizer == "bpe":
+        return data.bpe_vocab_size
+    path = Path(data.tokenizer)
+    try:
+        return len(json.loads(path.read_text(encoding="utf-8"))["model"]["vocab"])
+    except (OSError, KeyError, ValueError):
+        raise ConfigError(
+            f"data.tokenizer = {data.tokenizer!r} is not 'bytes', 'bpe' or a readable "
+            "tokenizer.json; fix the path or set model.vocab_size"
+        ) from None
+
+
+def _counts(model: ModelConfig, vocab_size: int) -> dict[str, float]:
+    from scaling.model import GPTConfig, model_counts
+
+    return model_counts(GPTConfig.from_model_config(model, vocab_size))
+
+
+def _label(model: ModelConfig) -> str:
+    return f"d{model.d_model}-L{model.n_layer}"
+
+
+def _short(number: float) -> str:
+    """Three significant digits, exponent without '+' or zeros: 1.5e12, 2e6, 500."""
+    text = f"{number:.3g}"
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _shape_spec(config: SweepConfig, shape: Shape, **train: Any) -> tuple[ModelConfig, TrainConfig]:
+    model = ModelConfig.model_validate({**config.model.model_dump(), **shape.model_overrides()})
+    merged = {**config.train.model_dump(), **shape.train_overrides(), **train}
+    return model, TrainConfig.model_validate(merged)
+
+
+def _budget(config, section: str, shape: Shape, tokens: int | None, multiple: float | None):
+    """(tokens, label) of a budget given as a token count or a multiple of N."""
+    model, _ = _shape_spec(config, shape)
+    if tokens is not None:
+        return tokens, f"{_short(tokens)}tok"
+    N = _counts(model, _vocab_size(model, config.data))["params"]
+    return max(1, round(multiple * N)), f"{multiple:g}xN"
+
+
+def expand(config: SweepConfig) -> list[RunSpec]:
+    """Every RunSpec a sweep fixes in advance: ladder, isoflop and target runs (pure).
+
+    Tune trials are not listed: their learning rates are sampled while the sweep runs.
+
+    Raises
+    ------
+    ConfigError
+        If an isoflop budget gives a shape fewer than ``isoflop.min_steps`` steps, or two runs
+        share a name or a run key.
+    """
+    source = config.source
+    specs: list[tuple[str, RunSpec]] = []
+
+    def add(where: str, shape: Shape, role: str, name: str, tokens: int) -> None:
+        model, train = _shape_spec(config, shape, tokens=tokens)
+        spec = RunSpec(sweep=config.name, name=name, role=role, model=model, data=config.data, train=train)
+        specs.append((where, spec))
+
+    if config.ladder is not None:
+        for index, shape in enumerate(config.ladder.shapes):
+            label = _label(_shape_spec(config, shape)[0])
+            budgets = [(None, m) for m in config.ladder.tokens_per_param]
+            budgets += [(t, None) for t in config.ladder.tokens]
+            for tokens, multiple in budgets:
+                tokens, suffix = _budget(config, "ladder", shape, tokens, multiple)
+                add(f"ladder.shapes.{index}", shape, "proxy", f"{label}-{suffix}", tokens)
+    if config.isoflop is not None:
+        for index, shape in enumerate(config.isoflop.shapes):
+            model, train = _shape_spec(config, shape)
+            per_token = _counts(model, _vocab_size(model, config.data))["flops_per_token_exact"]
+            for budget in config.isoflop.budgets:
+                tokens = round(budget / per_token)
+                steps = tokens // train.batch_tokens
+                if steps < config.isoflop.min_steps:
+                    needed = config.isoflop.min_steps * train.batch_tokens * per_token
+                    raise ConfigError(
+                        f"{source}: isoflop.budgets = {budget:.3g} is too small for "
+                        f"isoflop.shapes.{index} ({_label(model)}): {steps} steps of "
+                        f"{train.batch_tokens} tokens < min_steps = {config.isoflop.min_steps}; "
+                        f"raise the budget to at least {needed:.3g} or drop the shape"
+                    )
+                add(f"isoflop.shapes.{index}", shape, "proxy", f"{_label(model)}-C{_short(budget)}", tokens)
+    if config.target is not None:
+        target = config.target
+        shape = target.shape
+        tokens, suffix = _budget(config, "target", shape, target.tokens, target.tokens_per_param)
+        label = _label(_shape_spec(config, shape)[0])
+        add("target.shape", shape, "target", f"target-{label}-{suffix}", tokens)
+
+    names: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    for where, spec in specs:
+        if spec.name in names:
+            raise ConfigError(
+                f"{source}: {where} duplicates run {spec.name} of {names[spec.name]}; "
+                "remove one of them"
+            )
+        if spec.run_key in keys:
+            raise ConfigError(
+                f"{source}: {where} ({spec.name}) is the same run as {keys[spec.run_key]}; "
+                "remove one of them"
+            )
+        names[spec.name] = where
+        keys[spec.run_key] = spec.name
+    return [spec for _, spec in specs]
+
+
+def _tune_base(config: SweepConfig, shape: Shape) -> RunSpec:
+    tune = config.tune
+    tokens, _ = _budget(config, "tune", shape, tune.tokens, tune.tokens_per_param)
+    model, train = _shape_spec(config, shape, tokens=tokens)
+    return RunSpec(sweep=config.name, name=_label(model), model=model, data=config.data, train=train)
+
+
+def _tune_studies(config: SweepConfig) -> dict[str, RunSpec]:
+    """Study name -> base RunSpec of each tuned shape."""
+    if config.tune is None:
+        return {}
+    bases = [_tune_base(config, shape) for shape in config.tune.shapes]
+    return {f"{config.name}/tune/{base.name}": base for base in bases}
+
+
+def _size(spec: RunSpec) -> dict[str, float]:
+    counts = _counts(spec.model, _vocab_size(spec.model, spec.data))
+    tokens = spec.train.tokens
+    return {
+        "params": counts["params"],
+        "tokens": tokens,
+        "flops": 6 * counts["params"] * tokens,
+        "flops_exact": counts["flops_per_token_exact"] * tokens,
+    }
+
+
+def plan(config: SweepConfig) -> list[dict[str, Any]]:
+    """One row per planned run (tune: one row per shape with its trial count): what
+    ``sweep run --dry-run`` prints. Columns: name, role, runs, shape, N, D, C, C_exact,
+    batch_tokens, lr."""
+    rows = []
+    entries = [(spec, 1, spec.train.lr) for spec in expand(config)]
+    if config.tune is not None:
+        low, high = config.tune.lr
+        entries += [(base, config.tune.trials, f"{low:g}..{high:g}") for base in _tune_studies(config).values()]
+    for spec, runs, lr in entries:
+        size = _size(spec)
+        rows.append(
+            {
+                "name": spec.name if runs == 1 else f"{spec.name} (tune)",
+                "role": spec.role,
+                "runs": runs,
+                "shape": f"L{spec.model.n_layer} d{spec.model.d_model} h{spec.model.n_head}",
+                "N": size["params"],
+                "D": size["tokens"],
+                "C": float(size["flops"] * runs),
+                "C_exact": float(size["flops_exact"] * runs),
+                "batch_tokens": spec.train.batch_tokens,
+                "lr": lr,
+            }
+        )
+    return rows

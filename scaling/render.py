@@ -1,0 +1,436 @@
+"""Rendering a :class:`~scaling.report.Report`: Markdown, self-contained HTML, terminal text.
+
+A report is first turned into a list of blocks (headings, paragraphs, lists, tables,
+images) by :func:`blocks`; :func:`render_markdown` and :func:`render_html` render the same
+blocks, so both say exactly the same. :func:`write_report` writes ``index.html`` (figures as
+base64 data URIs, inline CSS: it opens offline) and ``report.md`` with the PNG figures beside
+it, into a temporary directory renamed at the end. Every "value ± error" goes through
+:mod:`scaling.formatting`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from scaling.compare import _finite, _run_label
+from scaling.errors import DataError
+from scaling.figures import FIGURES, draw_all
+
+if TYPE_CHECKING:
+    from scaling.report import Report
+
+__all__ = ["blocks", "render_markdown", "render_html", "write_report", "comparison_text"]
+
+
+# A report is rendered from a list of blocks, so Markdown and HTML say exactly the same:
+# ("h1"|"h2"|"p"|"footer", text), ("list", [text]), ("table", header, rows), ("img", name, alt).
+Block = tuple
+
+
+def _g(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}g}"
+
+
+def _flops(value: float) -> str:
+    from scaling.formatting import format_flops
+
+    return format_flops(value, digits=3)
+
+
+def _count(value: float) -> str:
+    from scaling.formatting import format_count
+
+    # Round to 3 digits first so 999,999,999.9 prints as 1B rather than 1e+03M.
+    return format_count(float(f"{value:.3g}"))
+
+
+def _pm(value: float, lo: float, hi: float) -> str:
+    from scaling.formatting import format_interval, format_value_error
+
+    spread = max(abs(value - lo), abs(hi - value)) if _finite(lo) and _finite(hi) else math.nan
+    if not spread > 1e-9 * abs(value):  # no bootstrap, or a band of zero width
+        return f"{value:.4g}"
+    if not lo <= value <= hi:  # a percentile band can miss the best fit: show its reach
+        return format_value_error(value, spread)
+    return format_interval(value, lo, hi)
+
+
+def _headline(report: Report) -> list[Block]:
+    law = report.law
+    blocks: list[Block] = [
+        (
+            "p",
+            f"At {report.x} = {_flops(report.target_x)} ({report.target_note}), the law "
+            f"{law.formula} fitted on {len(report.split.proxies)} proxy runs predicts a final "
+            f"{report.y} of {_pm(report.predicted, report.lo, report.hi)} "
+            f"({report.interval:.0%} interval for one run {_g(report.lo, 4)} to "
+            f"{_g(report.hi, 4)}).",
+        )
+    ]
+    row = report.prediction
+    if row is not None:
+        verdict = "inside" if row.inside else "outside"
+        text = (
+            f"The target run reached {_g(row.actual, 4)}: the prediction is off by "
+            f"{row.relative_error * 100:+.1f}%, {verdict} the interval."
+        )
+        if row.crossing is not None:
+            text += (
+                " Its learning curve first reached the predicted loss at "
+                f"{_count(row.crossing.tokens)} tokens (step {row.crossing.step:.0f}, "
+                f"{row.crossing.fraction:.0%} of training)."
+            )
+        elif row.has_curve:
+            text += " Its learning curve never reached the predicted loss."
+        blocks.append(("p", text))
+    if "target" in report.notes:
+        blocks.append(("p", report.notes["target"]))
+    return blocks
+
+
+def _figure_blocks(report: Report, name: str, number: int, text: str | None = None) -> list[Block]:
+    title = FIGURES[name][0]
+    blocks: list[Block] = [("h2", f"{number}. {title}")]
+    if name in report.figures:
+        blocks.append(("img", name, title))
+        if text:
+            blocks.append(("p", text))
+    else:
+        blocks.append(("p", report.notes.get(name, "Not available.")))
+    return blocks
+
+
+def _frame_table(frame: pd.DataFrame) -> Block:
+    def cell(value: Any) -> str:
+        if isinstance(value, (bool, np.bool_)):
+            return "yes" if value else "no"
+        if isinstance(value, (int, np.integer)):
+            return str(int(value))
+        if isinstance(value, (float, np.floating)):
+            return "" if math.isnan(value) else _g(float(value), 4)
+        return str(value)
+
+    rows = [[cell(v) for v in row] for row in frame.itertuples(index=False)]
+    return ("table", [str(c) for c in frame.columns], rows)
+
+
+def blocks(report: Report) -> list[Block]:
+    """The report as blocks, which :func:`render_markdown` and :func:`render_html` render."""
+    import scaling
+
+    out: list[Block] = [("h1", f"Scaling report: {report.inputs.name}")]
+    out += _headline(report)
+
+    span = report.figures["loss_vs_compute"]["proxies"]["x"]
+    ratio = report.target_x / float(span.max())
+    out += _figure_blocks(
+        report, "loss_vs_compute", 1,
+        f"Proxies span {report.x} = {_flops(span.min())} to {_flops(span.max())}; the "
+        f"prediction is {_g(ratio)}x the largest proxy's compute. The band is the "
+        f"{report.interval:.0%} bootstrap interval of the law; the error bar at the target adds "
+        "the proxies' scatter around it, which one run also has.",
+    )
+    out += _figure_blocks(
+        report, "learning_curves", 2,
+        "Eval loss of every run; the target's curve is drawn last, in red.",
+    )
+    out += _figure_blocks(
+        report, "isoflop", 3,
+        "Loss against model size at fixed compute; stars mark each budget's best run.",
+    )
+    if "isoflop_law" in report.notes:
+        out.append(("p", report.notes["isoflop_law"]))
+
+    residuals = report.figures["residuals"]
+    worst = residuals.loc[residuals["residual"].abs().idxmax()]
+    out += _figure_blocks(
+        report, "residuals", 4,
+        f"Largest residual: {worst['residual'] * 100:+.2f}% ({worst['run']}); "
+        f"root mean square {float(np.sqrt(np.mean(residuals['residual'] ** 2))) * 100:.2f}%.",
+    )
+
+    out.append(("h2", "5. Fitted parameters"))
+    out.append(_parameter_table(report))
+    out.append(("list", _diagnostics(report)))
+
+    out.append(("h2", "6. Backtest"))
+    if report.backtest is None:
+        out.append(("p", report.notes.get("backtest", "Not available.")))
+    else:
+        out.append(
+            ("p", "The law fitted on the runs below each compute cut, scored on the runs above it.")
+        )
+        out.append(_frame_table(report.backtest))
+
+    out.append(("h2", "7. Compute-optimal allocation"))
+    out.append(("p", report.notes["optimal"]))
+    if report.optimal is not None:
+        out.append(_frame_table(report.optimal))
+
+    out.append(("h2", "8. What went in"))
+    out += _inputs_blocks(report)
+
+    inputs = report.inputs
+    out.append(
+        (
+            "footer",
+            f"scaling {scaling.__version__} · sweep {inputs.sweep or 'unknown'} · config hash "
+            f"{inputs.config_hash or 'unknown'} · tracking "
+            f"{inputs.tracking_uri or f'none ({inputs.source})'} · {report.date}",
+        )
+    )
+    return out
+
+
+def _inputs_blocks(report: Report) -> list[Block]:
+    split, x = report.split, report.x
+    proxies = split.proxies
+    items = [
+        f"Source: {report.inputs.source}.",
+        f"Proxy runs fitted: {len(proxies)}, compute spent {_flops(float(proxies[x].sum()))} FLOPs "
+        f"({x}), from {_flops(float(proxies[x].min()))} to {_flops(float(proxies[x].max()))} each.",
+    ]
+    if split.target is not None:
+        target = split.target
+        spent = f", compute {_flops(float(target[x]))} FLOPs" if _finite(target.get(x)) else ""
+        status = target.get("status", "FINISHED")
+        items.append(f"Target run: {_run_label(target)} (status {status}{spent}).")
+    else:
+        items.append("Target run: none in the run table.")
+    items.append(f"Runs left out: {len(split.excluded)}.")
+    out: list[Block] = [("list", items)]
+    if len(split.excluded):
+        out.append(_frame_table(split.excluded))
+    return out
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_markdown(report: Report, *, images: Mapping[str, str] | None = None) -> str:
+    """The report as Markdown; figures are linked as ``NAME.png`` beside ``report.md``.
+
+    Parameters
+    ----------
+    report : Report
+    images : dict of str to str, optional
+        Figure name to the link written; ``NAME.png`` by default.
+
+    Returns
+    -------
+    str
+    """
+    lines: list[str] = []
+    for block in blocks(report):
+        kind = block[0]
+        if kind == "h1":
+            lines += [f"# {block[1]}", ""]
+        elif kind == "h2":
+            lines += [f"## {block[1]}", ""]
+        elif kind == "p":
+            lines += [block[1], ""]
+        elif kind == "list":
+            lines += [f"- {item}" for item in block[1]] + [""]
+        elif kind == "img":
+            link = (images or {}).get(block[1], f"{block[1]}.png")
+            lines += [f"![{block[2]}]({link})", ""]
+        elif kind == "table":
+            header, rows = block[1], block[2]
+            lines.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
+            lines.append("|" + "|".join(" --- " for _ in header) + "|")
+            lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
+            lines.append("")
+        elif kind == "footer":
+            lines += ["---", "", block[1], ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 52rem;
+       margin: 2rem auto; padding: 0 1rem; color: #222; line-height: 1.5; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+img { max-width: 100%; height: auto; display: block; margin: 0.5rem 0; }
+table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.2rem 0.6rem; text-align: left; }
+th { background: #f3f3f3; }
+footer { margin-top: 2rem; border-top: 1px solid #ddd; color: #666; font-size: 0.85rem; }
+"""
+
+
+def render_html(report: Report, images: Mapping[str, bytes]) -> str:
+    """The report as one self-contained HTML page: figures as base64 data URIs, inline CSS.
+
+    Parameters
+    ----------
+    report : Report
+    images : dict of str to bytes
+        PNG bytes by figure name (:func:`draw_figures`).
+
+    Returns
+    -------
+    str
+        A page that opens offline: no external stylesheet, script, font or image.
+    """
+    esc = html.escape
+    body: list[str] = []
+    title = f"Scaling report: {report.inputs.name}"
+    for block in blocks(report):
+        kind = block[0]
+        if kind in ("h1", "h2", "p"):
+            body.append(f"<{kind}>{esc(block[1])}</{kind}>")
+        elif kind == "list":
+            body.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in block[1]) + "</ul>")
+        elif kind == "img":
+            data = base64.b64encode(images[block[1]]).decode("ascii")
+            image = f'<img src="data:image/png;base64,{data}" alt="{esc(block[2])}">'
+            body.append(f"<figure>{image}</figure>")
+        elif kind == "table":
+            head = "".join(f"<th>{esc(h)}</th>" for h in block[1])
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in block[2]
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif kind == "footer":
+            body.append(f"<footer><p>{esc(block[1])}</p></footer>")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+
+
+_REPORT_FILES = ("index.html", "report.md")
+
+
+def write_report(report: Report, directory: str | os.PathLike[str]) -> Path:
+    """Write ``index.html``, ``report.md`` and the figures' PNGs into ``directory``.
+
+    Everything is written into a temporary directory beside ``directory`` and renamed at
+    the end, so a failure leaves no half-written report. An earlier report in ``directory``
+    is replaced; any other non-empty directory is refused.
+
+    Parameters
+    ----------
+    report : Report
+    directory : str or path
+
+    Returns
+    -------
+    Path
+        ``directory``.
+
+    Raises
+    ------
+    DataError
+        If ``directory`` exists, is not empty and does not hold a report.
+    """
+    directory = Path(directory)
+    if directory.exists() and (
+        not directory.is_dir()
+        or (any(directory.iterdir()) and not any((directory / f).exists() for f in _REPORT_FILES))
+    ):
+        raise DataError(
+            f"{directory} exists and is not a report directory; pass another -o or remove it"
+        )
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        images = draw_all(report.figures)
+        for name, png in images.items():
+            (staging / f"{name}.png").write_bytes(png)
+        (staging / "report.md").write_text(render_markdown(report), encoding="utf-8")
+        (staging / "index.html").write_text(render_html(report, images), encoding="utf-8")
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; a report is for sharing
+        if directory.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
+            os.replace(directory, old / directory.name)
+            os.replace(staging, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def _range(bounds: tuple[float, float], show: Any) -> str:
+    lo, hi = bounds
+    return "none" if not (_finite(lo) and _finite(hi)) else f"{show(lo)} to {show(hi)}"
+
+
+def _parameter_table(report: Report) -> Block:
+    from scaling.formatting import format_interval
+
+    summary = report.fit.summary()
+    rows = []
+    for name, p in summary["params"].items():
+        lo, hi = p["lower"], p["upper"]
+        known = lo is not None and hi is not None
+        shown = format_interval(p["value"], lo, hi) if known else f"{p['value']:.4g}"
+        interval = f"{lo:.4g} to {hi:.4g}" if known else "none"
+        bounds = f"{_bound(p['bound_lower'])} to {_bound(p['bound_upper'])}"
+        rows.append([name, shown, interval, bounds, "yes" if p["at_bound"] else "no"])
+    header = ["parameter", "value", f"{summary['interval']:.0%} interval", "bounds", "at bound"]
+    return ("table", header, rows)
+
+
+def _bound(value: float | None) -> str:
+    return "none" if value is None else f"{value:.3g}"
+
+
+def _diagnostics(report: Report) -> list[str]:
+    s = report.fit.summary()
+    items = [
+        f"Law: {s['law']}, {s['formula']}, fitted to {s['y']} against {', '.join(s['x'])}.",
+        f"Runs fitted: {s['n_points']}; starts: {s['n_starts']} "
+        f"({s['n_starts_converged']} converged, {s['n_starts_screened']} screened out); "
+        f"bootstrap resamples: {s['n_bootstrap']} ({s['n_bootstrap_failed']} failed).",
+        f"Huber objective {s['objective']:.3g}; log residuals: root mean square "
+        f"{s['rms_log_residual']:.2%}, largest {s['max_abs_log_residual']:.2%}.",
+    ]
+    if s["is_valid"]:
+        items.append("The fit is valid: converged, no parameter at a bound, every start agrees.")
+    else:
+        items.append("The fit is NOT valid: " + "; ".join(s["reasons"]) + ".")
+    return items
+
+
+def comparison_text(comparison: Any) -> str:
+    """A :class:`scaling.compare.Comparison` as terminal text: the headline, then a table.
+
+    One row per metric: predicted ± half interval, the interval, actual, relative error,
+    inside or not, and where the learning curve reached the prediction.
+    """
+    header = [
+        "metric", "law", "predicted", "interval", "actual", "error", "inside", "curve reached it"
+    ]
+    rows = []
+    for row in comparison.metrics:
+        if row.crossing is not None:
+            reached = f"{_count(row.crossing.tokens)} tokens ({row.crossing.fraction:.0%})"
+        else:
+            reached = "never" if row.has_curve else "no curve"
+        rows.append([
+            row.metric, row.law, _pm(row.predicted, row.lo, row.hi),
+            f"{_g(row.lo, 4)} to {_g(row.hi, 4)}", _g(row.actual, 4),
+            f"{row.relative_error * 100:+.1f}%", "yes" if row.inside else "no", reached,
+        ])
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [comparison.headline(), ""]
+    for cells in [header, *rows]:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip())
+    return "\n".join(lines)

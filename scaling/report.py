@@ -1,0 +1,631 @@
+"""The prediction report: "the big run will reach loss X ± Y, and here is why".
+
+Three layers, kept apart so each can be tested on its own:
+
+1. **Inputs** (here) — :func:`inputs_from_csv` and :func:`inputs_from_experiment` give a
+   :class:`ReportInputs`: the run table, learning curves when tracked, provenance.
+2. **Content** (here) — :func:`build_report` fits the law on the proxies and returns a
+   :class:`Report`: the prediction, tables, and the data of every figure
+   (:mod:`scaling.figures`) as plain DataFrames.
+3. **Rendering** (:mod:`scaling.render`) — Markdown, self-contained HTML and the atomic
+   writer; :mod:`scaling.figures` draws the figures.
+
+:func:`make_report` does all three and logs the report to the sweep's MLflow experiment.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scaling.compare import RunSplit, _finite, _run_label, fill_tokens, split_runs
+from scaling.figures import (
+    _predict,
+    isoflop_data,
+    learning_curves_data,
+    loss_vs_compute_data,
+    residuals_data,
+)
+from scaling.render import _count, _flops, _pm, _range, write_report
+
+__all__ = [
+    "ReportInputs",
+    "Report",
+    "DEFAULT_EXTRAPOLATION",
+    "inputs_from_csv",
+    "inputs_from_experiment",
+    "build_report",
+    "backtest_cuts",
+    "make_report",
+]
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything a report is built from.
+
+    Attributes
+    ----------
+    runs : DataFrame
+        The run table: every run of the sweep, failed ones included (``status`` column).
+    name : str
+        What the report is about (the sweep or the CSV file's stem).
+    source : str
+        Where the runs came from, for the reader (``runs.csv``, ``experiment demo``).
+    sweep, config_hash, tracking_uri : str or None
+        Provenance for the footer; None when unknown (a CSV has no tracking URI).
+    curves : dict of str to DataFrame, or None
+        Learning curves by ``run_id`` (``step``, ``tokens``, ``value``); None when the
+        source holds final values only (a CSV).
+    """
+
+    runs: pd.DataFrame
+    name: str
+    source: str
+    sweep: str | None = None
+    config_hash: str | None = None
+    tracking_uri: str | None = None
+    curves: Mapping[str, pd.DataFrame] | None = None
+
+
+def _single_value(runs: pd.DataFrame, column: str) -> str | None:
+    if column not in runs.columns:
+        return None
+    values = runs[column].dropna().astype(str)
+    values = values[values != ""].unique()
+    return str(values[0]) if len(values) == 1 else None
+
+
+def inputs_from_csv(path: str | os.PathLike[str]) -> ReportInputs:
+    """Read a run table from a CSV file (no learning curves, no tracking URI).
+
+    Parameters
+    ----------
+    path : str or path
+        CSV with one row per run and the run-table columns the law reads.
+
+    Returns
+    -------
+    ReportInputs
+
+    Raises
+    ------
+    DataError
+        If the file is missing or is not a run table (see :func:`scaling.table.load_csv`).
+    """
+    from scaling.table import load_csv
+
+    runs = load_csv(path)
+    path = Path(path)
+    return ReportInputs(
+        runs=runs,
+        name=_single_value(runs, "sweep") or path.stem,
+        source=path.name,
+        sweep=_single_value(runs, "sweep"),
+        config_hash=_single_value(runs, "config_hash"),
+    )
+
+
+def inputs_from_experiment(experiment: str, *, tracking_uri: str) -> ReportInputs:
+    """Read every run of a sweep, and the eval-loss curve of each, from MLflow.
+
+    Parameters
+    ----------
+    experiment : str
+        MLflow experiment (the sweep name).
+    tracking_uri : str
+        MLflow tracking URI.
+
+    Returns
+    -------
+    ReportInputs
+
+    Raises
+    ------
+    TrackingError
+        If the experiment does not exist or cannot be read.
+    """
+    from scaling.errors import TrackingError
+    from scaling.tracking import TAG_FAILURE, learning_curve, run_tags, runs_frame
+
+    runs = runs_frame(experiment, tracking_uri=tracking_uri, status=None).reset_index(drop=True)
+    # The run table has no failure column: the reason is the run's scaling.failure tag.
+    runs["failure"] = [
+        None
+        if status == "FINISHED"
+        else run_tags(run_id, tracking_uri=tracking_uri).get(TAG_FAILURE)
+        for run_id, status in zip(runs["run_id"], runs["status"])
+    ]
+    curves = {}
+    finished = runs[runs["status"] == "FINISHED"]
+    for run_id, tokens in zip(finished["run_id"], finished["tokens"]):
+        try:
+            curves[run_id] = fill_tokens(learning_curve(run_id, tracking_uri=tracking_uri), tokens)
+        except TrackingError:  # a run that never logged eval/loss has no curve to draw
+            continue
+    return ReportInputs(
+        runs=runs,
+        name=experiment,
+        source=f"MLflow experiment {experiment}",
+        sweep=experiment,
+        config_hash=_single_value(runs, "config_hash"),
+        tracking_uri=tracking_uri,
+        curves=curves,
+    )
+
+
+# --------------------------------------------------------------------------- content
+
+
+@dataclass(frozen=True)
+class Report:
+    """The content of a prediction report, ready to render.
+
+    Attributes
+    ----------
+    inputs : ReportInputs
+        Where the runs came from.
+    law : Law
+        The law fitted (:func:`scaling.laws.get_law`).
+    x, y : str
+        Run-table columns the law reads and predicts.
+    split : RunSplit
+        Proxies fitted, target, runs left out and why.
+    fit : FitResult
+        The law fitted on the proxies.
+    interval : float
+        Coverage of every interval in the report.
+    target_x : float
+        Compute the prediction is made for.
+    target_note : str
+        Where ``target_x`` comes from, for the reader.
+    prediction : MetricComparison or None
+        Predicted against actual for the target, when the target run has a final loss.
+    predicted, lo, hi : float
+        The prediction at ``target_x`` and its interval.
+    backtest : DataFrame or None
+        Fit below a cut, error above, one row per cut (None: ``notes["backtest"]`` says why).
+    optimal : DataFrame or None
+        Compute-optimal N and D for the target budget (None: ``notes["optimal"]`` says why).
+    figures : dict
+        Figure name to its plot data (see :mod:`scaling.figures`).
+    notes : dict
+        Sentences by section: ``learning_curves``/``isoflop`` (why a figure is missing),
+        ``isoflop_law`` (approach 2's N_opt(C)), ``optimal`` (the allocation's source or
+        why there is none), ``backtest``, ``target`` (a target without loss or compute).
+    date : str
+        ISO date printed in the footer.
+    """
+
+    inputs: ReportInputs
+    law: Any
+    x: str
+    y: str
+    split: RunSplit
+    fit: Any
+    interval: float
+    target_x: float
+    target_note: str
+    predicted: float
+    lo: float
+    hi: float
+    prediction: Any
+    backtest: pd.DataFrame | None
+    optimal: pd.DataFrame | None
+    figures: Mapping[str, Any]
+    notes: Mapping[str, str] = field(default_factory=dict)
+    date: str = ""
+
+
+# When no target is named, the report extrapolates this far beyond the largest proxy:
+# GPT-4 predicted from 1,000x to 10,000x less compute; 100x keeps the band readable.
+DEFAULT_EXTRAPOLATION = 100.0
+
+
+def _date(date: _dt.date | str | None) -> str:
+    if date is None:
+        return _dt.datetime.now(_dt.timezone.utc).date().isoformat()
+    return date if isinstance(date, str) else date.isoformat()
+
+
+def build_report(
+    inputs: ReportInputs,
+    *,
+    law: str = "gpt4",
+    target: str | None = None,
+    target_flops: float | None = None,
+    interval: float = 0.9,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    date: _dt.date | str | None = None,
+) -> Report:
+    """Fit the law on the proxies and gather every section of the report.
+
+    Parameters
+    ----------
+    inputs : ReportInputs
+        The run table and provenance (:func:`inputs_from_csv`, :func:`inputs_from_experiment`).
+    law : str, default "gpt4"
+        Law of one compute column to fit (see :func:`scaling.laws.get_law`).
+    target : str, optional
+        ``run_id`` of the large run; by default the table's one run with role ``target``.
+    target_flops : float, optional
+        Compute to predict for when the large run does not exist yet.
+    interval : float, default 0.9
+        Coverage of the intervals.
+    n_bootstrap : int, default 1000
+        Bootstrap resamples of the fit.
+    seed : int, default 0
+        Seed of the bootstrap and the backtest.
+    date : date or str, optional
+        Date printed in the footer; today (UTC) when None. Fixed in golden tests.
+
+    Returns
+    -------
+    Report
+
+    Raises
+    ------
+    ConfigError
+        If both ``target`` and ``target_flops`` are given, or ``target_flops`` is not positive.
+    DataError
+        If ``target`` is not in the run table.
+    FitError
+        If the law is unknown, reads more than one column, or cannot be fitted to the
+        proxies (too few runs).
+    """
+    from scaling.compare import MetricComparison, first_crossing
+    from scaling.errors import ConfigError, FitError
+    from scaling.fit import fit
+    from scaling.laws import get_law
+
+    if target is not None and target_flops is not None:
+        raise ConfigError("--target and --target-flops both given; pass one of them")
+    if target_flops is not None and not target_flops > 0:
+        raise ConfigError(
+            f"--target-flops = {target_flops:g} is not positive; pass a compute in FLOPs, e.g. 1e18"
+        )
+    law_object = get_law(law)
+    if len(law_object.x) != 1:
+        raise FitError(
+            f"law {law_object.name!r} reads {', '.join(law_object.x)}; the report extrapolates "
+            "a law of compute, such as gpt4"
+        )
+    x, y = law_object.x[0], law_object.y
+    if x not in inputs.runs.columns and "flops" in inputs.runs.columns:
+        x = "flops"  # a CSV of someone else's runs may carry 6ND only
+    split = split_runs(inputs.runs, x=x, y=y, target=target)
+    result = fit(
+        law_object, split.proxies, x=(x,), y=y, n_bootstrap=n_bootstrap, seed=seed,
+        interval=interval, source=f"{inputs.source} (proxies)",
+    )
+
+    target_row = split.target
+    notes: dict[str, str] = {}
+    actual = None
+    if target_flops is not None:
+        target_x = float(target_flops)
+        target_note = f"the requested budget ({x} = {_flops(target_x)})"
+    elif target_row is not None and _finite(target_row.get(x)):
+        label = _run_label(target_row)
+        target_x, target_note = float(target_row[x]), f"the target run {label}"
+        actual = float(target_row[y]) if _finite(target_row.get(y)) else None
+        if actual is None:
+            notes["target"] = (
+                f"The target run {label} has no final {y} yet (status "
+                f"{target_row.get('status', 'unknown')}); build the report again once it finishes."
+            )
+    else:
+        target_x = DEFAULT_EXTRAPOLATION * float(split.proxies[x].max())
+        target_note = f"{DEFAULT_EXTRAPOLATION:g}x the largest proxy (no target was given)"
+        if target_row is not None:
+            target_note = f"{DEFAULT_EXTRAPOLATION:g}x the largest proxy"
+            notes["target"] = (
+                f"The target run {_run_label(target_row)} has no {x}, so the report predicts "
+                f"for {DEFAULT_EXTRAPOLATION:g}x the largest proxy instead; pass --target-flops."
+            )
+    # One run's band (law and run-to-run scatter): the target is one run.
+    (predicted,), (lo,), (hi,) = _predict(result, np.array([target_x]), interval, band="run")
+
+    figures: dict[str, Any] = {
+        "loss_vs_compute": loss_vs_compute_data(
+            result, split.proxies, x=x, y=y, target_x=target_x, target_y=actual, interval=interval
+        )
+    }
+    curves_available = inputs.curves is not None
+    target_id = None if target_row is None else target_row.get("run_id")
+    if curves_available:
+        curves = learning_curves_data(inputs.curves, inputs.runs, target_id=target_id)
+        if curves.empty:
+            notes["learning_curves"] = "No run logged an eval-loss curve."
+        else:
+            figures["learning_curves"] = curves
+    else:
+        notes["learning_curves"] = (
+            f"Learning curves are not shown: this report was built from {inputs.source}, "
+            "which holds final values only. Build it from the MLflow experiment to see them."
+        )
+    isoflop = isoflop_data(split.proxies)
+    budget = _budget_6nd(split.proxies, target_row, x, target_x)
+    if isoflop.empty:
+        notes["isoflop"] = (
+            "The sweep has no IsoFLOP runs (three or more model sizes at one compute budget)."
+        )
+    else:
+        figures["isoflop"], notes["isoflop_law"] = _isoflop_figure(
+            isoflop, split.proxies, budget, interval, n_bootstrap, seed
+        )
+    figures["residuals"] = residuals_data(result, split.proxies, x=x, y=y)
+
+    prediction = None
+    if actual is not None:
+        curve = None if inputs.curves is None else inputs.curves.get(target_id)
+        has_curve = curve is not None and not curve.empty
+        prediction = MetricComparison(
+            y, law_object.name, x, target_x, float(predicted), float(lo), float(hi), interval,
+            actual, first_crossing(curve, float(predicted)) if has_curve else None, has_curve,
+        )
+    # Backtest bands only score coverage: 200 resamples per fold are plenty and halve the time.
+    backtest, backtest_note = _backtest(
+        law_object, split.proxies, x, y, min(n_bootstrap, 200), seed
+    )
+    if backtest_note:
+        notes["backtest"] = backtest_note
+    optimal, notes["optimal"] = _optimal(split.proxies, budget, interval, n_bootstrap, seed)
+    return Report(
+        inputs, law_object, x, y, split, result, interval, target_x, target_note,
+        float(predicted), float(lo), float(hi), prediction, backtest, optimal, figures, notes,
+        _date(date),
+    )
+
+
+def _backtest(
+    law: Any, proxies: pd.DataFrame, x: str, y: str, n_bootstrap: int, seed: int
+) -> tuple[pd.DataFrame | None, str]:
+    """Per-cut backtest table, or None and the reason it could not be run."""
+    from scaling.errors import FitError
+    from scaling.fit import backtest
+    from scaling.formatting import format_flops
+
+    cuts = backtest_cuts(proxies[x].to_numpy(float), law.n_params)
+    if not cuts:
+        return None, (
+            f"No backtest: it needs more than {law.n_params} proxies below a compute cut and "
+            f"one above it, at different {x}; this sweep has {len(proxies)}."
+        )
+    try:
+        result = backtest(
+            law, proxies, cuts, x=(x,), y=y, n_bootstrap=n_bootstrap, seed=seed,
+            source="proxies",
+        )
+    except FitError as error:
+        return None, f"No backtest: {error}."
+
+    folds = result.summary()["folds"]
+    table = pd.DataFrame(
+        {
+            f"cut ({x})": [format_flops(f["cut"]) for f in folds],
+            "runs fitted": [f["n_train"] for f in folds],
+            "runs predicted": [f["n_test"] for f in folds],
+            "mean abs. error": [f"{f['mean_abs_relative_error']:.2%}" for f in folds],
+            "max abs. error": [f"{f['max_abs_relative_error']:.2%}" for f in folds],
+            f"inside {result.interval_:.0%} band": [f"{f['coverage']:.0%}" for f in folds],
+            "fit valid": ["yes" if f["is_valid"] else "no" for f in folds],
+        }
+    )
+    return table, ""
+
+
+def backtest_cuts(compute: np.ndarray, n_params: int) -> list[float]:
+    """Compute cuts for the backtest: fit the runs below a cut, predict those at or above.
+
+    The cuts of :func:`scaling.fit.backtest` (50%, 62.5% and 75% quantiles of log compute,
+    an expanding window), each moved up to the next run's compute so that cuts splitting
+    the runs alike merge, and kept when more runs than the law has parameters lie below and
+    one lies above. A sweep too small for those gets the smallest cuts that work.
+
+    Examples
+    --------
+    >>> backtest_cuts(np.array([1e15, 2e15, 4e15, 8e15, 16e15, 32e15, 64e15, 128e15]), 3)
+    [1.6e+16, 3.2e+16, 6.4e+16]
+    >>> backtest_cuts(np.array([1.0, 2.0, 4.0, 8.0, 16.0, 32.0]), 3)
+    [16.0]
+    >>> backtest_cuts(np.array([1.0, 2.0, 4.0, 8.0, 16.0]), 3)  # quantile cuts leave 2-3 below
+    [16.0]
+    >>> backtest_cuts(np.array([1.0, 2.0, 4.0]), 3)
+    []
+    """
+    values = np.sort(np.asarray(compute, dtype=float))
+    if values.size == 0:
+        return []
+
+    def usable(cut: float) -> bool:
+        return int((values < cut).sum()) > n_params and bool((values >= cut).any())
+
+    quantiles = np.exp(np.quantile(np.log(values), [0.5, 0.625, 0.75]))
+    snapped = sorted({float(values[values >= q].min()) for q in quantiles})
+    cuts = [cut for cut in snapped if usable(cut)]
+    if not cuts:
+        cuts = [float(v) for v in np.unique(values) if usable(v)][:3]
+    return cuts
+
+
+def _budget_6nd(
+    proxies: pd.DataFrame, target_row: pd.Series | None, x: str, target_x: float
+) -> float:
+    """The target budget as C = 6ND, the compute Chinchilla's allocation is written in."""
+    if x == "flops":
+        return target_x
+    if target_row is not None and _finite(target_row.get("flops")):
+        return float(target_row["flops"])
+    if "flops" in proxies.columns:  # convert with the proxies' ratio of 6ND to x
+        return target_x * float(np.median(proxies["flops"] / proxies[x]))
+    return target_x
+
+
+def _isoflop_figure(
+    profiles: pd.DataFrame, proxies: pd.DataFrame, budget: float, interval: float,
+    n_bootstrap: int, seed: int,
+) -> tuple[dict[str, Any], str]:
+    """Data of figure 3 (profiles; approach 2's N_opt(C), D_opt(C)) and its sentence."""
+    from scaling.errors import FitError
+    from scaling.predict import approach2
+
+    data: dict[str, Any] = {"profiles": profiles, "optima": None, "law": None}
+    try:
+        law = approach2(
+            proxies, flops="flops", n_bootstrap=n_bootstrap, seed=seed, interval=interval,
+            source="IsoFLOP runs",
+        )
+    except FitError as error:
+        return data, f"No N_opt(C) law: {error}."
+    points = law.points
+    data["optima"] = pd.DataFrame(
+        {
+            "flops": points["flops"],
+            "params_opt": points["params_opt"],
+            "tokens_opt": points["flops"] / (6.0 * points["params_opt"]),
+        }
+    )
+    grid = np.geomspace(min(points["flops"].min(), budget), max(points["flops"].max(), budget), 50)
+    data["law"] = pd.DataFrame(
+        {"flops": grid, "params_opt": law.params_opt(grid), "tokens_opt": law.tokens_opt(grid)}
+    )
+    text = (
+        f"Approach 2 (IsoFLOP parabolas, {len(points['flops'])} budgets): N_opt ∝ C^a with "
+        f"a = {_pm(law.a, *law.a_interval)}, D_opt ∝ C^b with b = {_pm(law.b, *law.b_interval)}; "
+        f"at C = {_flops(budget)} (6ND) it gives N_opt = {_count(float(law.params_opt(budget)))} "
+        f"and D_opt = {_count(float(law.tokens_opt(budget)))} tokens."
+    )
+    return data, text
+
+
+def _optimal(
+    proxies: pd.DataFrame, budget: float, interval: float, n_bootstrap: int, seed: int
+) -> tuple[pd.DataFrame | None, str]:
+    """Chinchilla (approach 3) allocation of the target budget: table and a sentence."""
+    from scaling.errors import FitError
+    from scaling.fit import fit
+    from scaling.predict import compute_optimal
+
+    try:
+        result = fit(
+            "chinchilla", proxies, n_bootstrap=n_bootstrap, seed=seed, interval=interval,
+            source="proxies (Chinchilla fit)",
+        )
+    except FitError as error:
+        return None, f"No allocation: {error}."
+    best = compute_optimal(budget, result, interval=interval)
+    table = pd.DataFrame(
+        {
+            "quantity": [
+                "parameters N_opt", "tokens D_opt", "tokens per parameter", "loss at the optimum"
+            ],
+            "value": [
+                _count(best.params), _count(best.tokens), f"{best.tokens_per_param:.3g}",
+                _pm(best.loss, *best.loss_interval),
+            ],
+            f"{interval:.0%} interval": [
+                _range(best.params_interval, _count), _range(best.tokens_interval, _count),
+                _range((best.tokens_interval[0] / best.params_interval[1],
+                        best.tokens_interval[1] / best.params_interval[0]), lambda v: f"{v:.3g}"),
+                _range(best.loss_interval, lambda v: f"{v:.4g}"),
+            ],
+        }
+    )
+    p = result.params_
+    text = (
+        f"From L(N, D) = E + A/N^alpha + B/D^beta fitted on the proxies (approach 3): "
+        f"E = {p['E']:.3g}, alpha = {p['alpha']:.3g}, beta = {p['beta']:.3g}, at "
+        f"C = {_flops(budget)} (6ND)."
+    )
+    if not result.is_valid:
+        text += (
+            " The fit is not valid (" + "; ".join(result.reasons_) + "): the proxies do not pin "
+            "down N and D separately, so read this allocation as indicative only."
+        )
+    return table, text
+
+
+
+
+
+def make_report(
+    *,
+    experiment: str | None = None,
+    csv: str | os.PathLike[str] | None = None,
+    target: str | None = None,
+    target_flops: float | None = None,
+    law: str = "gpt4",
+    directory: str | os.PathLike[str] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    tracking_uri: str | None = None,
+    date: _dt.date | str | None = None,
+) -> Path:
+    """Build and write a report from an MLflow experiment or a CSV; log it to the experiment.
+
+    Parameters
+    ----------
+    experiment : str, optional
+        Sweep (MLflow experiment) to read; the report is then also logged to it as a run
+        with role ``report``.
+    csv : str or path, optional
+        Run table as a CSV file (exactly one of ``experiment`` and ``csv``).
+    target, target_flops, law, n_bootstrap, seed, date
+        As for :func:`build_report`.
+    directory : str or path, optional
+        Where to write; ``reports/NAME/`` by default.
+    tracking_uri : str, optional
+        MLflow tracking URI (needed with ``experiment``).
+
+    Returns
+    -------
+    Path
+        The report directory.
+
+    Raises
+    ------
+    ConfigError
+        If neither or both of ``experiment`` and ``csv`` are given.
+
+    Examples
+    --------
+    >>> make_report(csv="runs.csv", target_flops=1e21)  # doctest: +SKIP
+    PosixPath('reports/runs')
+    """
+    from scaling.errors import ConfigError
+
+    if (experiment is None) == (csv is None):
+        raise ConfigError("give exactly one of --experiment NAME and --csv FILE")
+    if experiment is not None:
+        if tracking_uri is None:
+            raise ConfigError("--experiment needs a tracking URI; pass --tracking-uri")
+        inputs = inputs_from_experiment(experiment, tracking_uri=tracking_uri)
+    else:
+        inputs = inputs_from_csv(csv)
+    report = build_report(
+        inputs, law=law, target=target, target_flops=target_flops, n_bootstrap=n_bootstrap,
+        seed=seed, date=date,
+    )
+    if directory is None:
+        directory = Path("reports") / inputs.name
+    path = write_report(report, directory)
+    if experiment is not None:
+        from scaling.tracking import log_report
+
+        log_report(
+            experiment, path, tracking_uri=tracking_uri, tags={"scaling.law": report.law.name}
+        )
+    return path

@@ -1,0 +1,528 @@
+"""MLflow, and only here: one experiment per sweep, one run per RunSpec, the run table.
+
+Every MLflow call of the toolkit lives in this module (DESIGN.md, "MLflow keys"):
+
+- experiment = sweep name; tags ``scaling.sweep``, ``scaling.run_key``, ``scaling.role`` and,
+  when a run failed or diverged, ``scaling.failure``;
+- params are the dotted config paths of the RunSpec (``model.d_model``, ``train.lr``);
+- step metrics (``train/loss``, ``eval/loss``...) are buffered in memory and flushed with
+  ``MlflowClient.log_batch`` (0.2 ms/step instead of 3-5 ms for one call per step);
+- summary metrics (``final/eval_loss``, ``size/flops``...) are logged once at the end.
+
+:func:`runs_frame` turns an experiment into the run table, a pandas DataFrame, so that fitting
+never needs MLflow. mlflow is imported inside functions: ``import scaling.tracking`` is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scaling.errors import TrackingError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from scaling.config import RunSpec
+
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "TAG_SWEEP",
+    "TAG_RUN_KEY",
+    "TAG_ROLE",
+    "TAG_FAILURE",
+    "RUN_COLUMNS",
+    "check_tracking",
+    "setup_experiment",
+    "find_runs",
+    "RunLogger",
+    "terminate_run",
+    "runs_frame",
+    "learning_curve",
+    "log_report",
+]
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+TAG_SWEEP = "scaling.sweep"
+TAG_RUN_KEY = "scaling.run_key"
+TAG_ROLE = "scaling.role"
+TAG_FAILURE = "scaling.failure"
+TAG_HOST = "scaling.host"
+TAG_PID = "scaling.pid"
+TAG_TUNE = "scaling.tune"
+TAG_TUNE_BEST = "scaling.tune_best"
+
+# The run table of DESIGN.md, in order; after them come name, tune, tune_best, wall_s and any
+# other metric as its own column.
+RUN_COLUMNS = [
+    "run_id", "run_key", "sweep", "role", "status", "n_layer", "d_model", "n_head", "context",
+    "vocab_size", "params", "params_total", "tokens", "flops", "flops_exact", "lr",
+    "batch_tokens", "seed", "loss", "bpb",
+]  # fmt: skip
+_TEXT_COLUMNS = {"run_id", "run_key", "sweep", "role", "status", "name", "tune"}
+_PARAM_COLUMNS = {
+    "n_layer": "model.n_layer",
+    "d_model": "model.d_model",
+    "n_head": "model.n_head",
+    "context": "model.context",
+    "vocab_size": "model.vocab_size",
+    "lr": "train.lr",
+    "batch_tokens": "train.batch_tokens",
+    "seed": "train.seed",
+}
+_METRIC_COLUMNS = {
+    "params": "size/params",
+    "params_total": "size/params_total",
+    "tokens": "size/tokens",
+    "flops": "size/flops",
+    "flops_exact": "size/flops_exact",
+    "loss": "final/eval_loss",
+    "bpb": "final/bpb",
+}
+_MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
+
+
+def _client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    path = _sqlite_path(tracking_uri)
+    if path is not None:
+        # MLflow caches one store per URI string: a relative path would stay bound to the
+        # working directory of its first use, so pass the absolute one.
+        tracking_uri = "sqlite:///" + str(path.resolve())
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
+
+
+def check_tracking(tracking_uri: str, timeout: float = 10.0) -> None:
+    """Fail fast, before any training, when the tracking URI cannot work.
+
+    Raises
+    ------
+    TrackingError
+        If a tracking server does not answer ``/health`` or a sqlite file's folder is missing.
+    """
+    if tracking_uri.startswith(("http://", "https://")):
+        url = tracking_uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+                ok = response.status == 200
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise TrackingError(
+                f"cannot reach the MLflow tracking server at {tracking_uri} ({reason}); "
+                "start it (mlflow server --host 127.0.0.1) or fix --tracking-uri"
+            ) from None
+        if not ok:
+            raise TrackingError(
+                f"the MLflow tracking server at {tracking_uri} is not healthy; check its logs"
+            )
+        return
+    path = _sqlite_path(tracking_uri)
+    if path is not None and not path.resolve().parent.is_dir():
+        raise TrackingError(
+            f"tracking URI {tracking_uri}: folder {path.resolve().parent} does not exist; "
+            "create it or use sqlite:///mlflow.db"
+        )
+
+
+def setup_experiment(name: str, *, tracking_uri: str = DEFAULT_TRACKING_URI) -> str:
+    """Create the tracking database (if new) and the experiment ``name``; return its id.
+
+    Only the launcher calls this: a fresh sqlite database initialised by several processes
+    at once gets corrupted (notes/mlflow-optuna.md).
+    """
+    check_tracking(tracking_uri)
+    client = _client(tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    path = _sqlite_path(tracking_uri)
+    location = None
+    if path is not None:  # artifacts beside the database, wherever the worker's cwd is
+        location = (path.resolve().parent / "mlartifacts" / name).as_uri()
+    return client.create_experiment(name, artifact_location=location, tags={TAG_SWEEP: name})
+
+
+def _experiment_id(client, experiment: str, tracking_uri: str) -> str:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise TrackingError(
+            f"no MLflow experiment {experiment!r} at {tracking_uri}; run "
+            "'scaling sweep run FILE' first or check --tracking-uri"
+        )
+    return found.experiment_id
+
+
+def _search(client, experiment_id: str, filter_string: str = "") -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string=filter_string, max_results=1000, page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def find_runs(
+    experiment: str, *, tracking_uri: str = DEFAULT_TRACKING_URI, run_key: str | None = None,
+    status: str | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Runs of an experiment as plain dicts (``run_id``, ``status``, ``tags``, ``metrics``),
+    newest first, optionally only those with one run key and/or status."""
+    client = _client(tracking_uri)
+    experiment_id = _experiment_id(client, experiment, tracking_uri)
+    clauses = []
+    if run_key is not None:
+        clauses.append(f"tags.`{TAG_RUN_KEY}` = '{run_key}'")
+    if status is not None:
+        clauses.append(f"attributes.status = '{status}'")
+    runs = _search(client, experiment_id, " and ".join(clauses))
+    return [
+        {
+            "run_id": run.info.run_id,
+            "status": run.info.status,
+            "name": run.info.run_name,
+            "start_time": run.info.start_time,
+            "tags": dict(run.data.tags),
+            "metrics": dict(run.data.metrics),
+            "params": dict(run.data.params),
+        }
+        for run in sorted(runs, key=lambda run: run.info.start_time or 0, reverse=True)
+    ]
+
+
+def terminate_run(run_id: str, status: str, *, tracking_uri: str, reason: str | None = None) -> None:
+    """End a run as ``status`` (KILLED, FAILED...), with ``scaling.failure`` = reason if given."""
+    client = _client(tracking_uri)
+    if reason:
+        client.set_tag(run_id, TAG_FAILURE, reason[:5000])
+    client.set_terminated(run_id, status=status)
+
+
+class RunLogger:
+    """One MLflow run of one RunSpec, as a context manager.
+
+    Opens a new run (tags, params, the resolved config as ``run_spec.json``) or reopens
+    ``run_id`` to resume into it. Step metrics are buffered and flushed in batches. On leaving
+    the block the run is FINISHED if :meth:`finish` was called, FAILED (with
+    ``scaling.failure``) on an exception, and KILLED on KeyboardInterrupt/SystemExit (the
+    worker's SIGTERM handler raises SystemExit), so no run is left RUNNING by a live process.
+
+    Parameters
+    ----------
+    spec : RunSpec
+        The run being trained.
+    tracking_uri : str
+        Where the experiment ``spec.sweep`` already exists.
+    run_id : str, optional
+        Reopen this run instead of creating one.
+    params : mapping, optional
+        Params to log instead of ``spec.flat_params()`` (e.g. with a resolved vocab size).
+    tags : mapping, optional
+        Extra tags.
+    flush_every : int
+        Steps buffered before a flush (also flushed every ``flush_seconds``).
+
+    Examples
+    --------
+    >>> with RunLogger(spec, tracking_uri="sqlite:///mlflow.db") as run:  # doctest: +SKIP
+    ...     result = train(spec, log=run.log)
+    ...     run.finish(result.summary())
+    """
+
+    def __init__(
+        self, spec: RunSpec, *, tracking_uri: str = DEFAULT_TRACKING_URI,
+        run_id: str | None = None, params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None, flush_every: int = 100,
+        flush_seconds: float = 10.0,
+    ) -> None:  # fmt: skip
+        self.spec = spec
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self.params = dict(params) if params is not None else None
+        self.tags = dict(tags or {})
+        self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
+        self.resumed = run_id is not None
+        self._buffer: list = []
+        self._steps_buffered = 0
+        self._last_flush = time.monotonic()
+        self._ended = False
+        self._client = None
+
+    def __enter__(self) -> RunLogger:
+        from mlflow.entities import Param, RunTag
+
+        client = self._client = _client(self.tracking_uri)
+        spec = self.spec
+        owner = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
+        if self.run_id is not None:
+            client.update_run(self.run_id, status="RUNNING")
+            client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in owner.items()])
+            return self
+        experiment_id = _experiment_id(client, spec.sweep, self.tracking_uri)
+        tags = {
+            TAG_SWEEP: spec.sweep,
+            TAG_RUN_KEY: spec.run_key,
+            TAG_ROLE: spec.role,
+            **owner,
+            **self.tags,
+        }
+        run = client.create_run(experiment_id, run_name=spec.name, tags=tags)
+        self.run_id = run.info.run_id
+        params = self.params if self.params is not None else spec.flat_params()
+        items = [Param(key, str(value)) for key, value in sorted(params.items())]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per call
+            client.log_batch(self.run_id, params=items[start : start + 100])
+        client.log_dict(self.run_id, spec.model_dump(mode="json"), "run_spec.json")
+        return self
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Buffer one step's metrics (the ``log`` callback of ``scaling.train.train``)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._buffer.extend(Metric(key, float(value), now, int(step)) for key, value in metrics.items())
+        self._steps_buffered += 1
+        if (
+            self._steps_buffered >= self.flush_every
+            or time.monotonic() - self._last_flush > self.flush_seconds
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the buffered step metrics in as few ``log_batch`` calls as MLflow allows."""
+        buffer, self._buffer = self._buffer, []
+        for start in range(0, len(buffer), _MAX_METRICS_PER_BATCH):
+            self._client.log_batch(self.run_id, metrics=buffer[start : start + _MAX_METRICS_PER_BATCH])
+        self._steps_buffered = 0
+        self._last_flush = time.monotonic()
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set tags on the run now."""
+        from mlflow.entities import RunTag
+
+        self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def finish(self, summary: Mapping[str, float]) -> None:
+        """Flush, log the summary metrics once, and end the run FINISHED."""
+        self._end("FINISHED", summary=summary)
+
+    def fail(self, reason: str, summary: Mapping[str, float] | None = None) -> None:
+        """Flush, tag ``scaling.failure`` = reason, and end the run FAILED."""
+        self._end("FAILED", summary=summary, reason=reason)
+
+    def _end(self, status: str, summary=None, reason: str | None = None) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        if self._ended:
+            return
+        self.flush()
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(value), now, 0)
+            for key, value in (summary or {}).items()
+            if value is not None
+        ]
+        tags = [RunTag(TAG_FAILURE, reason[:5000])] if reason else []
+        self._client.log_batch(self.run_id, metrics=metrics, tags=tags)
+        self._client.set_terminated(self.run_id, status=status)
+        self._ended = True
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if self._ended or self.run_id is None:
+            return False
+        if kind is None:
+            self._end("KILLED", reason="the run ended without a result")
+        elif issubclass(kind, (KeyboardInterrupt, SystemExit)):
+            self._end("KILLED", reason=f"stopped by {kind.__name__}")
+        else:
+            self._end("FAILED", reason=f"{kind.__name__}: {error}")
+        return False
+
+
+def _to_frame(rows: list[dict[str, Any]], extra: list[str]):
+    import pandas as pd
+
+    columns = RUN_COLUMNS + ["name", "tune", "tune_best", "wall_s"] + sorted(extra)
+    frame = pd.DataFrame(rows, columns=columns)
+    for column in columns:
+        if column not in _TEXT_COLUMNS:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    for column in ("n_layer", "d_model", "n_head", "context", "vocab_size", "batch_tokens", "seed"):
+        if frame[column].notna().all():
+            frame[column] = frame[column].astype("int64")
+    return frame
+
+
+def runs_frame(
+    experiment: str, *, tracking_uri: str = DEFAULT_TRACKING_URI,
+    status: str | None = "FINISHED", role: str | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """The run table of one sweep (DESIGN.md columns), one row per MLflow run.
+
+    Parameters
+    ----------
+    experiment : str
+        The sweep name (= MLflow experiment).
+    tracking_uri : str
+        Any URI MLflow accepts.
+    status : str or None
+        Keep runs in this state (``"FINISHED"`` by default); None keeps all.
+    role : str or None
+        ``"proxy"`` or ``"target"`` (or ``"report"``); None keeps proxies and targets.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`RUN_COLUMNS` (numbers as numeric dtypes), then ``name``, ``tune`` (the
+        tuned shape, for tune trials), ``tune_best`` (1.0 for each shape's best trial),
+        ``wall_s``, and every other metric as its own column (``/`` written as ``_``).
+
+    Raises
+    ------
+    TrackingError
+        If the experiment does not exist.
+
+    Examples
+    --------
+    >>> frame = runs_frame("demo", role="proxy")  # doctest: +SKIP
+    >>> frame[["params", "tokens", "flops", "loss"]]  # doctest: +SKIP
+    """
+    client = _client(tracking_uri)
+    experiment_id = _experiment_id(client, experiment, tracking_uri)
+    clauses = [f"attributes.status = '{status}'"] if status else []
+    if role is not None:
+        clauses.append(f"tags.`{TAG_ROLE}` = '{role}'")
+    runs = _search(client, experiment_id, " and ".join(clauses))
+    rows, extra = [], set()
+    taken = set(_METRIC_COLUMNS.values())
+    for run in sorted(runs, key=lambda run: run.info.start_time or 0):
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        if role is None and tags.get(TAG_ROLE) not in ("proxy", "target"):
+            continue
+        row: dict[str, Any] = {
+            "run_id": run.info.run_id,
+            "run_key": tags.get(TAG_RUN_KEY),
+            "sweep": tags.get(TAG_SWEEP, experiment),
+            "role": tags.get(TAG_ROLE),
+            "status": run.info.status,
+            "name": run.info.run_name,
+            "tune": tags.get(TAG_TUNE),
+            "tune_best": {"true": 1.0, "false": 0.0}.get(tags.get(TAG_TUNE_BEST, "")),
+        }
+        if run.info.end_time and run.info.start_time:
+            row["wall_s"] = (run.info.end_time - run.info.start_time) / 1000
+        row.update({column: params.get(key) for column, key in _PARAM_COLUMNS.items()})
+        row.update({column: metrics.get(key) for column, key in _METRIC_COLUMNS.items()})
+        for key, value in metrics.items():
+            if key not in taken:
+                name = key.replace("/", "_")
+                row[name] = value
+                extra.add(name)
+        rows.append(row)
+    return _to_frame(rows, [name for name in extra if name not in RUN_COLUMNS])
+
+
+def learning_curve(
+    run_id: str, *, tracking_uri: str = DEFAULT_TRACKING_URI, metric: str = "eval/loss"
+) -> pd.DataFrame:
+    """One metric of one run over training: columns ``step``, ``tokens``, ``value``.
+
+    ``tokens`` comes from the ``train/tokens`` metric at the same step (NaN where absent).
+
+    Raises
+    ------
+    TrackingError
+        If the run does not exist or never logged ``metric``.
+    """
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise TrackingError(
+            f"no MLflow run {run_id!r} at {tracking_uri}; take run ids from runs_frame()"
+        ) from None
+    history = client.get_metric_history(run_id, metric)
+    if not history:
+        raise TrackingError(
+            f"run {run_id} has no metric {metric!r}; use e.g. 'eval/loss' or 'train/loss'"
+        )
+    tokens = {point.step: point.value for point in client.get_metric_history(run_id, "train/tokens")}
+    latest = {point.step: point.value for point in history}  # a resumed step keeps its last value
+    steps = sorted(latest)
+    return pd.DataFrame(
+        {
+            "step": pd.array(steps, dtype="int64"),
+            "tokens": [float(tokens.get(step, float("nan"))) for step in steps],
+            "value": [float(latest[step]) for step in steps],
+        }
+    )
+
+
+def log_report(
+    experiment: str, directory: str | Path, *, tracking_uri: str = DEFAULT_TRACKING_URI,
+    tags: Mapping[str, str] | None = None, name: str = "report",
+) -> str:  # fmt: skip
+    """Log a report directory as the artifacts of a new FINISHED run with role ``report``.
+
+    Returns
+    -------
+    str
+        The new run's id.
+
+    Raises
+    ------
+    TrackingError
+        If the directory or the experiment does not exist.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise TrackingError(f"report directory {directory} does not exist; write the report first")
+    client = _client(tracking_uri)
+    experiment_id = _experiment_id(client, experiment, tracking_uri)
+    all_tags = {TAG_SWEEP: experiment, TAG_ROLE: "report", **dict(tags or {})}
+    run = client.create_run(experiment_id, run_name=name, tags=all_tags)
+    try:
+        client.log_artifacts(run.info.run_id, str(directory), artifact_path="report")
+    except Exception:
+        client.set_terminated(run.info.run_id, status="FAILED")
+        raise
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    return run.info.run_id
+
+
+def run_status(run_id: str, *, tracking_uri: str) -> str:
+    """The status of one run (RUNNING, FINISHED, FAILED, KILLED)."""
+    return _client(tracking_uri).get_run(run_id).info.status
+
+
+def run_tags(run_id: str, *, tracking_uri: str) -> dict[str, str]:
+    """The tags of one run (used by the reaper to find a run's owner)."""
+    return dict(_client(tracking_uri).get_run(run_id).data.tags)
+
+
+def set_run_tags(run_ids: list[str], tags: Mapping[str, str], *, tracking_uri: str) -> None:
+    """Set the same tags on several runs (e.g. the best trial of a tuned shape)."""
+    from mlflow.entities import RunTag
+
+    client = _client(tracking_uri)
+    for run_id in run_ids:
+        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

@@ -1,0 +1,488 @@
+"""One training run end to end: model, data, optimizer, schedule, eval, checkpoints.
+
+:func:`train` takes a :class:`~scaling.config.RunSpec` and returns a :class:`RunResult`.
+It knows nothing about sweeps or tracking: metrics go to the ``log`` callback, progress to
+the ``progress`` callback. The same call trains with DDP when started by ``torchrun``
+(``WORLD_SIZE`` > 1): gloo on CPU, nccl on GPU, the global batch split evenly over ranks.
+
+Every proxy follows one recipe (GPT-3, appendix B): AdamW with betas (0.9, 0.95) and weight
+decay on matrices only, linear warmup then cosine decay to ``min_lr_ratio`` of the peak over
+the run's own token budget, gradient clipping at norm 1.0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from scaling.errors import ConfigError, DivergedError
+from scaling.hardware import (
+    Distributed,
+    device_peak_flops,
+    pick_device,
+    resolve_precision,
+    set_threads,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from scaling.config import RunSpec, TrainConfig
+    from scaling.model import GPT
+
+__all__ = ["RunResult", "train", "load_model", "lr_multiplier"]
+
+LogFn = Callable[[int, dict[str, float]], None]
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+
+CHECKPOINT = "last.pt"
+FINAL = "final.pt"
+
+@dataclass
+class RunResult:
+    """What one run achieved.
+
+    Attributes
+    ----------
+    status : {'finished', 'diverged'}
+    failure : str or None
+        Why a diverged run was stopped.
+    final_eval_loss : float
+        Loss on the fixed eval tokens after the last step, nats per token (NaN if diverged).
+    final_bpb : float
+        The same in bits per byte of raw text.
+    params, params_total : int
+        Kaplan's N (no embeddings) and all parameters.
+    tokens : int
+        Tokens actually trained on: steps × batch_tokens (D).
+    flops, flops_exact : float
+        6·N·D and the exact count (matmuls, head, attention) × D.
+    steps : int
+    wall_s : float
+        Seconds this call took (a resumed run counts only its own part).
+    tokens_per_s : float
+        Training tokens per second over the steps this call trained.
+    resumed_from_step : int
+        0 for a fresh run, else the checkpoint's step.
+    """
+
+    status: str
+    failure: str | None
+    final_eval_loss: float
+    final_bpb: float
+    params: int
+    params_total: int
+    tokens: int
+    flops: float
+    flops_exact: float
+    steps: int
+    wall_s: float
+    tokens_per_s: float
+    resumed_from_step: int = 0
+
+    def summary(self) -> dict[str, float]:
+        """The summary metrics logged once at the end (DESIGN.md keys), as plain floats.
+
+        Raises
+        ------
+        DivergedError
+            For a diverged run, which has no result to report.
+        """
+        if self.status != "finished":
+            raise DivergedError(f"run diverged ({self.failure}); it has no result to report")
+        return {
+            "final/eval_loss": float(self.final_eval_loss),
+            "final/bpb": float(self.final_bpb),
+            "size/params": float(self.params),
+            "size/params_total": float(self.params_total),
+            "size/tokens": float(self.tokens),
+            "size/flops": float(self.flops),
+            "size/flops_exact": float(self.flops_exact),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+@dataclass(frozen=True)
+class _Plan:
+    steps: int
+    sequences: int  # global sequences per optimizer step
+    per_rank: int  # sequences per rank per step
+    micro: int  # sequences per forward pass
+    accumulation: int  # forward passes per optimizer step and rank
+    warmup_steps: int
+    eval_every: int
+    log_every: int
+
+
+def _plan(train: TrainConfig, context: int, world: int) -> _Plan:
+    """Turn token counts into steps and sequences; every mismatch is a one-line ConfigError."""
+    if train.batch_tokens % context:
+        fit = max(1, round(train.batch_tokens / context)) * context
+        raise ConfigError(
+            f"train.batch_tokens = {train.batch_tokens} is not a multiple of model.context = "
+            f"{context}; use {fit}"
+        )
+    sequences = train.batch_tokens // context
+    if sequences % world:
+        raise ConfigError(
+            f"train.batch_tokens = {train.batch_tokens} is {sequences} sequences, which do not "
+            f"split over {world} processes; use a multiple of {context * world}"
+        )
+    per_rank = sequences // world
+    micro = per_rank
+    if train.micro_batch_tokens is not None:
+        if train.micro_batch_tokens % context or (per_rank * context) % train.micro_batch_tokens:
+            raise ConfigError(
+                f"train.micro_batch_tokens = {train.micro_batch_tokens} must be a multiple of "
+                f"model.context = {context} that divides the {per_rank * context} tokens each "
+                f"process handles per step; use e.g. {context}"
+            )
+        micro = train.micro_batch_tokens // context
+    steps = train.tokens // train.batch_tokens
+    if steps < 1:
+        raise ConfigError(
+            f"train.tokens = {train.tokens} is less than one batch of train.batch_tokens = "
+            f"{train.batch_tokens}; raise train.tokens or lower train.batch_tokens"
+        )
+    return _Plan(
+        steps=steps,
+        sequences=sequences,
+        per_rank=per_rank,
+        micro=micro,
+        accumulation=per_rank // micro,
+        warmup_steps=int(round(train.warmup * steps)),
+        eval_every=train.eval_every or max(1, steps // 10),
+        log_every=train.log_every or max(1, steps // 100),
+    )
+
+
+def lr_multiplier(step: int, steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """Learning-rate factor of optimizer step ``step`` (0-based): linear warmup to 1, then
+    cosine decay reaching ``min_ratio`` at the last step.
+
+    Examples
+    --------
+    >>> [round(lr_multiplier(s, 10, 2, 0.1), 3) for s in (0, 1, 2, 9)]
+    [0.5, 1.0, 1.0, 0.1]
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps - 1)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _optimizer(model: GPT, train: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    import torch
+
+    # Weight decay on matrices only (GPT-3): biases and LayerNorm gains stay undecayed.
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": matrices, "weight_decay": train.weight_decay},
+        {"params": vectors, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=train.lr, betas=(train.beta1, train.beta2), fused=device.type == "cuda"
+    )
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _save_atomically(payload: dict[str, Any], path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)  # a kill mid-save leaves the previous checkpoint intact
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, dict[str, Any]]:
+    """Load a trained model saved by :func:`train` as ``final.pt`` (or a ``last.pt``).
+
+    Returns
+    -------
+    (GPT, dict)
+        The model in eval mode, and the checkpoint's metadata (``spec``, ``config``,
+        ``eval_loss`` when present).
+    """
+    import torch
+
+    from scaling.model import GPT, GPTConfig
+
+    payload = torch.load(path, map_location=device, weights_only=False)
+    model = GPT(GPTConfig(**payload["config"]))
+    model.load_state_dict(payload["model"])
+    model.to(device).eval()
+    return model, {key: value for key, value in payload.items() if key != "model"}
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def train(
+    spec: RunSpec,
+    log: LogFn | None = None,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    progress: ProgressFn | None = None,
+) -> RunResult:
+    """Train one model as ``spec`` says and score it on the fixed eval tokens.
+
+    Parameters
+    ----------
+    spec : RunSpec
+        Model, data and training configuration.
+    log : callable, optional
+        ``log(step, metrics)`` receives ``train/loss``, ``train/lr``, ``train/tokens``,
+        ``perf/tokens_per_s``, ``perf/flops_per_s``, ``perf/mfu`` every ``train.log_every``
+        steps and ``eval/loss``, ``eval/bpb`` at each evaluation (rank 0 only under DDP).
+    checkpoint_dir : path, optional
+        Save ``last.pt`` there every ``train.checkpoint_every`` steps and resume from it if
+        present; save the final weights and model config as ``final.pt``.
+    progress : callable, optional
+        ``progress(step, steps, metrics)`` at each logged step, for progress bars.
+
+    Returns
+    -------
+    RunResult
+        ``status`` is 'diverged' (with ``failure``) if the loss became NaN/inf or exceeded
+        ``train.divergence_factor`` times its running minimum.
+
+    Raises
+    ------
+    ConfigError
+        If the batch does not fit the context or the processes, the budget is less than one
+        batch, the vocabulary is too small, or the checkpoint belongs to another run.
+    DataError
+        If the corpus cannot be used (see :func:`scaling.data.prepare_data`).
+    """
+    import torch
+
+    from scaling.data import eval_sequences, prepare_data, sample_batch
+    from scaling.model import GPT, GPTConfig, model_counts
+
+    started = time.perf_counter()
+    cfg = spec.train
+    dist = Distributed.from_env()
+    device = pick_device(cfg.device, dist)
+    set_threads(dist)
+    data = prepare_data(spec.data)
+    config = GPTConfig.from_model_config(spec.model, data.vocab_size)
+    if config.vocab_size < data.vocab_size:
+        raise ConfigError(
+            f"model.vocab_size = {config.vocab_size} is smaller than the data's vocabulary of "
+            f"{data.vocab_size}; leave model.vocab_size unset to take the tokenizer's"
+        )
+    plan = _plan(cfg, config.context, dist.world)
+    counts = model_counts(config)
+    precision = resolve_precision(cfg.precision, device)
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+        if precision == "bf16"
+        else contextlib.nullcontext
+    )
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    torch.manual_seed(cfg.seed)
+    model = GPT(config).to(device)
+    optimizer = _optimizer(model, cfg, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_multiplier(step, plan.steps, plan.warmup_steps, cfg.min_lr_ratio),
+    )
+    start_step, running_min, last_eval = 0, math.inf, None
+    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+    if checkpoint_path is not None and checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if state["run_key"] != spec.run_key:
+            raise ConfigError(
+                f"{checkpoint_path} belongs to run {state['run_key']}, not {spec.run_key}; "
+                "use another checkpoint directory or delete it"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        start_step, running_min, last_eval = state["step"], state["running_min"], state["last_eval"]
+
+    dist.start(device)
+    trained = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    forward = torch.compile(trained) if cfg.compile else trained
+
+    eval_batches = _eval_batches(
+        eval_sequences(data.eval, config.context, spec.data.eval_tokens), dist, plan.micro
+    )
+
+    def evaluate() -> float:
+        model.eval()
+        total = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, tokens)
+        with torch.no_grad(), autocast():
+            for batch in eval_batches:
+                x = torch.from_numpy(batch).to(device)
+                _, loss = model(x[:, :-1], x[:, 1:])
+                tokens = x[:, 1:].numel()
+                total += torch.stack([loss.double() * tokens, torch.tensor(tokens, device=device,
+                                                                          dtype=torch.float64)])
+        model.train()
+        total = dist.total(total)
+        return float(total[0] / total[1])
+
+    def emit(step: int, metrics: dict[str, float]) -> None:
+        if dist.rank == 0 and log is not None:
+            log(step, metrics)
+
+    def save(step: int) -> None:
+        if checkpoint_path is not None and dist.rank == 0:
+            rng = {"torch": torch.get_rng_state(),
+                   "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+            _save_atomically({
+                "run_key": spec.run_key, "step": step, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng, "running_min": running_min, "last_eval": last_eval,
+            }, checkpoint_path)
+        dist.barrier()
+
+    peak = device_peak_flops(device, precision) * dist.world
+    status, failure = "finished", None
+    interval_start, interval_tokens = time.perf_counter(), 0
+    train_start, step = time.perf_counter(), start_step
+    model.train()
+    try:
+        for step in range(start_step, plan.steps):
+            batch = sample_batch(data.train, config.context, plan.sequences, cfg.seed, step)
+            local = batch[dist.rank * plan.per_rank : (dist.rank + 1) * plan.per_rank]
+            loss_sum = torch.zeros((), device=device)
+            for micro in range(plan.accumulation):
+                x = torch.from_numpy(local[micro * plan.micro : (micro + 1) * plan.micro])
+                x = x.to(device, non_blocking=True)
+                last_micro = micro == plan.accumulation - 1
+                # Gradients are all-reduced once per optimizer step, on the last micro batch.
+                sync = contextlib.nullcontext() if last_micro or dist.world == 1 else trained.no_sync()
+                with sync, autocast():
+                    _, loss = forward(x[:, :-1], x[:, 1:])
+                (loss / plan.accumulation).backward()
+                loss_sum += loss.detach()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            interval_tokens += cfg.batch_tokens
+
+            if done % plan.log_every == 0 or done == plan.steps:
+                # The only host sync of an ordinary step: one scalar every log_every steps.
+                train_loss = float(dist.mean(loss_sum / plan.accumulation))
+                if not math.isfinite(train_loss):
+                    status, failure = "diverged", f"train/loss = {train_loss} at step {done}"
+                    break
+                if train_loss > cfg.divergence_factor * running_min:
+                    status, failure = "diverged", (
+                        f"train/loss = {train_loss:.4g} at step {done} is more than "
+                        f"{cfg.divergence_factor:g}x its running minimum {running_min:.4g}"
+                    )
+                    break
+                running_min = min(running_min, train_loss)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                elapsed = time.perf_counter() - interval_start
+                tokens_per_s = interval_tokens / elapsed
+                metrics = {
+                    "train/loss": train_loss,
+                    "train/lr": lr,
+                    "train/tokens": float(done * cfg.batch_tokens),
+                    "perf/tokens_per_s": tokens_per_s,
+                    "perf/flops_per_s": tokens_per_s * counts["flops_per_token_exact"],
+                    "perf/mfu": tokens_per_s * counts["flops_per_token_exact"] / peak,
+                }
+                emit(done, metrics)
+                if progress is not None and dist.rank == 0:
+                    progress(done, plan.steps, metrics)
+                interval_start, interval_tokens = time.perf_counter(), 0
+
+            if done % plan.eval_every == 0 or done == plan.steps:
+                eval_loss = evaluate()
+                if not math.isfinite(eval_loss):
+                    status, failure = "diverged", f"eval/loss = {eval_loss} at step {done}"
+                    break
+                last_eval = {"step": done, "loss": eval_loss}
+                emit(done, _eval_metrics(eval_loss, data.bits_per_byte(eval_loss)))
+                interval_start = time.perf_counter()  # evaluation is not training throughput
+            if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == plan.steps):
+                save(done)
+        else:
+            step = plan.steps
+        train_seconds = time.perf_counter() - train_start
+        trained_steps = step if status == "finished" else step + 1
+        final_loss = math.nan
+        if status == "finished":
+            if last_eval is None or last_eval["step"] != plan.steps:
+                # Only when resuming a checkpoint taken before the final evaluation completed.
+                last_eval = {"step": plan.steps, "loss": evaluate()}
+                emit(plan.steps, _eval_metrics(last_eval["loss"],
+                                               data.bits_per_byte(last_eval["loss"])))
+            final_loss = last_eval["loss"]
+            if checkpoint_dir is not None and dist.rank == 0:
+                _save_atomically({
+                    "model": model.state_dict(), "config": config.to_dict(),
+                    "spec": spec.model_dump(mode="json"), "eval_loss": final_loss,
+                    "data": {"corpus_hash": data.corpus_hash, "cache": str(data.path)},
+                }, Path(checkpoint_dir) / FINAL)
+    finally:
+        dist.stop()
+    tokens = trained_steps * cfg.batch_tokens
+    new_tokens = (trained_steps - start_step) * cfg.batch_tokens
+    return RunResult(
+        status=status,
+        failure=failure,
+        final_eval_loss=final_loss,
+        final_bpb=data.bits_per_byte(final_loss),
+        params=counts["params"],
+        params_total=counts["params_total"],
+        tokens=tokens,
+        flops=float(counts["flops_per_token"]) * tokens,
+        flops_exact=float(counts["flops_per_token_exact"]) * tokens,
+        steps=trained_steps,
+        wall_s=time.perf_counter() - started,
+        tokens_per_s=new_tokens / train_seconds if train_seconds > 0 and new_tokens else 0.0,
+        resumed_from_step=start_step,
+    )
+
+
+def _eval_metrics(loss: float, bpb: float) -> dict[str, float]:
+    metrics = {"eval/loss": loss}
+    if math.isfinite(bpb):  # a pre-tokenised .bin corpus has no raw bytes to count
+        metrics["eval/bpb"] = bpb
+    return metrics
+
+
+def _eval_batches(sequences: Any, dist: Distributed, batch: int) -> list[np.ndarray]:
+    """This rank's share of the fixed eval sequences, stacked into batches of ``batch``."""
+    mine = [seq for i, seq in enumerate(sequences) if i % dist.world == dist.rank]
+    return [np.stack(mine[i : i + batch]) for i in range(0, len(mine), batch)]

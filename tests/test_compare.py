@@ -1,0 +1,147 @@
+"""Predicted against actual: compare() on run tables whose law is known."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_report_data import synthetic_curve, synthetic_runs, true_loss
+
+from scaling.compare import Crossing, compare, first_crossing
+from scaling.errors import DataError, FitError
+from scaling.formatting import format_count
+
+N_BOOTSTRAP = 100  # enough for a 90% interval to be stable to a few percent
+
+
+@pytest.fixture(scope="module")
+def table():
+    runs = synthetic_runs(isoflop=False, extras=False)
+    return runs[runs["role"] == "proxy"], runs[runs["role"] == "target"].iloc[0]
+
+
+def test_first_crossing_is_the_first_evaluation_at_or_below_the_prediction():
+    curve = synthetic_curve(2.0, 1000.0, start_loss=4.0, n_points=10)
+    # value(t) = 2 + 2 (1 - t/1000)^2: 2.08 at t = 800 is the first value <= 2.1.
+    crossing = first_crossing(curve, 2.1)
+    assert crossing == Crossing(step=8.0, tokens=800.0, value=pytest.approx(2.08), fraction=0.8)
+    assert first_crossing(curve, 2.0).tokens == 1000.0  # the final value equals the threshold
+    assert first_crossing(curve, 1.99) is None
+    assert first_crossing(curve.iloc[:0], 2.0) is None
+
+
+def test_without_noise_the_prediction_is_the_law_and_the_error_is_exact():
+    runs = synthetic_runs(isoflop=False, extras=False, noise=0.0)
+    target = runs[runs["role"] == "target"].iloc[0]
+    result = compare(runs[runs["role"] == "proxy"], target, n_bootstrap=N_BOOTSTRAP)
+    row = result.loss
+    assert row.x == "flops_exact" and row.target_x == target["flops_exact"]
+    assert row.predicted == pytest.approx(float(true_loss(target["flops_exact"])), rel=1e-6)
+    # The synthetic target sits 0.5% above the law.
+    assert row.relative_error == pytest.approx(1 / 1.005 - 1, rel=1e-5)
+
+
+def test_prediction_of_a_noisy_sweep_brackets_the_truth_and_the_target(table):
+    proxies, target = table
+    curve = synthetic_curve(target["loss"], target["tokens"])
+    result = compare(proxies, target, curve=curve, n_bootstrap=N_BOOTSTRAP, seed=0)
+    row = result.loss
+    truth = float(true_loss(target["flops_exact"]))
+    # 0.3% noise on 10 proxies, extrapolated 100x in compute: a few percent at most.
+    assert row.predicted == pytest.approx(truth, rel=0.03)
+    assert row.lo < truth < row.hi
+    assert row.lo < row.predicted < row.hi
+    assert row.inside
+    assert row.actual == target["loss"]
+    assert row.relative_error == pytest.approx((row.predicted - row.actual) / row.actual)
+    # The curve ends at the actual loss, above this prediction: it never reached it.
+    assert row.predicted < row.actual and row.crossing is None and row.has_curve
+    assert result.n_proxies == 10 and result.run_id == "run10"
+    assert not result.error_above(5.0)
+
+
+def test_a_target_far_off_the_law_is_outside_and_fails_the_check(table):
+    proxies, target = table
+    worse = target.copy()
+    worse["loss"] = target["loss"] * 1.2
+    result = compare(proxies, worse, n_bootstrap=N_BOOTSTRAP, seed=0)
+    assert not result.loss.inside
+    assert result.loss.relative_error == pytest.approx(1 / 1.2 - 1, abs=0.03)
+    assert result.error_above(10.0) and not result.error_above(20.0)
+    assert result.loss.crossing is None and not result.loss.has_curve
+
+
+def test_headline_and_summary_say_the_same(table):
+    proxies, target = table
+    target = target.copy()
+    target["loss"] = 0.98 * float(true_loss(target["flops_exact"]))  # beat the law by 2%
+    curve = synthetic_curve(target["loss"], target["tokens"])
+    result = compare(proxies, target, curve=curve, n_bootstrap=N_BOOTSTRAP, seed=0)
+    row = result.loss
+    line = result.headline()
+    assert line.startswith("N5e7-target: predicted loss ")
+    assert result.run_id == "run10" and result.name == "N5e7-target"
+    assert f"actual {row.actual:.4g}" in line
+    assert f"error {row.relative_error * 100:+.1f}%, inside the 90% interval" in line
+    assert row.crossing == first_crossing(curve, row.predicted)
+    assert 0.5 < row.crossing.fraction < 1
+    assert f"{format_count(row.crossing.tokens)} tokens ({row.crossing.fraction:.0%} of training)" in line
+    summary = json.loads(json.dumps(result.summary()))
+    assert summary["metrics"][0]["predicted"] == pytest.approx(row.predicted)
+    assert summary["metrics"][0]["inside"] is True
+    assert summary["metrics"][0]["crossing"]["tokens"] == row.crossing.tokens
+    assert summary["n_proxies"] == 10
+
+
+def test_a_capability_metric_is_compared_with_its_own_law(table):
+    proxies, target = table
+    # -E[log pass_rate] = alpha * C^(-k) with alpha = 40, k = 0.1 (GPT-4's capability law).
+    def capability(flops):
+        return 40.0 * np.asarray(flops, float) ** -0.1
+
+    proxies = proxies.assign(humaneval_neg_log_pass_rate=capability(proxies["flops_exact"]))
+    target = target.copy()
+    target["humaneval_neg_log_pass_rate"] = float(capability(target["flops_exact"]))
+    result = compare(
+        proxies, target, metrics={"humaneval_neg_log_pass_rate": "capability"},
+        n_bootstrap=N_BOOTSTRAP, seed=0,
+    )
+    assert [m.metric for m in result.metrics] == ["loss", "humaneval_neg_log_pass_rate"]
+    metric = result.metrics[1]
+    assert metric.law == "capability"
+    assert metric.predicted == pytest.approx(metric.actual, rel=1e-3)
+
+
+def test_a_target_without_a_final_loss_is_one_clear_error(table):
+    proxies, target = table
+    running = target.copy()
+    running["loss"] = np.nan
+    with pytest.raises(DataError, match=r"target run run10: loss = nan is missing; wait for the run to finish"):
+        compare(proxies, running, n_bootstrap=N_BOOTSTRAP)
+
+
+def test_a_target_without_compute_is_one_clear_error(table):
+    proxies, target = table
+    bare = target.drop(labels=["flops_exact"])
+    with pytest.raises(DataError, match=r"target run run10: flops_exact = None is missing; the run table needs"):
+        compare(proxies, bare, n_bootstrap=N_BOOTSTRAP)
+
+
+def test_an_unknown_metric_column_is_named(table):
+    proxies, target = table
+    with pytest.raises(DataError, match=r"proxies: missing column\(s\) pass_rate \(columns present: run_id"):
+        compare(proxies, target, metrics={"pass_rate": "capability"})
+
+
+def test_a_law_of_two_columns_is_refused_with_the_fix(table):
+    proxies, target = table
+    with pytest.raises(FitError, match=r"law 'chinchilla' reads params, tokens; compare a law of one column"):
+        compare(proxies, target, law="chinchilla")
+
+
+def test_too_few_proxies_for_the_law_is_a_fit_error(table):
+    proxies, target = table
+    with pytest.raises(FitError, match=r"proxies: 2 usable run\(s\) but law 'gpt4' has 3 parameters"):
+        compare(proxies.iloc[:2], target, n_bootstrap=N_BOOTSTRAP)
+

@@ -1,0 +1,164 @@
+"""Report inputs and plot data: a synthetic run table from a known law, checked against it.
+
+``synthetic_runs`` is shared with the other report and compare tests (pytest puts this
+directory on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling.errors import DataError
+from scaling.compare import split_runs
+from scaling.figures import isoflop_data, learning_curves_data
+
+# The law the synthetic runs follow: L(C) = a * C^b + c on flops_exact (GPT-4's form).
+TRUTH = {"a": 60.0, "b": -0.12, "c": 1.8}
+EXACT_OVER_6ND = 1.15  # flops_exact / flops of these small models (embeddings, attention)
+ISOFLOP_BUDGETS = (1e14, 1e15, 1e16)  # 6ND FLOPs of the IsoFLOP profiles
+
+
+def true_loss(flops_exact):
+    return TRUTH["a"] * np.asarray(flops_exact, float) ** TRUTH["b"] + TRUTH["c"]
+
+
+def synthetic_runs(*, n_ladder=10, isoflop=True, extras=True, target=True, noise=0.003, seed=0):
+    """A run table that follows :data:`TRUTH`, with the rows a real sweep has.
+
+    Ladder proxies at 20 tokens per parameter; optionally three IsoFLOP profiles (sizes
+    N*/2 to 4N* around N* = sqrt(C/120), the others above the law by 2% x log(N/N*)^2, so
+    N_opt is proportional to C^0.5 by construction); a diverged run, a
+    run still running and a finished run without a loss; and the target at ~100x the
+    largest proxy's compute, 0.5% above the law.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+
+    def add(name, role, params, tokens, loss, status="FINISHED", failure=None):
+        flops = 6.0 * params * tokens
+        rows.append(
+            {
+                "run_id": f"run{len(rows):02d}",
+                "run_key": f"key{len(rows):02d}",
+                "name": name,
+                "sweep": "synthetic",
+                "role": role,
+                "status": status,
+                "failure": failure,
+                "params": float(params),
+                "tokens": float(tokens),
+                "flops": flops,
+                "flops_exact": EXACT_OVER_6ND * flops,
+                "loss": loss,
+            }
+        )
+
+    for params in np.geomspace(2e5, 5e6, n_ladder):
+        exact = EXACT_OVER_6ND * 6.0 * params * 20 * params
+        loss = float(true_loss(exact) * np.exp(noise * rng.standard_normal()))
+        add(f"N{params:.2g}-20xN", "proxy", params, 20 * params, loss)
+    if isoflop:
+        # Compute-optimal size at 20 tokens per parameter: C = 6 N (20 N) => N* = sqrt(C / 120).
+        for budget in ISOFLOP_BUDGETS:
+            best = np.sqrt(budget / 120.0)
+            for params in best * np.array([0.5, 1.0, 2.0, 4.0]):
+                penalty = 1 + 0.02 * np.log(params / best) ** 2
+                add(f"N{params:.2g}-C{budget:.0e}", "proxy", params, budget / (6.0 * params),
+                    float(true_loss(EXACT_OVER_6ND * budget) * penalty
+                          * np.exp(noise * rng.standard_normal())))
+    if extras:
+        add("N3e6-diverged", "proxy", 3e6, 6e7, np.nan, "FAILED", "diverged: loss nan at step 120")
+        add("N4e6-running", "proxy", 4e6, 8e7, np.nan, "RUNNING")
+        add("N1e6-noloss", "proxy", 1e6, 2e7, np.nan)
+    if target:
+        params = 5e7
+        exact = EXACT_OVER_6ND * 6.0 * params * 20 * params
+        add("N5e7-target", "target", params, 20 * params, float(true_loss(exact) * 1.005))
+    return pd.DataFrame(rows)
+
+
+def synthetic_curve(final_loss, tokens, *, start_loss=6.0, n_points=20):
+    """An eval-loss curve falling from ``start_loss`` to ``final_loss`` at ``tokens``."""
+    seen = np.linspace(tokens / n_points, tokens, n_points)
+    value = final_loss + (start_loss - final_loss) * (1 - seen / tokens) ** 2
+    return pd.DataFrame({"step": np.arange(1, n_points + 1), "tokens": seen, "value": value})
+
+
+def test_split_keeps_finished_proxies_and_says_why_others_are_left_out():
+    runs = synthetic_runs()
+    split = split_runs(runs, x="flops_exact", y="loss")
+    assert len(split.proxies) == 22  # 10 ladder + 3 x 4 IsoFLOP
+    assert set(split.proxies["role"]) == {"proxy"}
+    assert split.target["name"] == "N5e7-target"
+    assert split.excluded.to_dict("records") == [
+        {"run": "N3e6-diverged", "status": "FAILED", "reason": "failed: diverged: loss nan at step 120"},
+        {"run": "N4e6-running", "status": "RUNNING", "reason": "status RUNNING"},
+        {"run": "N1e6-noloss", "status": "FINISHED", "reason": "no loss"},
+    ]
+
+
+def test_split_leaves_out_non_positive_values():
+    runs = synthetic_runs(extras=False, target=False)
+    runs.loc[0, "flops_exact"] = 0.0
+    split = split_runs(runs, x="flops_exact", y="loss")
+    assert split.excluded["reason"].tolist() == ["flops_exact = 0 is not positive"]
+    assert split.target is None
+
+
+def test_split_takes_the_target_by_run_id_and_the_role_target_run_is_then_left_out():
+    runs = synthetic_runs(extras=False)
+    split = split_runs(runs, x="flops_exact", y="loss", target="run13")
+    assert split.target["run_id"] == "run13"
+    assert "run13" not in set(split.proxies["run_id"])
+    assert split.excluded["reason"].tolist() == ["role 'target' (only proxies are fitted)"]
+
+
+def test_split_unknown_target_is_one_clear_error():
+    with pytest.raises(DataError, match=r"run table has no run 'nope'; pass a run_id \(or run_key\)"):
+        split_runs(synthetic_runs(), target="nope")
+
+
+def test_split_refuses_to_guess_between_two_targets():
+    runs = synthetic_runs(extras=False)
+    runs.loc[0, "role"] = "target"
+    with pytest.raises(DataError, match=r"marks 2 runs as role 'target'; pick one with --target RUN_ID"):
+        split_runs(runs)
+
+
+def test_isoflop_profiles_group_runs_of_one_budget_and_find_the_known_optimum():
+    split = split_runs(synthetic_runs(), x="flops_exact", y="loss")
+    data = isoflop_data(split.proxies)
+    assert data["budget"].unique().tolist() == pytest.approx(list(ISOFLOP_BUDGETS))
+    for budget, profile in data.groupby("budget"):
+        best = np.sqrt(budget / 120.0)  # the synthetic optimum: 20 tokens per parameter
+        assert profile["params"].tolist() == pytest.approx(list(best * np.array([0.5, 1, 2, 4])))
+        assert profile.loc[profile["loss"].idxmin(), "params"] == pytest.approx(best)
+
+
+def test_no_isoflop_profile_in_a_ladder():
+    split = split_runs(synthetic_runs(isoflop=False), x="flops_exact", y="loss")
+    assert isoflop_data(split.proxies).empty
+
+
+def test_learning_curves_put_proxies_in_compute_order_and_the_target_last():
+    runs = synthetic_runs(isoflop=False, extras=False)
+    curves = {
+        row.run_id: synthetic_curve(row.loss, row.tokens, n_points=5)
+        for row in runs.itertuples()
+    }
+    data = learning_curves_data(curves, runs, target_id="run10")
+    order = list(dict.fromkeys(data["run_id"]))
+    assert order == [f"run{i:02d}" for i in range(10)] + ["run10"]
+    assert (data.loc[data["run_id"] == "run10", "role"] == "target").all()
+    last = data[data["run_id"] == "run03"].iloc[-1]
+    assert last["value"] == pytest.approx(runs.loc[3, "loss"])
+    assert last["tokens"] == pytest.approx(runs.loc[3, "tokens"])
+
+
+def test_learning_curves_skip_runs_without_a_curve():
+    runs = synthetic_runs(isoflop=False, extras=False)
+    data = learning_curves_data({"run00": pd.DataFrame(columns=["step", "tokens", "value"])}, runs)
+    assert data.empty
+    assert list(data.columns) == ["run", "run_id", "role", "flops", "tokens", "value"]

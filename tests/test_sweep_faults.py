@@ -1,0 +1,145 @@
+"""Exactly once under faults: a SIGKILLed worker, and three workers on PostgreSQL + mlflow server.
+
+These tests fail if any run is lost, trained twice, or left RUNNING.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scaling import tracking
+from scaling.sweep import expand, load_sweep, run_sweep, status, worker
+
+
+def _write(data: dict, name: str = "sweep.yaml") -> Path:
+    path = Path(name)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _one_finished_run_per_key(path: Path, **where) -> dict[str, dict]:
+    """Assert every RunSpec of the sweep has exactly one MLflow run, FINISHED; return them."""
+    config = load_sweep(path)
+    runs = tracking.find_runs(config.name, **where)
+    keys = Counter(run["tags"][tracking.TAG_RUN_KEY] for run in runs)
+    expected = {spec.run_key for spec in expand(config)}
+    assert set(keys) == expected, "a RunSpec has no MLflow run"
+    assert set(keys.values()) == {1}, f"duplicated runs: {keys}"
+    assert {run["status"] for run in runs} == {"FINISHED"}, [run["status"] for run in runs]
+    return {run["tags"][tracking.TAG_RUN_KEY]: run for run in runs}
+
+
+def _running_with_checkpoint(path: Path, launcher: subprocess.Popen) -> dict:
+    """Wait until the running trial has written a checkpoint and not finished; return its row."""
+    deadline = time.time() + 240
+    while True:
+        assert time.time() < deadline and launcher.poll() is None, "no checkpointed run appeared"
+        for row in status(path):
+            folder = Path("checkpoints") / load_sweep(path).name / str(row["run_key"])
+            if row["state"] == "RUNNING" and (folder / "last.pt").exists() and not (folder / "final.pt").exists():
+                return row
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_resumes_into_the_same_run_and_nothing_is_duplicated():
+    sweep = {
+        "name": "faults",
+        "data": {"eval_tokens": 512},
+        "model": {"n_layer": 1, "n_head": 2, "context": 16},
+        "train": {"batch_tokens": 64, "checkpoint_every": 10, "eval_every": 100, "log_every": 10},
+        "ladder": {"tokens": [64 * 1000], "shapes": [{"d_model": 8}, {"d_model": 12}]},
+    }
+    path = _write(sweep)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "scaling.cli", "sweep", "run", str(path), "--threads", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        running = _running_with_checkpoint(path, launcher)
+        pid = int(running["worker"].rsplit(":", 1)[1])
+        os.kill(pid, signal.SIGKILL)  # the worker dies mid-run, then its launcher
+        os.kill(launcher.pid, signal.SIGKILL)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        launcher.wait()
+    assert not (Path("checkpoints/faults") / running["run_key"] / "final.pt").exists()
+    left = tracking.find_runs("faults", run_key=running["run_key"])
+    assert [run["status"] for run in left] == ["RUNNING"]  # what a SIGKILL leaves behind
+
+    summary = run_sweep(path, threads=1)  # start again
+
+    assert running["name"] in summary["requeued"]
+    assert (summary["done"], summary["failed"]) == (2, 0)
+    runs = _one_finished_run_per_key(path)
+    resumed = runs[running["run_key"]]
+    assert resumed["run_id"] == left[0]["run_id"]  # resumed into the same MLflow run
+    assert resumed["metrics"]["perf/resumed_from_step"] >= 10
+    assert resumed["metrics"]["size/tokens"] == 64 * 1000
+    assert worker(path) == {"trained": 0, "reused": 0, "failed": 0, "duplicate": 0}
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_three_workers_on_postgres_and_mlflow_server_train_each_run_exactly_once(postgres_server, mlflow_server):
+    storage = postgres_server("optuna")
+    sweep = {
+        "name": "three-workers",
+        "data": {"eval_tokens": 512},
+        "model": {"n_layer": 1, "n_head": 2, "context": 16},
+        "train": {"batch_tokens": 64, "eval_every": 20},
+        "ladder": {"tokens_per_param": [1, 2], "shapes": [{"d_model": 8}, {"d_model": 12}, {"d_model": 16}]},
+    }
+    path = _write(sweep)
+    summary = run_sweep(path, workers=3, storage=storage, tracking_uri=mlflow_server, threads=1)
+    assert (summary["done"], summary["failed"], summary["workers_started"]) == (6, 0, 3)
+    runs = _one_finished_run_per_key(path, tracking_uri=mlflow_server)
+    rows = status(path, storage=storage, tracking_uri=mlflow_server)
+    assert len(rows) == 6 and {row["state"] for row in rows} == {"COMPLETE"}
+    assert not any(row["reused"] for row in rows)  # each was trained, none found done already
+    assert {row["mlflow_run_id"] for row in rows} == {run["run_id"] for run in runs.values()}
+    assert len({row["worker"] for row in rows}) <= 3
+    again = run_sweep(path, workers=3, storage=storage, tracking_uri=mlflow_server)
+    assert (again["enqueued"], again["workers_started"]) == (0, 0)
+    frame = tracking.runs_frame("three-workers", tracking_uri=mlflow_server)
+    assert len(frame) == 6 and frame.loss.notna().all()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_killed_and_the_launcher_resumes_it():
+    sweep = {
+        "name": "sigterm",
+        "data": {"eval_tokens": 512},
+        "model": {"n_layer": 1, "n_head": 2, "context": 16},
+        "train": {"batch_tokens": 64, "checkpoint_every": 10, "eval_every": 100, "log_every": 10},
+        "ladder": {"tokens": [64 * 1000], "shapes": [{"d_model": 8}]},
+    }
+    path = _write(sweep)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "scaling.cli", "sweep", "run", str(path), "--threads", "1", "--output", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        running = _running_with_checkpoint(path, launcher)
+        os.kill(int(running["worker"].rsplit(":", 1)[1]), signal.SIGTERM)
+        out, _ = launcher.communicate(timeout=240)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert launcher.returncode == 0
+    assert json.loads(out)["done"] == 1
+    (run,) = _one_finished_run_per_key(path).values()
+    assert run["run_id"] == running["mlflow_run_id"]
+    assert run["metrics"]["perf/resumed_from_step"] >= 10
