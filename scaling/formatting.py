@@ -109,8 +109,22 @@ def format_interval(value: float, lower: float, upper: float) -> str:
     '0.348 +0.025/-0.031'
     >>> format_interval(10.0, 9.0, 11.0)
     '10.0 ± 1.0'
+
+    A percentile band can miss the central value; then the band is shown as it is, rounded
+    by the distance from the value to the band:
+
+    >>> format_interval(1.273, 1.3125, 1.869)
+    '1.27 [1.31, 1.87]'
+    >>> format_interval(2.5e18, 1e18, 2e18)
+    '(2.5 [1.0, 2.0])e18'
     """
     down, up = value - lower, upper - value
+    if math.isfinite(down) and math.isfinite(up) and (down < 0 or up < 0):
+        gap = min(abs(down), abs(up))
+        last, _ = _rounding(gap) if gap > 0 else (math.floor(math.log10(abs(value) or 1)) - 3, 0)
+        texts, suffix = _render([value, lower, upper], last, value)
+        body = f"{texts[0]} [{texts[1]}, {texts[2]}]"
+        return f"({body}){suffix}" if suffix else body
     if math.isfinite(down) and math.isfinite(up) and down > 0 and up > 0:
         last, _ = _rounding(min(down, up))
         if round(down / 10**last) == round(up / 10**last):
@@ -127,9 +141,12 @@ def format_count(x: float) -> str:
     '442K'
     >>> format_count(70e9), format_count(1.4e12), format_count(1_500_000), format_count(950)
     ('70B', '1.4T', '1.5M', '950')
+    >>> format_count(999_999_999.9)
+    '1B'
     """
     if not math.isfinite(x):
         return str(x)
+    x = float(f"{x:.3g}")  # round first, so 999,999,999.9 is 1B and not 1e+03M
     for factor, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
         if abs(x) >= factor:
             return f"{x / factor:.3g}{suffix}"

@@ -51,18 +51,15 @@ def _flops(value: float) -> str:
 def _count(value: float) -> str:
     from scaling.formatting import format_count
 
-    # Round to 3 digits first so 999,999,999.9 prints as 1B rather than 1e+03M.
-    return format_count(float(f"{value:.3g}"))
+    return format_count(value)
 
 
 def _pm(value: float, lo: float, hi: float) -> str:
-    from scaling.formatting import format_interval, format_value_error
+    from scaling.formatting import format_interval
 
     spread = max(abs(value - lo), abs(hi - value)) if _finite(lo) and _finite(hi) else math.nan
     if not spread > 1e-9 * abs(value):  # no bootstrap, or a band of zero width
         return f"{value:.4g}"
-    if not lo <= value <= hi:  # a percentile band can miss the best fit: show its reach
-        return format_value_error(value, spread)
     return format_interval(value, lo, hi)
 
 
