@@ -10,7 +10,7 @@ eval tokens, so a speed-up that changed what is learned would show.
 
 Usage::
 
-    python benchmarks/train_throughput.py [--steps 40] [--sizes small,medium,large]
+    python benchmarks/train_throughput.py [--steps 40] [--sizes small,medium,large] [--threads N]
 """
 
 from __future__ import annotations
@@ -154,7 +154,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per case")
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: " + ",".join(SIZES))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's, i.e. every physical core)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = prepare_data(RunSpec().data)
     device = torch.device("cpu")
     default = resolve_precision("auto", device)

@@ -284,8 +284,8 @@ def prepare_data(config: DataConfig) -> PreparedData:
     Examples
     --------
     >>> from scaling.config import DataConfig
-    >>> data = prepare_data(DataConfig(source="synthetic", synthetic={"tokens": 5000}))
-    >>> data.vocab_size, len(data.train) + len(data.eval)
+    >>> data = prepare_data(DataConfig(source="synthetic", synthetic={"tokens": 5000}))  # doctest: +SKIP
+    >>> data.vocab_size, len(data.train) + len(data.eval)  # doctest: +SKIP
     (16, 5000)
     """
     memo_key = (config.model_dump_json(), str(cache_dir()))

@@ -62,6 +62,9 @@ class Distributed:
         import torch.distributed as dist
 
         if self.owns_group and dist.is_initialized():
+            # Leave together: a rank that tears down while another is still finishing its last
+            # collective was seen to hang the other in destroy_process_group (gloo).
+            dist.barrier()
             dist.destroy_process_group()
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:

@@ -224,7 +224,7 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, dict[str, An
 
     from scaling.model import GPT, GPTConfig
 
-    payload = torch.load(path, map_location=device, weights_only=False)
+    payload = torch.load(path, map_location=device, weights_only=True)
     model = GPT(GPTConfig(**payload["config"]))
     model.load_state_dict(payload["model"])
     model.to(device).eval()
@@ -310,7 +310,7 @@ def train(
     start_step, running_min, last_eval = 0, math.inf, None
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
     if checkpoint_path is not None and checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         if state["run_key"] != spec.run_key:
             raise ConfigError(
                 f"{checkpoint_path} belongs to run {state['run_key']}, not {spec.run_key}; "
@@ -319,9 +319,9 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
         if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), device)
         start_step, running_min, last_eval = state["step"], state["running_min"], state["last_eval"]
 
     dist.start(device)

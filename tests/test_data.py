@@ -214,6 +214,7 @@ def test_eval_sequences_are_fixed_non_overlapping_windows():
         list(eval_sequences(tokens[:5], context=10, max_tokens=100))
 
 
+@pytest.mark.slow
 def test_python_stdlib_is_the_default_corpus():
     data = prepare_data(DataConfig())
     names = {d["name"] for d in data.manifest["documents"]}

@@ -56,6 +56,7 @@ class Recorder:
         return [(step, m[key]) for step, m in self.calls if key in m]
 
 
+@pytest.mark.slow
 def test_training_reaches_the_synthetic_floor_and_accounts_for_its_compute():
     spec = tiny_spec(tokens=32 * 16 * 200, eval_every=50)
     recorder = Recorder()
