@@ -161,9 +161,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     data = prepare_data(RunSpec().data)
     device = torch.device("cpu")
-    default = resolve_precision("auto", device)
     machine = {"device": "cpu", "threads": torch.get_num_threads(), "cpu": platform.processor()
-               or platform.machine(), "torch": torch.__version__, "auto_precision": default}
+               or platform.machine(), "torch": torch.__version__}
     print(json.dumps({"machine": machine}), flush=True)
     for size in args.sizes.split(","):
         reference = run_reference(size, args.steps, data)
@@ -171,6 +170,7 @@ def main() -> None:
         for precision in ("fp32", "bf16"):
             cases[f"scaling-{precision}"] = run_ours(size, args.steps, precision)
         params = cases["scaling-fp32"][1]
+        default = resolve_precision("auto", device, params)
         for name, (figures, _) in cases.items():
             row = {
                 "size": size, "params": params, "case": name,

@@ -123,10 +123,20 @@ def set_threads(dist: Distributed) -> None:
         torch.set_num_threads(share)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'fp32' or 'bf16' for ``precision = 'auto'``: bf16 autocast on GPUs that support it and
-    on CPUs with native bf16 (AVX512-BF16 or AMX), where it measured 1.1-1.6x faster than fp32
-    for 0.1M-5M parameter models at context 256; fp32 elsewhere."""
+# Below this many non-embedding parameters, bf16 autocast on a CPU was measured slower than
+# fp32 (context 128, batches of 3-14 sequences, one thread: 0.61x at 51K and 0.74x at 442K
+# parameters), the casts costing more than the smaller matmuls save; above it, faster
+# (1.2-2.1x at 1M-5M parameters, context 256, 16 sequences).
+CPU_BF16_MIN_PARAMS = 1_000_000
+
+
+def resolve_precision(precision: str, device: torch.device, params: int | None = None) -> str:
+    """'fp32' or 'bf16' for ``precision = 'auto'``.
+
+    bf16 autocast on GPUs that support it; on CPUs with native bf16 (AVX512-BF16 or AMX) for
+    models of at least ``CPU_BF16_MIN_PARAMS`` non-embedding parameters (``params``; None
+    counts as large), where it measured faster; fp32 elsewhere.
+    """
     import torch
 
     if precision != "auto":
@@ -137,7 +147,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         native = False
-    return "bf16" if native else "fp32"
+    large = params is None or params >= CPU_BF16_MIN_PARAMS
+    return "bf16" if native and large else "fp32"
 
 
 def device_peak_flops(device: torch.device, precision: str) -> float:

@@ -290,7 +290,7 @@ def train(
         )
     plan = _plan(cfg, config.context, dist.world)
     counts = model_counts(config)
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device, counts["params"])
     autocast = (
         (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
         if precision == "bf16"

@@ -223,3 +223,13 @@ def test_a_finished_checkpoint_resumes_without_training_or_logging_again(tmp_pat
 def test_run_result_is_a_plain_record():
     result = RunResult("finished", None, 1.0, 2.0, 3, 4, 5, 6.0, 7.0, 8, 9.0, 10.0)
     assert result.to_dict()["resumed_from_step"] == 0
+
+
+def test_auto_precision_on_cpu_keeps_small_models_in_fp32():
+    """bf16 autocast measured slower than fp32 below 1M parameters on CPU; auto follows that."""
+    from scaling.hardware import CPU_BF16_MIN_PARAMS
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, CPU_BF16_MIN_PARAMS - 1) == "fp32"
+    assert resolve_precision("auto", cpu, CPU_BF16_MIN_PARAMS) == resolve_precision("auto", cpu)
+    assert resolve_precision("bf16", cpu, 10) == "bf16"
