@@ -16,7 +16,7 @@ from scaling.errors import FitError
 from scaling.laws import Law, get_law
 from scaling.table import coerce_numeric
 
-__all__ = ["BacktestResult", "backtest"]
+__all__ = ["BacktestResult", "FitRange", "backtest", "select_fit_range"]
 
 
 class BacktestResult:
@@ -186,3 +186,114 @@ def backtest(
         fits.append(result)
     arrays = {key: np.asarray(value) for key, value in rows.items()}
     return BacktestResult(law, cut_column, cuts, interval, arrays, folds, fits, band)
+
+
+class FitRange:
+    """The smallest runs left out of a fit, chosen by how well each choice predicts the largest.
+
+    Attributes
+    ----------
+    x : str
+        Column the range applies to.
+    min_x : float
+        Smallest ``x`` kept; runs below it are left out.
+    dropped : int
+        How many of the smallest runs were left out.
+    errors : list of float
+        Relative error on the held-out largest run for 0, 1, 2... dropped runs.
+    """
+
+    def __init__(self, x: str, min_x: float, dropped: int, errors: list[float]) -> None:
+        self.x = x
+        self.min_x = min_x
+        self.dropped = dropped
+        self.errors = errors
+
+    def summary(self) -> dict[str, Any]:
+        """Plain JSON-safe values."""
+        return {
+            "x": self.x,
+            "min_x": float(self.min_x),
+            "dropped": int(self.dropped),
+            "holdout_errors": [float(e) for e in self.errors],
+        }
+
+
+def select_fit_range(
+    law: Law | str,
+    frame: pd.DataFrame,
+    *,
+    x: str | None = None,
+    y: str | None = None,
+    min_points: int | None = None,
+    max_dropped: int | None = None,
+    delta: float = 1e-3,
+) -> FitRange:
+    """Choose how many of the smallest runs to leave out, by a backtest on the runs alone.
+
+    Small proxies can sit in a regime the law does not describe (at byte level, before a
+    model learns more than local statistics its loss stays on a plateau, and a power law
+    fitted through that plateau bends the wrong way). For ``k = 0, 1, 2...`` this fits the
+    law on the runs between the ``k``-th smallest and the second largest, predicts the
+    largest, and keeps the ``k`` with the smallest error (the fewest dropped on a tie within
+    0.1%). Only the runs themselves are used: nothing about the run to be predicted.
+
+    Parameters
+    ----------
+    law : Law or str
+    frame : DataFrame
+        The runs (finished proxies), with the law's columns.
+    x, y : str, optional
+        Columns; the law's own when None. Only one-x laws are supported.
+    min_points : int, optional
+        Fewest runs a fit may use; the law's parameter count + 1 when None.
+    max_dropped : int, optional
+        Most runs that may be left out; as many as ``min_points`` allows when None.
+    delta : float
+        Huber delta of the fits.
+
+    Returns
+    -------
+    FitRange
+
+    Raises
+    ------
+    FitError
+        If the law reads several x columns, or there are too few runs to hold one out.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> flops = np.logspace(10, 12, 8)
+    >>> loss = 2.0 * (flops / 1e10) ** -0.2 + 1.0
+    >>> loss[:2] = 3.1                      # two runs stuck on a plateau
+    >>> choice = select_fit_range("gpt4", pd.DataFrame({"flops_exact": flops, "loss": loss}))
+    >>> choice.dropped, bool(choice.min_x == flops[2])
+    (2, True)
+    """
+    from scaling.fit import fit, x_columns
+
+    law = get_law(law) if isinstance(law, str) else law
+    columns = x_columns(law, x)
+    if len(columns) != 1:
+        raise FitError(f"law {law.name!r} reads {len(columns)} x columns; a fit range needs one")
+    column, target = columns[0], y if y is not None else law.y
+    runs = frame.sort_values(column).reset_index(drop=True)
+    needed = min_points if min_points is not None else law.n_params + 1
+    most = len(runs) - 1 - needed
+    if most < 0:
+        raise FitError(
+            f"{len(runs)} runs are too few to choose a fit range for law {law.name!r}: "
+            f"it needs {needed} to fit plus 1 to hold out"
+        )
+    if max_dropped is not None:
+        most = min(most, max_dropped)
+    held_x, held_y = float(runs[column].iloc[-1]), float(runs[target].iloc[-1])
+    errors = []
+    for dropped in range(most + 1):
+        result = fit(law, runs.iloc[dropped:-1], x=column, y=target, n_bootstrap=0, delta=delta)
+        point, _ = result.predict(held_x)
+        errors.append(float(point[0]) / held_y - 1.0)
+    magnitude = np.abs(errors)
+    best = int(np.flatnonzero(magnitude <= magnitude.min() + 1e-3)[0])
+    return FitRange(column, float(runs[column].iloc[best]), best, errors)

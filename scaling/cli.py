@@ -31,6 +31,14 @@ output_option = click.option(
     show_default=True,
     help="'json' prints machine-readable output for scripts.",
 )
+fit_range_option = click.option(
+    "--fit-range",
+    type=click.Choice(["all", "auto"]),
+    default="all",
+    show_default=True,
+    help="'auto' leaves out the smallest proxies when a backtest on the proxies alone "
+    "predicts the largest better without them.",
+)
 tracking_option = click.option(
     "--tracking-uri",
     default=lambda: os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
@@ -124,8 +132,9 @@ def _sweep_progress(output: str):
 @click.option("--n-bootstrap", type=click.IntRange(min=10), default=1000, show_default=True,
               help="Bootstrap resamples for the intervals.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@fit_range_option
 @tracking_option
-def report_command(experiment, csv_path, target, target_flops, law, output_dir, n_bootstrap, seed, tracking_uri):
+def report_command(experiment, csv_path, target, target_flops, law, output_dir, n_bootstrap, seed, fit_range, tracking_uri):
     """Write a prediction report: index.html (self-contained) and report.md with figures.
 
     \b
@@ -138,6 +147,7 @@ def report_command(experiment, csv_path, target, target_flops, law, output_dir, 
     path = make_report(
         experiment=experiment, csv=csv_path, target=target, target_flops=target_flops, law=law,
         directory=output_dir, n_bootstrap=n_bootstrap, seed=seed, tracking_uri=tracking_uri,
+        fit_range=fit_range,
     )
     click.echo(f"wrote {path / 'index.html'} and {path / 'report.md'}")
     if experiment is not None:
@@ -156,9 +166,10 @@ def report_command(experiment, csv_path, target, target_flops, law, output_dir, 
 @click.option("--n-bootstrap", type=click.IntRange(min=10), default=1000, show_default=True,
               help="Bootstrap resamples for the intervals.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@fit_range_option
 @output_option
 @tracking_option
-def compare_command(experiment, target, law, metrics, fail_above, n_bootstrap, seed, output, tracking_uri):
+def compare_command(experiment, target, law, metrics, fail_above, n_bootstrap, seed, fit_range, output, tracking_uri):
     """Compare the proxies' prediction with the large run's final loss and learning curve.
 
     \b
@@ -170,7 +181,7 @@ def compare_command(experiment, target, law, metrics, fail_above, n_bootstrap, s
 
     comparison = compare_experiment(
         experiment, target, tracking_uri=tracking_uri, law=law, metrics=list(metrics) or None,
-        n_bootstrap=n_bootstrap, seed=seed,
+        n_bootstrap=n_bootstrap, seed=seed, fit_range=fit_range,
     )
     if output == "json":
         _emit_json(comparison.summary())

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaling.errors import DataError, FitError
+from scaling.errors import ConfigError, DataError, FitError
 
 __all__ = [
     "Crossing",
@@ -269,7 +269,13 @@ def _run_label(row: Mapping[str, Any]) -> str:
 
 
 def split_runs(
-    runs: pd.DataFrame, *, x: str = "flops", y: str = "loss", target: str | None = None
+    runs: pd.DataFrame,
+    *,
+    x: str = "flops",
+    y: str = "loss",
+    target: str | None = None,
+    fit_range: str = "all",
+    law: str = "gpt4",
 ) -> RunSplit:
     """Split a run table into the proxies to fit, the target and the runs left out.
 
@@ -286,6 +292,12 @@ def split_runs(
         Columns the law reads.
     target : str, optional
         Run id (or run key) of the large run.
+    fit_range : {"all", "auto"}
+        ``"auto"`` also leaves out the smallest proxies when a backtest on the proxies alone
+        predicts the largest one better without them (:func:`scaling.backtest.select_fit_range`
+        with ``law``); ``"all"`` fits every usable proxy.
+    law : str
+        The law whose fit range is chosen (``fit_range="auto"`` only).
 
     Returns
     -------
@@ -353,7 +365,39 @@ def split_runs(
             "reason": reason[left_out].tolist(),
         }
     )
-    return RunSplit(runs[used].reset_index(drop=True), target_row, excluded)
+    proxies = runs[used].reset_index(drop=True)
+    if fit_range == "auto":
+        proxies, excluded = _fit_range(proxies, excluded, law=law, x=x, y=y)
+    elif fit_range != "all":
+        raise ConfigError(f"fit_range = {fit_range!r}: use 'all' or 'auto'")
+    return RunSplit(proxies, target_row, excluded)
+
+
+def _fit_range(
+    proxies: pd.DataFrame, excluded: pd.DataFrame, *, law: str, x: str, y: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Leave out the smallest proxies when the proxies' own backtest says the law fits better
+    without them; they join ``excluded`` with the reason and the backtest errors."""
+    from scaling.backtest import select_fit_range
+
+    chosen = select_fit_range(law, proxies, x=x, y=y)
+    if chosen.dropped == 0:
+        return proxies, excluded
+    order = proxies.sort_values(x)
+    dropped, kept = order.iloc[: chosen.dropped], order.iloc[chosen.dropped :]
+    errors = ", ".join(f"{e * 100:+.1f}%" for e in chosen.errors)
+    reason = (
+        f"below the fit range: leaving out the {chosen.dropped} smallest proxies predicted the "
+        f"largest best (held-out error with 0, 1, 2... left out: {errors})"
+    )
+    more = pd.DataFrame(
+        {
+            "run": [_run_label(row) for _, row in dropped.iterrows()],
+            "status": ["FINISHED"] * len(dropped),
+            "reason": [reason] * len(dropped),
+        }
+    )
+    return kept.reset_index(drop=True), pd.concat([excluded, more], ignore_index=True)
 
 
 def _unusable(row: Mapping[str, Any], x: str, y: str) -> str | None:
@@ -568,6 +612,7 @@ def compare_experiment(
     interval: float = 0.9,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    fit_range: str = "all",
 ) -> Comparison:
     """Read a sweep's proxies and one target run from MLflow and :func:`compare` them.
 
@@ -586,6 +631,8 @@ def compare_experiment(
         every column :func:`capability_columns` finds.
     interval, n_bootstrap, seed
         As for :func:`compare`.
+    fit_range : {"all", "auto"}
+        As for :func:`split_runs`.
 
     Returns
     -------
@@ -609,7 +656,9 @@ def compare_experiment(
             f"experiment {experiment!r} has no run {target!r}; pass the MLflow run id of the "
             "large run (see the MLflow UI)"
         )
-    split = split_runs(runs, x=get_law(law).x[0], y="loss", target=target)
+    split = split_runs(
+        runs, x=get_law(law).x[0], y="loss", target=target, fit_range=fit_range, law=law
+    )
     target_row, proxies = split.target, split.proxies
     try:
         curve = fill_tokens(

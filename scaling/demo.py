@@ -113,6 +113,7 @@ def run_demo(
     workers: int = 1,
     law: str = "gpt4",
     x: str = "flops_exact",
+    fit_range: str = "auto",
     interval: float = 0.9,
     n_bootstrap: int = 1000,
     report_dir: str | Path | None = None,
@@ -131,6 +132,9 @@ def run_demo(
         As for :func:`scaling.sweep.run_sweep`.
     law, x : str
         The law fitted to the proxies and the run-table column it extrapolates along.
+    fit_range : {"auto", "all"}
+        ``"auto"`` leaves out the smallest proxies when the proxies' own backtest predicts
+        the largest better without them (:func:`scaling.compare.split_runs`).
     interval : float
         Coverage of the forecast interval.
     n_bootstrap : int
@@ -152,7 +156,7 @@ def run_demo(
         From the stages, before anything is trained where the problem is in the inputs.
     """
     from scaling import tracking
-    from scaling.compare import compare
+    from scaling.compare import compare, split_runs
     from scaling.fit import fit
     from scaling.formatting import format_flops, format_interval
     from scaling.laws import get_law
@@ -178,7 +182,9 @@ def run_demo(
         say(f"   {proxies_run['failed']} proxy run(s) failed; they are left out of the fit")
 
     stage = time.perf_counter()
-    proxies = tracking.runs_frame(config.name, tracking_uri=tracking_uri, role="proxy")
+    trained = tracking.runs_frame(config.name, tracking_uri=tracking_uri, role="proxy")
+    split = split_runs(trained, x=x, y=fitted_law.y, fit_range=fit_range, law=law)
+    proxies = split.proxies
     result = fit(fitted_law, proxies, x=x, n_bootstrap=n_bootstrap, seed=0)
     point, (lo, hi) = result.predict(target_x, interval=interval)
     predicted, lo, hi = float(point[0]), float(lo[0]), float(hi[0])
@@ -191,6 +197,8 @@ def run_demo(
         "interval": [lo, hi],
         "coverage": interval,
         "n_proxies": int(len(proxies)),
+        "n_trained": int(len(trained)),
+        "left_out": split.excluded.to_dict(orient="records"),
         "extrapolation": target_x / float(proxies[x].max()),
         "fit": result.summary(),
         "made_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -200,7 +208,8 @@ def run_demo(
     forecast_path.write_text(json.dumps(forecast, indent=2, default=float) + "\n", encoding="utf-8")
     timings["fit_s"] = time.perf_counter() - stage
     say(
-        f"2/4 forecast before training the target: {law} on {len(proxies)} proxies -> loss "
+        f"2/4 forecast before training the target: {law} on {len(proxies)} of {len(trained)} "
+        f"proxies -> loss "
         f"{format_interval(predicted, lo, hi)} ({interval:.0%} interval) at {x} = "
         f"{format_flops(target_x)}, {forecast['extrapolation']:.0f}x the largest proxy"
     )
@@ -232,6 +241,7 @@ def run_demo(
     report_path = make_report(
         experiment=config.name, target=str(target_row["run_id"]), law=law,
         directory=directory, n_bootstrap=n_bootstrap, seed=0, tracking_uri=tracking_uri,
+        fit_range=fit_range,
     )  # fmt: skip
     timings["report_s"] = time.perf_counter() - stage
     wall = time.perf_counter() - started

@@ -249,6 +249,7 @@ def build_report(
     n_bootstrap: int = 1000,
     seed: int = 0,
     date: _dt.date | str | None = None,
+    fit_range: str = "all",
 ) -> Report:
     """Fit the law on the proxies and gather every section of the report.
 
@@ -270,6 +271,9 @@ def build_report(
         Seed of the bootstrap and the backtest.
     date : date or str, optional
         Date printed in the footer; today (UTC) when None. Fixed in golden tests.
+    fit_range : {"all", "auto"}
+        ``"auto"`` leaves out the smallest proxies when the proxies' own backtest predicts
+        the largest better without them (see :func:`scaling.compare.split_runs`).
 
     Returns
     -------
@@ -305,7 +309,7 @@ def build_report(
     x, y = law_object.x[0], law_object.y
     if x not in inputs.runs.columns and "flops" in inputs.runs.columns:
         x = "flops"  # a CSV of someone else's runs may carry 6ND only
-    split = split_runs(inputs.runs, x=x, y=y, target=target)
+    split = split_runs(inputs.runs, x=x, y=y, target=target, fit_range=fit_range, law=law)
     result = fit(
         law_object, split.proxies, x=(x,), y=y, n_bootstrap=n_bootstrap, seed=seed,
         interval=interval, source=f"{inputs.source} (proxies)",
@@ -573,6 +577,7 @@ def make_report(
     seed: int = 0,
     tracking_uri: str | None = None,
     date: _dt.date | str | None = None,
+    fit_range: str = "all",
 ) -> Path:
     """Build and write a report from an MLflow experiment or a CSV; log it to the experiment.
 
@@ -583,7 +588,7 @@ def make_report(
         with role ``report``.
     csv : str or path, optional
         Run table as a CSV file (exactly one of ``experiment`` and ``csv``).
-    target, target_flops, law, n_bootstrap, seed, date
+    target, target_flops, law, n_bootstrap, seed, date, fit_range
         As for :func:`build_report`.
     directory : str or path, optional
         Where to write; ``reports/NAME/`` by default.
@@ -617,7 +622,7 @@ def make_report(
         inputs = inputs_from_csv(csv)
     report = build_report(
         inputs, law=law, target=target, target_flops=target_flops, n_bootstrap=n_bootstrap,
-        seed=seed, date=date,
+        seed=seed, date=date, fit_range=fit_range,
     )
     if directory is None:
         directory = Path("reports") / inputs.name

@@ -145,3 +145,23 @@ def test_too_few_proxies_for_the_law_is_a_fit_error(table):
     with pytest.raises(FitError, match=r"proxies: 2 usable run\(s\) but law 'gpt4' has 3 parameters"):
         compare(proxies.iloc[:2], target, n_bootstrap=N_BOOTSTRAP)
 
+
+
+def test_auto_fit_range_leaves_out_plateau_proxies_with_the_reason():
+    import pandas as pd
+
+    from scaling.compare import split_runs
+    from scaling.errors import ConfigError
+
+    flops = np.logspace(10, 12, 8)
+    loss = 2.0 * (flops / 1e10) ** -0.2 + 1.0
+    loss[:2] = 3.1  # stuck on a plateau above the law
+    runs = pd.DataFrame({"run_id": [f"r{i}" for i in range(8)], "status": "FINISHED", "role": "proxy",
+                         "flops_exact": flops, "loss": loss})
+    auto = split_runs(runs, x="flops_exact", fit_range="auto")
+    assert list(auto.proxies["run_id"]) == [f"r{i}" for i in range(2, 8)]
+    assert len(auto.excluded) == 2
+    assert auto.excluded["reason"].str.startswith("below the fit range: leaving out the 2 smallest").all()
+    assert len(split_runs(runs, x="flops_exact").proxies) == 8
+    with pytest.raises(ConfigError, match=r"fit_range = 'some': use 'all' or 'auto'"):
+        split_runs(runs, x="flops_exact", fit_range="some")

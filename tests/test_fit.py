@@ -407,3 +407,34 @@ def test_a_single_x_column_may_be_given_as_a_string():
     as_tuple = fit(get_law("gpt4"), frame, x=("flops",), n_bootstrap=0)
     assert as_string.params_ == as_tuple.params_
     assert abs(as_string.params_["b"] + 0.05) < 1e-3
+
+
+def test_fit_range_leaves_out_plateau_runs_and_keeps_a_clean_law_whole():
+    """Runs stuck on a plateau above the law are dropped; on a clean law nothing is."""
+    import numpy as np
+    import pandas as pd
+
+    from scaling.backtest import select_fit_range
+
+    flops = np.logspace(10, 12, 8)
+    clean = 2.0 * (flops / 1e10) ** -0.2 + 1.0
+    plateau = clean.copy()
+    plateau[:3] = 3.1
+    chosen = select_fit_range("gpt4", pd.DataFrame({"flops_exact": flops, "loss": plateau}))
+    assert chosen.dropped == 3 and chosen.min_x == flops[3]
+    assert abs(chosen.errors[3]) < 1e-3 < abs(chosen.errors[0])
+    whole = select_fit_range("gpt4", pd.DataFrame({"flops_exact": flops, "loss": clean}))
+    assert whole.dropped == 0 and whole.min_x == flops[0]
+    assert whole.summary()["holdout_errors"][0] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_fit_range_needs_runs_to_hold_out():
+    import pandas as pd
+
+    from scaling.backtest import select_fit_range
+
+    frame = pd.DataFrame({"flops_exact": [1e10, 1e11, 1e12, 1e13], "loss": [3.0, 2.5, 2.2, 2.0]})
+    with pytest.raises(FitError, match=r"4 runs are too few to choose a fit range for law 'gpt4': it needs 4 to fit plus 1 to hold out"):
+        select_fit_range("gpt4", frame)
+    with pytest.raises(FitError, match=r"law 'chinchilla' reads 2 x columns; a fit range needs one"):
+        select_fit_range("chinchilla", frame)
