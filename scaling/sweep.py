@@ -436,7 +436,7 @@ def worker(
 
         torch.set_num_threads(threads)
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     counts = {"trained": 0, "reused": 0, "failed": 0, "duplicate": 0}
     studies = []
     for name in names:
@@ -624,6 +624,9 @@ def run_sweep(
             processes.append(_spawn(config, url, tracking_uri, roles, threads, env, log_path))
             starts += 1
 
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:  # SIGTERM must run the cleanup below, which stops the workers it started
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if any(row["state"] == "WAITING" for row in rows):
             top_up()  # workers import torch while MLflow is set up; they wait for the flag
@@ -658,12 +661,18 @@ def run_sweep(
                 process.kill()
                 process.wait()
         reap(config, storage=url, tracking_uri=tracking_uri, roles=roles)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     _tag_best(config, store, tracking_uri)
     rows = status(config, storage=url, tracking_uri=tracking_uri, roles=roles)
     summary = _summarise(rows, started, spent0)
     if progress is not None:
         progress(summary)
     return {**summary, "enqueued": enqueued, "requeued": requeued, "rows": rows, "wall_s": time.time() - started, "workers_started": starts}
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    sys.exit(143)
 
 
 def _spawn(config, url, tracking_uri, roles, threads, env, log_path) -> subprocess.Popen:
