@@ -1,7 +1,7 @@
 """What Optuna + MLflow + worker processes cost a sweep: (wall time - sum of training time) / wall.
 
 Runs a small ladder in a temporary directory (fresh MLflow sqlite database, Optuna journal,
-one worker process with all cores), each run sized by a short calibration to last about
+one worker process, one torch thread by default), each run sized by a short calibration to last about
 ``--run-seconds``. Training time is each run's own ``RunResult.wall_s`` (the ``perf/wall_s``
 metric). Reported: the overhead share of the whole sweep, the one-time setup (launcher start
 to the first run's start: database creation, study, enqueue, worker start-up), and the
@@ -20,11 +20,14 @@ import time
 from pathlib import Path
 
 
-def calibrate(model: dict, train: dict, data: dict) -> float:
+def calibrate(model: dict, train: dict, data: dict, threads: int) -> float:
     """Training tokens per second of the benchmark shape, from a short run (not counted)."""
+    import torch
+
     from scaling.config import RunSpec
     from scaling.train import train as train_run
 
+    torch.set_num_threads(threads)
     probe = RunSpec(model=model, data=data, train={**train, "tokens": train["batch_tokens"] * 30})
     return train_run(probe).tokens_per_s
 
@@ -34,6 +37,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--run-seconds", type=float, default=30.0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     args = parser.parse_args()
 
     from scaling import tracking
@@ -46,7 +50,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sweep-overhead-") as folder:
         os.chdir(folder)
         os.environ.setdefault("SCALING_CACHE_DIR", str(Path(folder) / "cache"))
-        tokens_per_s = calibrate(model, train, data)
+        tokens_per_s = calibrate(model, train, data, args.threads)
         tokens = int(tokens_per_s * args.run_seconds)
         config = SweepConfig.model_validate(
             {
@@ -59,7 +63,7 @@ def main() -> None:
             }
         )
         started = time.time()
-        summary = run_sweep(config, workers=args.workers)
+        summary = run_sweep(config, workers=args.workers, threads=args.threads)
         wall = time.time() - started
         runs = tracking.find_runs("overhead")
         trained = sum(run["metrics"]["perf/wall_s"] for run in runs)
@@ -69,6 +73,7 @@ def main() -> None:
             "runs": len(runs),
             "done": summary["done"],
             "workers": args.workers,
+            "threads": args.threads,
             "tokens_per_run": tokens,
             "wall_s": round(wall, 2),
             "train_s": round(trained, 2),

@@ -432,7 +432,12 @@ def _split(text: str | None) -> tuple[str, ...] | None:
 
 @cli.group()
 def sweep() -> None:
-    """Launch families of runs through an Optuna queue, every run tracked in MLflow."""
+    """Launch families of runs through an Optuna queue, every run tracked in MLflow.
+
+    \b
+    Example:
+      scaling sweep run sweeps/demo.yaml --dry-run
+    """
 
 
 _storage_option = click.option(

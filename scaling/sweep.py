@@ -50,6 +50,7 @@ __all__ = [
 ROLES = ("proxy", "target")
 HEARTBEAT_S = 10.0  # how often a worker refreshes its trial's heartbeat
 STALE_S = 120.0  # a trial owned by another host is dead after this long without a heartbeat
+READY_TIMEOUT_S = 600.0  # how long a worker waits for its launcher to set up MLflow
 _DEAD_STATES = ("KILLED", "FAILED")
 
 
@@ -165,6 +166,27 @@ def _enqueue(config: SweepConfig, storage, roles: Sequence[str]) -> int:
                 study.enqueue_trial({}, user_attrs=attrs)
                 count += 1
     return count
+
+
+def _mark_ready(config: SweepConfig, storage, roles: Sequence[str]) -> None:
+    """Tell workers that the MLflow database and experiment exist (the launcher made them)."""
+    for name in _study_names(config, roles):
+        study = _load_study(storage, name)
+        if not study.user_attrs.get("mlflow_ready"):
+            study.set_user_attr("mlflow_ready", True)
+
+
+def _wait_ready(study, timeout: float = READY_TIMEOUT_S) -> None:
+    """Wait until the launcher has set up MLflow: a fresh sqlite database initialised by
+    several processes at once gets corrupted (notes/mlflow-optuna.md)."""
+    deadline = time.time() + timeout
+    while not study.user_attrs.get("mlflow_ready"):
+        if time.time() > deadline:
+            raise StorageError(
+                f"study {study.study_name}: the launcher has not set up MLflow after "
+                f"{timeout:.0f} s; start the sweep with 'scaling sweep run FILE'"
+            )
+        time.sleep(0.2)
 
 
 def _superseded(trial) -> bool:
@@ -414,7 +436,7 @@ def worker(
 
         torch.set_num_threads(threads)
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     counts = {"trained": 0, "reused": 0, "failed": 0, "duplicate": 0}
     studies = []
     for name in names:
@@ -425,6 +447,8 @@ def worker(
                 f"no study {name} in {storage_url(storage, tracking_uri)}; start the sweep "
                 "with 'scaling sweep run FILE' first"
             ) from None
+    if studies:
+        _wait_ready(studies[0])
     done = 0
     while max_trials is None or done < max_trials:
         for study in studies:
@@ -581,32 +605,44 @@ def run_sweep(
     url = storage_url(storage, tracking_uri)
     tracking.check_tracking(tracking_uri)
     store = _open_storage(url)
-    tracking.setup_experiment(config.name, tracking_uri=tracking_uri)
     enqueued = _enqueue(config, store, roles)
-    requeued = reap(config, storage=url, tracking_uri=tracking_uri, roles=roles)
     rows = status(config, storage=url, tracking_uri=tracking_uri, roles=roles)
-    spent0 = _summarise(rows, started, 0)["flops_spent"]
     slots = [{"CUDA_VISIBLE_DEVICES": str(d)} for d in devices] if devices else [{} for _ in range(max(1, workers))]
     if threads is None and not devices:
         threads = max(1, _cores() // len(slots))
     log_dir = Path("checkpoints") / config.name / "logs"
     processes: list[subprocess.Popen] = []
     starts = 0
-    last_reap = time.time()
-
     max_starts = 4 * len(slots)  # first wave plus restarts after worker deaths
+
+    def top_up() -> None:
+        nonlocal starts
+        alive = [process for process in processes if process.poll() is None]
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for env in slots[len(alive) :]:
+            log_path = log_dir / f"worker-{starts}.log"
+            processes.append(_spawn(config, url, tracking_uri, roles, threads, env, log_path))
+            starts += 1
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:  # SIGTERM must run the cleanup below, which stops the workers it started
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
+        if any(row["state"] == "WAITING" for row in rows):
+            top_up()  # workers import torch while MLflow is set up; they wait for the flag
+        tracking.setup_experiment(config.name, tracking_uri=tracking_uri)
+        _mark_ready(config, store, roles)
+        requeued = reap(config, storage=url, tracking_uri=tracking_uri, roles=roles)
+        rows = status(config, storage=url, tracking_uri=tracking_uri, roles=roles)
+        spent0 = _summarise(rows, started, 0)["flops_spent"]
+        last_reap = time.time()
         while any(row["state"] in ("WAITING", "RUNNING") for row in rows):
             alive = [process for process in processes if process.poll() is None]
             waiting = any(row["state"] == "WAITING" for row in rows)
             if waiting and len(alive) < len(slots):
                 if starts >= max_starts:
                     break  # workers keep dying: leave the rest queued for a later run
-                log_dir.mkdir(parents=True, exist_ok=True)
-                for env in slots[len(alive) :]:
-                    log_path = log_dir / f"worker-{starts}.log"
-                    processes.append(_spawn(config, url, tracking_uri, roles, threads, env, log_path))
-                    starts += 1
+                top_up()
             if progress is not None:
                 progress(_summarise(rows, started, spent0))
             time.sleep(poll_s)
@@ -625,12 +661,18 @@ def run_sweep(
                 process.kill()
                 process.wait()
         reap(config, storage=url, tracking_uri=tracking_uri, roles=roles)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     _tag_best(config, store, tracking_uri)
     rows = status(config, storage=url, tracking_uri=tracking_uri, roles=roles)
     summary = _summarise(rows, started, spent0)
     if progress is not None:
         progress(summary)
     return {**summary, "enqueued": enqueued, "requeued": requeued, "rows": rows, "wall_s": time.time() - started, "workers_started": starts}
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    sys.exit(143)
 
 
 def _spawn(config, url, tracking_uri, roles, threads, env, log_path) -> subprocess.Popen:

@@ -143,3 +143,36 @@ def test_sigterm_ends_the_run_killed_and_the_launcher_resumes_it():
     (run,) = _one_finished_run_per_key(path).values()
     assert run["run_id"] == running["mlflow_run_id"]
     assert run["metrics"]["perf/resumed_from_step"] >= 10
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_its_workers_and_leaves_nothing_running():
+    sweep = {
+        "name": "stop-launcher",
+        "data": {"eval_tokens": 512},
+        "model": {"n_layer": 1, "n_head": 2, "context": 16},
+        "train": {"batch_tokens": 64, "checkpoint_every": 10, "eval_every": 100, "log_every": 10},
+        "ladder": {"tokens": [64 * 1000], "shapes": [{"d_model": 8}]},
+    }
+    path = _write(sweep)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "scaling.cli", "sweep", "run", str(path), "--threads", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        running = _running_with_checkpoint(path, launcher)
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=120) == 143
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    worker_pid = int(running["worker"].rsplit(":", 1)[1])
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker_pid, 0)  # the launcher stopped the worker it started
+    (left,) = tracking.find_runs("stop-launcher")
+    assert left["status"] == "KILLED" and left["tags"][tracking.TAG_FAILURE] == "stopped by SystemExit"
+    assert [row["state"] for row in status(path)] == ["WAITING"]  # put back in the queue
+    assert run_sweep(path, threads=1)["done"] == 1
+    (run,) = _one_finished_run_per_key(path).values()
+    assert run["run_id"] == left["run_id"] and run["metrics"]["perf/resumed_from_step"] >= 10
