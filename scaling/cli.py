@@ -60,6 +60,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if not debug:  # MLflow announces database migrations and the like at INFO
+        import logging
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 # --- demo commands ---

@@ -186,7 +186,8 @@ def run_demo(
     split = split_runs(trained, x=x, y=fitted_law.y, fit_range=fit_range, law=law)
     proxies = split.proxies
     result = fit(fitted_law, proxies, x=x, n_bootstrap=n_bootstrap, seed=0)
-    point, (lo, hi) = result.predict(target_x, interval=interval)
+    # The band for one new run, as the comparison uses: the law's uncertainty and the scatter.
+    point, (lo, hi) = result.predict(target_x, interval=interval, band="run")
     predicted, lo, hi = float(point[0]), float(lo[0]), float(hi[0])
     forecast = {
         "sweep": config.name,

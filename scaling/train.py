@@ -432,7 +432,7 @@ def train(
                     status, failure = "diverged", f"eval/loss = {eval_loss} at step {done}"
                     break
                 last_eval = {"step": done, "loss": eval_loss}
-                emit(done, _eval_metrics(eval_loss, data.bits_per_byte(eval_loss)))
+                emit(done, _eval_metrics(eval_loss, data.bits_per_byte(eval_loss), done * cfg.batch_tokens))
                 interval_start = time.perf_counter()  # evaluation is not training throughput
             if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == plan.steps):
                 save(done)
@@ -446,7 +446,8 @@ def train(
                 # Only when resuming a checkpoint taken before the final evaluation completed.
                 last_eval = {"step": plan.steps, "loss": evaluate()}
                 emit(plan.steps, _eval_metrics(last_eval["loss"],
-                                               data.bits_per_byte(last_eval["loss"])))
+                                               data.bits_per_byte(last_eval["loss"]),
+                                               plan.steps * cfg.batch_tokens))
             final_loss = last_eval["loss"]
             if checkpoint_dir is not None and dist.rank == 0:
                 _save_atomically({
@@ -475,8 +476,9 @@ def train(
     )
 
 
-def _eval_metrics(loss: float, bpb: float) -> dict[str, float]:
-    metrics = {"eval/loss": loss}
+def _eval_metrics(loss: float, bpb: float, tokens: int) -> dict[str, float]:
+    # Tokens seen go with every evaluation, so a learning curve needs no other metric.
+    metrics = {"eval/loss": loss, "train/tokens": float(tokens)}
     if math.isfinite(bpb):  # a pre-tokenised .bin corpus has no raw bytes to count
         metrics["eval/bpb"] = bpb
     return metrics

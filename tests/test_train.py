@@ -82,6 +82,8 @@ def test_training_reaches_the_synthetic_floor_and_accounts_for_its_compute():
                               "perf/flops_per_s", "perf/mfu"}
     assert [m["train/tokens"] for m in logged] == [512.0 * s for s, _ in recorder.series("train/loss")]
     assert all(0 < m["perf/mfu"] < 1 for m in logged)
+    evaluations = [m for _, m in recorder.calls if "eval/loss" in m]
+    assert [m["train/tokens"] for m in evaluations] == [512.0 * s for s in (50, 100, 150, 200)]
 
     summary = result.summary()
     assert summary == {
