@@ -61,9 +61,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     if not debug:  # MLflow announces database migrations and the like at INFO
-        import logging
-
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # workers inherit it
 
 
 # --- demo commands ---
