@@ -93,33 +93,18 @@ def demo_command(sweep, quick, workers, storage, report_dir, tracking_uri, outpu
     from scaling.demo import run_demo
 
     say = (lambda line: click.echo(line, err=True)) if output == "json" else click.echo
-    result = run_demo(
-        sweep, quick=quick, tracking_uri=tracking_uri, storage=storage, workers=workers,
-        report_dir=report_dir, say=say, progress=_sweep_progress(output),
-    )
+    display, update = _progress_display()
+    with display:
+        result = run_demo(
+            sweep, quick=quick, tracking_uri=tracking_uri, storage=storage, workers=workers,
+            report_dir=report_dir, say=say, progress=update,
+        )
     if output == "json":
         _emit_json(result.summary())
     else:
         click.echo(f"headline: {result.comparison.headline()}")
         click.echo(f"report: {result.report_dir / 'index.html'} (wall time {result.wall_s:.0f} s)")
 
-
-def _sweep_progress(output: str):
-    """A progress callback for sweeps: one rich status line on a terminal, nothing otherwise."""
-    if output == "json" or not sys.stderr.isatty():
-        return None
-    from rich.console import Console
-
-    console = Console(stderr=True)
-
-    def show(snapshot: dict) -> None:
-        console.print(
-            f"  runs {snapshot.get('done', 0)}/{snapshot.get('runs', 0)} done, "
-            f"{snapshot.get('running', 0)} running, {snapshot.get('failed', 0)} failed",
-            end="\r",
-        )
-
-    return show
 
 # --- report and compare commands ---
 
