@@ -1,0 +1,54 @@
+"""`scaling demo --quick`: the whole pipeline end to end at toy sizes, and exactly once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scaling.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_demo_runs_the_whole_job_then_reuses_every_run(tmp_path, capsys):
+    from scaling import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["demo", "--quick", "--tracking-uri", uri, "--output", "json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+
+    # The forecast was written before the target trained, from the proxies alone.
+    forecast = json.loads((tmp_path / "reports" / "demo-quick-forecast.json").read_text())
+    runs = tracking.runs_frame("demo-quick", tracking_uri=uri, status=None)
+    runs = runs[runs["role"].isin(["proxy", "target"])]
+    assert sorted(runs["role"].value_counts().items()) == [("proxy", 6), ("target", 1)]
+    target = runs[runs["role"] == "target"].iloc[0]
+    assert forecast["predicted"] == pytest.approx(first["predicted"])
+    assert forecast["target_x"] == pytest.approx(target["flops_exact"])
+    assert forecast["n_trained"] == 6 and 4 <= forecast["n_proxies"] <= 6
+    assert first["actual"] == pytest.approx(target["loss"])
+    assert first["relative_error"] == pytest.approx(first["predicted"] / first["actual"] - 1)
+    assert first["headline"].startswith("target-d32-L2-4xN: predicted loss")
+    report = Path(first["report_dir"])
+    assert (report / "index.html").is_file() and (report / "report.md").is_file()
+
+    # Second call: every run is reused (none trained again), same figures.
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)
+    again = tracking.runs_frame("demo-quick", tracking_uri=uri, status=None)
+    again = again[again["role"].isin(["proxy", "target"])]
+    assert len(again) == len(runs) and set(again["run_id"]) == set(runs["run_id"])
+    assert second["actual"] == first["actual"] and second["predicted"] == first["predicted"]
+    assert second["timings"]["proxies_s"] + second["timings"]["target_s"] < 0.5 * (
+        first["timings"]["proxies_s"] + first["timings"]["target_s"]
+    )
+
+
+def test_demo_with_a_missing_sweep_file_is_one_line(tmp_path, capsys):
+    assert main(["demo", "--sweep", str(tmp_path / "nope.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nope.yaml: no such file" in err and err.count("\n") == 1
+    assert not (tmp_path / "mlflow.db").exists()
