@@ -385,21 +385,34 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str], title: str | Non
     console.print(table)
 
 
-def _progress_display():
-    """A rich live line: runs done/running/waiting/failed, compute spent, ETA."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+class _ProgressDisplay:
+    """A rich live line (runs done/running/waiting/failed, compute spent, ETA) that appears
+    with the first snapshot, so an error raised before any training prints alone."""
 
-    progress = Progress(
-        TextColumn("[bold]sweep"), BarColumn(), TextColumn("{task.description}"),
-        TimeElapsedColumn(), transient=False, console=Console(stderr=True),
-    )  # fmt: skip
-    task = progress.add_task("starting", total=1.0)
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def update(snapshot: dict[str, Any]) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]sweep"), BarColumn(), TextColumn("{task.description}"),
+            TimeElapsedColumn(), transient=False, console=Console(stderr=True),
+        )  # fmt: skip
+        self.task = None
+
+    def __enter__(self) -> _ProgressDisplay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+    def update(self, snapshot: dict[str, Any]) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task("starting", total=1.0)
         eta = snapshot["eta_s"]
-        progress.update(
-            task,
+        self.progress.update(
+            self.task,
             completed=snapshot["flops_spent"],
             total=max(snapshot["flops_total"], 1.0),
             description=(
@@ -410,7 +423,10 @@ def _progress_display():
             ),
         )
 
-    return progress, update
+
+def _progress_display() -> tuple[_ProgressDisplay, Any]:
+    display = _ProgressDisplay()
+    return display, display.update
 
 
 def _split(text: str | None) -> tuple[str, ...] | None:

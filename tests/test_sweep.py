@@ -66,7 +66,7 @@ def test_demo_is_a_ladder_of_six_proxies_and_a_far_larger_target():
 def test_quick_section_is_a_toy_version_with_its_own_experiment():
     config = load_sweep(SWEEPS / "demo.yaml", quick=True)
     assert config.name == "demo-quick"
-    assert max(spec.train.tokens for spec in expand(config)) < 50_000
+    assert max(spec.train.tokens for spec in expand(config)) < 150_000
     with pytest.raises(ConfigError, match=r"sweep.yaml: no quick section; add 'quick:'"):
         load_sweep(_write(TINY), quick=True)
 
@@ -178,7 +178,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(capsys):
     assert main(["sweep", "run", str(SWEEPS / "demo.yaml"), "--dry-run", "--output", "json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     names = [row["name"] for row in printed["runs"]]
-    assert names[0] == "d8-L4-20xN" and names[-1] == "target-d80-L4-20xN"
+    assert names[0] == "d14-L4-20xN" and names[-1] == "target-d96-L4-20xN"
     assert printed["total_flops_exact"] == pytest.approx(sum(row["C_exact"] for row in printed["runs"]))
     assert main(["sweep", "run", str(SWEEPS / "gpt2-ladder-gpu.yaml"), "--dry-run"]) == 0
     assert "target-d2048-L24-20xN" in capsys.readouterr().out
