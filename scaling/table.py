@@ -47,24 +47,9 @@ RUN_TABLE_COLUMNS: tuple[str, ...] = (
     "bpb",
 )
 
-#: Columns that hold numbers (MLflow params arrive as strings and are coerced).
-NUMERIC_COLUMNS: tuple[str, ...] = (
-    "n_layer",
-    "d_model",
-    "n_head",
-    "context",
-    "vocab_size",
-    "params",
-    "params_total",
-    "tokens",
-    "flops",
-    "flops_exact",
-    "lr",
-    "batch_tokens",
-    "seed",
-    "loss",
-    "bpb",
-)
+#: Columns that hold numbers (MLflow params arrive as strings and are coerced): all but the
+#: five labels (run_id, run_key, sweep, role, status).
+NUMERIC_COLUMNS: tuple[str, ...] = RUN_TABLE_COLUMNS[5:]
 
 
 def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: str) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scaling.errors import TrackingError
+from scaling.table import RUN_TABLE_COLUMNS
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -60,11 +61,7 @@ TAG_TUNE_BEST = "scaling.tune_best"
 
 # The run table of DESIGN.md, in order; after them come name, tune, tune_best, wall_s and any
 # other metric as its own column.
-RUN_COLUMNS = [
-    "run_id", "run_key", "sweep", "role", "status", "n_layer", "d_model", "n_head", "context",
-    "vocab_size", "params", "params_total", "tokens", "flops", "flops_exact", "lr",
-    "batch_tokens", "seed", "loss", "bpb",
-]  # fmt: skip
+RUN_COLUMNS = list(RUN_TABLE_COLUMNS)  # the run-table contract, in DESIGN.md's order
 _TEXT_COLUMNS = {"run_id", "run_key", "sweep", "role", "status", "name", "tune"}
 _PARAM_COLUMNS = {
     "n_layer": "model.n_layer",
