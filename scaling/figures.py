@@ -53,6 +53,7 @@ def loss_vs_compute_data(
     target_y: float | None = None,
     interval: float = 0.9,
     n_points: int = 200,
+    left_out: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Data of figure 1: the proxies, the fitted law and its band out to the target.
 
@@ -72,11 +73,13 @@ def loss_vs_compute_data(
         Coverage of the band.
     n_points : int
         Points of the curve, evenly spaced in log ``x``.
+    left_out : DataFrame, optional
+        Finished proxies that were not fitted (e.g. below the fit range), drawn apart.
 
     Returns
     -------
     dict
-        ``proxies`` (DataFrame: run, x, y), ``curve`` (DataFrame: x, predicted, lo, hi; the
+        ``proxies`` and ``left_out`` (DataFrames: run, x, y), ``curve`` (DataFrame: x, predicted, lo, hi; the
         band of the law), ``target`` (dict: x, predicted, lo, hi, actual or None; the band
         of one run there), ``x``, ``y``, ``interval``.
     """
@@ -84,14 +87,19 @@ def loss_vs_compute_data(
     grid = np.geomspace(xs.min(), max(xs.max(), target_x), n_points)
     point, lo, hi = _predict(result, grid, interval)
     at_point, at_lo, at_hi = _predict(result, np.array([target_x]), interval, band="run")
-    return {
-        "proxies": pd.DataFrame(
+
+    def points(runs: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(
             {
-                "run": [_run_label(r) for _, r in proxies.iterrows()],
-                "x": xs,
-                "y": proxies[y].to_numpy(float),
+                "run": [_run_label(r) for _, r in runs.iterrows()],
+                "x": runs[x].to_numpy(float),
+                "y": runs[y].to_numpy(float),
             }
-        ),
+        )
+
+    return {
+        "proxies": points(proxies),
+        "left_out": points(left_out if left_out is not None else proxies.iloc[:0]),
         "curve": pd.DataFrame({"x": grid, "predicted": point, "lo": lo, "hi": hi}),
         "target": {
             "x": float(target_x),
@@ -258,6 +266,10 @@ def draw_loss_vs_compute(data: Mapping[str, Any]) -> Any:
     ax.plot(curve["x"], curve["predicted"], color="C0", label="fitted law")
     proxies = data["proxies"]
     ax.scatter(proxies["x"], proxies["y"], color="k", s=18, zorder=3, label="proxies")
+    left_out = data.get("left_out")
+    if left_out is not None and len(left_out):
+        ax.scatter(left_out["x"], left_out["y"], facecolors="none", edgecolors="k", s=18,
+                   zorder=3, label="proxies left out of the fit")
     ax.errorbar([target["x"]], [target["predicted"]],
                 yerr=[[target["predicted"] - target["lo"]], [target["hi"] - target["predicted"]]],
                 fmt="o", color="C0", capsize=4, label=f"one run, {data['interval']:.0%}")

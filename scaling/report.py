@@ -344,7 +344,8 @@ def build_report(
 
     figures: dict[str, Any] = {
         "loss_vs_compute": loss_vs_compute_data(
-            result, split.proxies, x=x, y=y, target_x=target_x, target_y=actual, interval=interval
+            result, split.proxies, x=x, y=y, target_x=target_x, target_y=actual,
+            interval=interval, left_out=_unfitted_proxies(inputs.runs, split.proxies, x, y),
         )
     }
     curves_available = inputs.curves is not None
@@ -563,6 +564,21 @@ def _optimal(
 
 
 
+
+
+def _unfitted_proxies(runs: pd.DataFrame, fitted: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Finished proxies with usable values that the fit did not use (below its fit range)."""
+    finished = runs
+    if "status" in runs.columns:
+        finished = finished[finished["status"].astype(str) == "FINISHED"]
+    if "role" in runs.columns:
+        finished = finished[finished["role"].astype(str) == "proxy"]
+    usable = finished[(pd.to_numeric(finished[x], errors="coerce") > 0)
+                      & (pd.to_numeric(finished[y], errors="coerce") > 0)]
+    key = "run_id" if "run_id" in runs.columns and "run_id" in fitted.columns else None
+    if key is None:
+        return usable.iloc[:0]
+    return usable[~usable[key].isin(fitted[key])]
 
 
 def make_report(

@@ -305,3 +305,17 @@ def test_cli_report_with_too_few_runs(capsys):
 def test_an_experiment_needs_a_tracking_uri():
     with pytest.raises(ConfigError, match=r"--experiment needs a tracking URI; pass --tracking-uri"):
         make_report(experiment="demo")
+
+
+def test_proxies_below_an_auto_fit_range_are_drawn_apart_not_fitted():
+    runs = synthetic_runs(isoflop=False, extras=False)
+    proxies = runs["role"] == "proxy"
+    smallest = runs[proxies].nsmallest(3, "flops").index
+    runs.loc[smallest, "loss"] = 3.5  # a plateau far above the law
+    inputs = ReportInputs(runs=runs, name="plateau", source="test")
+    data = build_report(inputs, n_bootstrap=50, date="2026-01-01", fit_range="auto").figures["loss_vs_compute"]
+    assert sorted(data["left_out"]["run"]) == sorted(runs.loc[smallest, "name"])
+    assert set(data["proxies"]["run"]).isdisjoint(data["left_out"]["run"])
+    assert len(data["proxies"]) + len(data["left_out"]) == int(proxies.sum())
+    everything = build_report(inputs, n_bootstrap=50, date="2026-01-01").figures["loss_vs_compute"]
+    assert everything["left_out"].empty and len(everything["proxies"]) == int(proxies.sum())
