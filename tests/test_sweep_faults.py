@@ -116,15 +116,20 @@ def test_three_workers_on_postgres_and_mlflow_server_train_each_run_exactly_once
     assert len(frame) == 6 and frame.loss.notna().all()
 
 
-@pytest.mark.slow
-def test_sigterm_ends_the_run_killed_and_the_launcher_resumes_it():
-    sweep = {
-        "name": "sigterm",
+def _one_checkpointed_run(name: str) -> dict:
+    """A sweep of one tiny run that checkpoints every 10 steps and lasts long enough to signal."""
+    return {
+        "name": name,
         "data": {"eval_tokens": 512},
         "model": {"n_layer": 1, "n_head": 2, "context": 16},
         "train": {"batch_tokens": 64, "checkpoint_every": 10, "eval_every": 100, "log_every": 10},
         "ladder": {"tokens": [64 * 1000], "shapes": [{"d_model": 8}]},
     }
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_killed_and_the_launcher_resumes_it():
+    sweep = _one_checkpointed_run("sigterm")
     path = _write(sweep)
     launcher = subprocess.Popen(
         [sys.executable, "-m", "scaling.cli", "sweep", "run", str(path), "--threads", "1", "--output", "json"],
@@ -147,13 +152,7 @@ def test_sigterm_ends_the_run_killed_and_the_launcher_resumes_it():
 
 @pytest.mark.slow
 def test_sigterm_to_the_launcher_stops_its_workers_and_leaves_nothing_running():
-    sweep = {
-        "name": "stop-launcher",
-        "data": {"eval_tokens": 512},
-        "model": {"n_layer": 1, "n_head": 2, "context": 16},
-        "train": {"batch_tokens": 64, "checkpoint_every": 10, "eval_every": 100, "log_every": 10},
-        "ladder": {"tokens": [64 * 1000], "shapes": [{"d_model": 8}]},
-    }
+    sweep = _one_checkpointed_run("stop-launcher")
     path = _write(sweep)
     launcher = subprocess.Popen(
         [sys.executable, "-m", "scaling.cli", "sweep", "run", str(path), "--threads", "1"],
