@@ -32,6 +32,7 @@ __all__ = [
     "DataConfig",
     "SyntheticConfig",
     "TrainConfig",
+    "EvalsConfig",
     "RunSpec",
     "load_yaml",
     "validate",
@@ -157,6 +158,45 @@ class TrainConfig(StrictModel):
     )
 
 
+class EvalsConfig(StrictModel):
+    """Capability tasks scored on the final model (:mod:`scaling.evals`); none by default.
+
+    A sweep file lists them in an ``evals:`` section, e.g. ``evals: {tasks: [copy, next_line,
+    closing]}``. Each run then logs ``task/<name>/accuracy``, ``accuracy_se``, ``pass_rate``,
+    ``neg_log_pass_rate``, ``nll`` and ``items``.
+    """
+
+    tasks: list[str] = Field(
+        default_factory=list,
+        description="built-in tasks (copy, next_line, closing) and/or paths of .jsonl task files",
+    )
+    shots: int = Field(0, ge=0, description="examples from the task's other items before each item")
+    n_items: int = Field(100, ge=1, description="items per built-in task, from the held-out split")
+    samples: int = Field(20, ge=1, description="k: sampled continuations per item for pass rates")
+    seed: int = Field(0, description="seed of the built-in items, the examples and the samples")
+    every_eval: bool = Field(False, description="also score the tasks at every evaluation step")
+
+    @model_validator(mode="after")
+    def _check_tasks(self) -> EvalsConfig:
+        from scaling.evals import BUILTIN_TASKS
+
+        names = []
+        for task in self.tasks:
+            if task not in BUILTIN_TASKS and not task.endswith(".jsonl"):
+                raise ValueError(
+                    f"unknown task {task!r}; use one of {', '.join(BUILTIN_TASKS)} or the path "
+                    "of a .jsonl task file"
+                )
+            names.append(Path(task).stem if task.endswith(".jsonl") else task)
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"tasks: {', '.join(repeated)} listed twice (a task file is named after its "
+                "file name); keep one or rename the file"
+            )
+        return self
+
+
 # Fields that change how a run is executed, not what it computes: left out of the run key so
 # that the same run on another device, or with other checkpoint settings, is recognised.
 _KEY_NEUTRAL_TRAIN_FIELDS = {"device", "checkpoint_every", "compile", "log_every"}
@@ -171,19 +211,23 @@ class RunSpec(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evals: EvalsConfig = Field(default_factory=EvalsConfig)
 
     @property
     def run_key(self) -> str:
         """A stable 16-hex-digit hash of everything that changes this run's result.
 
         The name, sweep and role are labels, and device/checkpoint/compile settings change
-        only how the run executes, so none of them enters the key.
+        only how the run executes, so none of them enters the key. Capability tasks enter it
+        only when there are some, so runs without them keep the keys they always had.
         """
         payload = {
             "model": self.model.model_dump(mode="json"),
             "data": self.data.model_dump(mode="json"),
             "train": self.train.model_dump(mode="json", exclude=_KEY_NEUTRAL_TRAIN_FIELDS),
         }
+        if self.evals.tasks:
+            payload["evals"] = self.evals.model_dump(mode="json")
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -198,7 +242,8 @@ class RunSpec(StrictModel):
             else:
                 flat[prefix] = value
 
-        walk("", self.model_dump(mode="json", exclude={"sweep", "name", "role"}))
+        labels = {"sweep", "name", "role"} | (set() if self.evals.tasks else {"evals"})
+        walk("", self.model_dump(mode="json", exclude=labels))
         return flat
 
 
@@ -397,6 +442,7 @@ class SweepConfig(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evals: EvalsConfig = Field(default_factory=EvalsConfig)
     ladder: LadderConfig | None = None
     isoflop: IsoflopConfig | None = None
     tune: TuneConfig | None = None

@@ -13,7 +13,7 @@ import datetime as _dt
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +52,10 @@ class DemoResult:
     ----------
     forecast : dict
         The forecast written before the target was trained: law, x column, target x,
-        predicted loss and its interval, the fit summary.
+        predicted loss and its interval, the fit summary, and under ``capabilities`` each
+        task's forecast (:func:`scaling.capability.forecast_tasks`).
     comparison : scaling.compare.Comparison
-        Predicted against actual for the target.
+        Predicted against actual for the target: the loss, then each task's forecasts.
     report_dir : Path
         Where ``index.html`` and ``report.md`` were written.
     wall_s : float
@@ -79,11 +80,28 @@ class DemoResult:
             "actual": loss.actual,
             "relative_error": loss.relative_error,
             "inside_interval": bool(loss.inside),
+            "capabilities": [row.summary() for row in self.comparison.metrics[1:]],
             "forecast": self.forecast,
             "report_dir": str(self.report_dir),
             "wall_s": self.wall_s,
             "timings": self.timings,
         }
+
+
+def _headline_task(forecasts: list[Any]) -> Any:
+    """The forecast the demo prints: the copy task's accuracy, else the first accuracy."""
+    accuracies = [f for f in forecasts if f.metric == "accuracy"]
+    preferred = [f for f in accuracies if f.task == "copy"]
+    return (preferred or accuracies or [None])[0]
+
+
+def _forecast_line(forecast: Any) -> str:
+    from scaling.formatting import format_interval
+
+    return (
+        f"{forecast.task} accuracy {format_interval(forecast.predicted, forecast.lo, forecast.hi)} "
+        f"({forecast.interval:.0%} interval; {forecast.method} on {forecast.n_proxies} proxies)"
+    )
 
 
 def _target_x(config: Any, x: str) -> float:
@@ -156,6 +174,7 @@ def run_demo(
         From the stages, before anything is trained where the problem is in the inputs.
     """
     from scaling import tracking
+    from scaling.capability import compare_forecasts, forecast_tasks
     from scaling.compare import compare, split_runs
     from scaling.fit import fit
     from scaling.formatting import format_flops, format_interval
@@ -206,6 +225,11 @@ def run_demo(
     }
     directory.parent.mkdir(parents=True, exist_ok=True)
     forecast_path = directory.parent / f"{config.name}-forecast.json"
+    capabilities, skipped = forecast_tasks(
+        trained, target_x, x=x, interval=interval, n_bootstrap=n_bootstrap, seed=0
+    )
+    forecast["capabilities"] = [f.summary() for f in capabilities]
+    forecast["capabilities_skipped"] = skipped
     forecast_path.write_text(json.dumps(forecast, indent=2, default=float) + "\n", encoding="utf-8")
     timings["fit_s"] = time.perf_counter() - stage
     say(
@@ -214,6 +238,9 @@ def run_demo(
         f"{format_interval(predicted, lo, hi)} ({interval:.0%} interval) at {x} = "
         f"{format_flops(target_x)}, {forecast['extrapolation']:.0f}x the largest proxy"
     )
+    headline_task = _headline_task(capabilities)
+    if headline_task is not None:
+        say(f"    capability forecast: {_forecast_line(headline_task)}")
 
     say("3/4 training the target")
     stage = time.perf_counter()
@@ -235,6 +262,13 @@ def run_demo(
         proxies, target_row, law=law, x=x, curve=curve, interval=interval,
         n_bootstrap=n_bootstrap, seed=0,
     )  # fmt: skip
+    comparison = replace(
+        comparison, metrics=comparison.metrics + tuple(compare_forecasts(capabilities, target_row))
+    )
+    for row in comparison.metrics[1:]:
+        if headline_task is not None and row.metric == headline_task.column:
+            say(f"    capability check: {row.metric} predicted "
+                f"{format_interval(row.predicted, row.lo, row.hi)}, actual {row.actual:.3g}")
     timings["compare_s"] = time.perf_counter() - stage
 
     say(f"4/4 writing the report to {directory}")

@@ -136,7 +136,8 @@ def expand(config: SweepConfig) -> list[RunSpec]:
 
     def add(where: str, shape: Shape, role: str, name: str, tokens: int) -> None:
         model, train = _shape_spec(config, shape, tokens=tokens)
-        spec = RunSpec(sweep=config.name, name=name, role=role, model=model, data=config.data, train=train)
+        spec = RunSpec(sweep=config.name, name=name, role=role, model=model, data=config.data,
+                       train=train, evals=config.evals)
         specs.append((where, spec))
 
     if config.ladder is not None:
@@ -192,7 +193,8 @@ def _tune_base(config: SweepConfig, shape: Shape) -> RunSpec:
     tune = config.tune
     tokens, _ = _budget(config, "tune", shape, tune.tokens, tune.tokens_per_param)
     model, train = _shape_spec(config, shape, tokens=tokens)
-    return RunSpec(sweep=config.name, name=_label(model), model=model, data=config.data, train=train)
+    return RunSpec(sweep=config.name, name=_label(model), model=model, data=config.data,
+                   train=train, evals=config.evals)
 
 
 def _tune_studies(config: SweepConfig) -> dict[str, RunSpec]:

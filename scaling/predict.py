@@ -448,13 +448,15 @@ def predict_run(
 
 
 def two_step(
-    loss_fit: FitResult, metric_fit: FitResult, x, interval: float = 0.9
+    loss_fit: FitResult, metric_fit: FitResult, x, interval: float = 0.9, band: str = "fit"
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Two-step prediction, compute -> loss -> metric (Llama 3, the OLMo ladder).
 
     ``loss_fit`` maps the x of a run (e.g. C) to its loss; ``metric_fit`` (usually the
     ``sigmoid`` law, x = loss) maps the loss to a downstream metric. The band pairs the
-    i-th bootstrap draw of each fit, so both uncertainties carry through.
+    i-th bootstrap draw of each fit, so both uncertainties carry through. With
+    ``band="run"`` each step's draw also takes a log residual of its own fit (seeded), as
+    :meth:`FitResult.predict` does: the band where one new run's metric lies.
 
     Returns
     -------
@@ -476,12 +478,21 @@ def two_step(
     if n == 0:
         nan = np.full_like(point, np.nan)
         return point, (nan, nan.copy())
+    if band not in ("fit", "run"):
+        raise FitError(f"band = {band!r}; choose 'fit' (the curve) or 'run' (one new run)")
+    rng = np.random.default_rng(metric_fit.seed)
+
+    def scatter(fit: FitResult, log_draws: np.ndarray) -> np.ndarray:
+        if band == "fit" or not fit.log_residuals_.size:
+            return np.exp(log_draws)
+        return np.exp(log_draws - rng.choice(fit.log_residuals_, size=log_draws.shape))
+
     arrays = loss_fit._x_arrays(x)
-    loss_draws = np.exp(loss_fit.law_.log_model(loss_fit.bootstrap_theta_[:n], arrays)[0])  # (n, m)
-    metric_draws = np.exp(
-        np.stack([metric_fit.law_.log_model(metric_fit.bootstrap_theta_[i : i + 1], [loss_draws[i]])[0][0]
-                  for i in range(n)])
-    )
+    loss_draws = scatter(loss_fit, loss_fit.law_.log_model(loss_fit.bootstrap_theta_[:n], arrays)[0])  # (n, m)
+    metric_draws = scatter(metric_fit, np.stack(
+        [metric_fit.law_.log_model(metric_fit.bootstrap_theta_[i : i + 1], [loss_draws[i]])[0][0]
+         for i in range(n)]
+    ))
     tail = (1 - interval) / 2
     return point, (np.quantile(metric_draws, tail, axis=0), np.quantile(metric_draws, 1 - tail, axis=0))
 

@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +72,11 @@ class RunResult:
         Training tokens per second over the steps this call trained.
     resumed_from_step : int
         0 for a fresh run, else the checkpoint's step.
+    capabilities : dict
+        ``task/<name>/<metric>`` scores of the final model (:func:`scaling.evals.evaluate`);
+        empty when the run lists no ``evals.tasks``.
+    evals_s : float
+        Seconds spent scoring the tasks (included in ``wall_s``).
     """
 
     status: str
@@ -87,6 +92,8 @@ class RunResult:
     wall_s: float
     tokens_per_s: float
     resumed_from_step: int = 0
+    capabilities: dict[str, float] = field(default_factory=dict)
+    evals_s: float = 0.0
 
     def summary(self) -> dict[str, float]:
         """The summary metrics logged once at the end (DESIGN.md keys), as plain floats.
@@ -106,6 +113,8 @@ class RunResult:
             "size/tokens": float(self.tokens),
             "size/flops": float(self.flops),
             "size/flops_exact": float(self.flops_exact),
+            **self.capabilities,
+            **({"perf/evals_s": float(self.evals_s)} if self.capabilities else {}),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -334,6 +343,8 @@ def train(
         )
     forward = torch.compile(trained) if cfg.compile else trained
 
+    score_tasks = _task_scorer(spec, data, config.context, model, device, autocast)
+    evals_s = 0.0
     eval_batches = _eval_batches(
         eval_sequences(data.eval, config.context, spec.data.eval_tokens), dist, plan.micro
     )
@@ -368,7 +379,7 @@ def train(
         dist.barrier()
 
     peak = device_peak_flops(device, precision) * dist.world
-    status, failure = "finished", None
+    status, failure, capabilities = "finished", None, {}
     interval_start, interval_tokens = time.perf_counter(), 0
     train_start, step = time.perf_counter(), start_step
     model.train()
@@ -433,6 +444,8 @@ def train(
                     break
                 last_eval = {"step": done, "loss": eval_loss}
                 emit(done, _eval_metrics(eval_loss, data.bits_per_byte(eval_loss), done * cfg.batch_tokens))
+                if spec.evals.every_eval and done < plan.steps and dist.rank == 0:
+                    emit(done, score_tasks())
                 interval_start = time.perf_counter()  # evaluation is not training throughput
             if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == plan.steps):
                 save(done)
@@ -449,6 +462,10 @@ def train(
                                                data.bits_per_byte(last_eval["loss"]),
                                                plan.steps * cfg.batch_tokens))
             final_loss = last_eval["loss"]
+            if dist.rank == 0:
+                scored = time.perf_counter()
+                capabilities = score_tasks()
+                evals_s = time.perf_counter() - scored
             if checkpoint_dir is not None and dist.rank == 0:
                 _save_atomically({
                     "model": model.state_dict(), "config": config.to_dict(),
@@ -473,7 +490,22 @@ def train(
         wall_s=time.perf_counter() - started,
         tokens_per_s=new_tokens / train_seconds if train_seconds > 0 and new_tokens else 0.0,
         resumed_from_step=start_step,
+        capabilities=capabilities,
+        evals_s=evals_s,
     )
+
+
+def _task_scorer(spec: RunSpec, data: Any, context: int, model: GPT, device: Any,
+                 autocast: Any) -> Callable[[], dict[str, float]]:
+    """``score()`` -> the run's capability scores now (empty when it lists no tasks). The
+    tasks are built before training, so a bad task file fails the run before any step."""
+    from scaling.evals import build_tasks, evaluate
+
+    if not spec.evals.tasks:
+        return dict
+    tasks = build_tasks(spec.evals, data, context)
+    return lambda: evaluate(model, tasks, data.tokenizer, spec.evals, device=device,
+                            autocast=autocast)
 
 
 def _eval_metrics(loss: float, bpb: float, tokens: int) -> dict[str, float]:

@@ -1,0 +1,262 @@
+"""Capability forecasts: a task's score at a larger budget, from the proxies' scores.
+
+Each task the proxies were scored on (:mod:`scaling.evals`, run-table columns
+``task_<name>_<metric>``) is forecast two ways, side by side:
+
+1. **GPT-4's form**: −E[log pass_rate] = α·C^(−k) (law ``capability``), fitted to the task's
+   ``neg_log_pass_rate`` against compute;
+2. **two steps** (Llama 3, the OLMo ladder): compute -> the task's NLL of the correct answer
+   (law ``gpt4``, a·C^b + c), then NLL -> accuracy (law ``sigmoid``), composed by
+   :func:`scaling.predict.two_step`, whose band pairs the bootstrap draws of both steps.
+
+Bands are for one run's value (the law's bootstrap and the proxies' scatter around it), as
+the loss forecast's are: the target is one run.
+
+The sigmoid is fitted on log residuals, so it needs positive accuracies: an accuracy of 0
+(no item right) is fitted, and compared, as half an item right, 0.5 / items.
+
+This module reads no files and no MLflow: it takes a run table, as :mod:`scaling.fit` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scaling.errors import FitError
+
+__all__ = [
+    "TaskForecast",
+    "task_column",
+    "task_names",
+    "floored_accuracy",
+    "forecast_task",
+    "forecast_tasks",
+    "compare_forecasts",
+]
+
+NLL_LAW = "gpt4"  # step 1, compute -> task NLL: the loss's own law, with its irreducible term
+METRIC_LAW = "sigmoid"  # step 2, task NLL -> accuracy
+TWO_STEP = f"{NLL_LAW}->{METRIC_LAW}"
+
+
+def task_column(task: str, metric: str) -> str:
+    """The run-table column of a task's metric (MLflow's ``task/copy/nll`` -> ``task_copy_nll``).
+
+    Examples
+    --------
+    >>> task_column("copy", "neg_log_pass_rate")
+    'task_copy_neg_log_pass_rate'
+    """
+    return f"task_{task}_{metric}"
+
+
+def task_names(frame: pd.DataFrame) -> list[str]:
+    """Tasks with the columns a forecast needs (accuracy, items, nll, neg_log_pass_rate), in
+    the order their columns come.
+
+    Examples
+    --------
+    >>> columns = ["task_copy_" + m for m in ("accuracy", "items", "nll", "neg_log_pass_rate")]
+    >>> task_names(pd.DataFrame(columns=["loss", *columns]))
+    ['copy']
+    """
+    names = []
+    for column in frame.columns:
+        text = str(column)
+        if text.startswith("task_") and text.endswith("_neg_log_pass_rate"):
+            name = text[len("task_") : -len("_neg_log_pass_rate")]
+            needed = [task_column(name, m) for m in ("accuracy", "items", "nll")]
+            if all(c in frame.columns for c in needed):
+                names.append(name)
+    return names
+
+
+@dataclass(frozen=True)
+class TaskForecast:
+    """One task metric predicted at one budget.
+
+    Attributes
+    ----------
+    task : str
+    metric : {"neg_log_pass_rate", "accuracy"}
+    column : str
+        Its run-table column.
+    method : str
+        ``capability`` (GPT-4's form) or ``gpt4->sigmoid`` (the two-step chain).
+    x : str
+        Run-table column of compute the forecast extrapolates along.
+    target_x : float
+    predicted, lo, hi : float
+        Point forecast and the bounds of the ``interval`` band.
+    interval : float
+    n_proxies : int
+        Runs the law(s) were fitted on.
+    fits : dict
+        The fitted laws by step (``capability``, or ``nll`` and ``accuracy``).
+    """
+
+    task: str
+    metric: str
+    column: str
+    method: str
+    x: str
+    target_x: float
+    predicted: float
+    lo: float
+    hi: float
+    interval: float
+    n_proxies: int
+    fits: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def summary(self) -> dict[str, Any]:
+        """Plain JSON-safe values (NaN bounds become None)."""
+        def safe(value: float) -> float | None:
+            return float(value) if np.isfinite(value) else None
+
+        return {
+            "task": self.task, "metric": self.metric, "column": self.column,
+            "method": self.method, "x": self.x, "target_x": float(self.target_x),
+            "predicted": float(self.predicted), "lo": safe(self.lo), "hi": safe(self.hi),
+            "interval": self.interval, "n_proxies": int(self.n_proxies),
+            "fits_valid": {step: bool(fit.is_valid) for step, fit in self.fits.items()},
+        }  # fmt: skip
+
+
+def _usable(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Proxies (not the target) with finite values in ``columns``, accuracy floored."""
+    from scaling.table import coerce_numeric, require_columns
+
+    require_columns(frame, columns, "run table")
+    table = coerce_numeric(frame, columns, "run table")
+    if "role" in table.columns:
+        table = table[table["role"].astype(str) != "target"]
+    if "status" in table.columns:
+        table = table[table["status"].isna() | (table["status"].astype(str) == "FINISHED")]
+    return table[np.isfinite(table[list(columns)].to_numpy(dtype=float)).all(axis=1)]
+
+
+def floored_accuracy(accuracy: Any, items: Any) -> Any:
+    """Accuracy with 0 read as half an item right (the sigmoid is fitted on log residuals).
+
+    Examples
+    --------
+    >>> float(floored_accuracy(0.0, 100)), float(floored_accuracy(0.25, 100))
+    (0.005, 0.25)
+    """
+    return np.maximum(accuracy, 0.5 / np.asarray(items, dtype=float))
+
+
+def forecast_task(
+    proxies: pd.DataFrame, task: str, target_x: float, *, x: str = "flops_exact",
+    interval: float = 0.9, n_bootstrap: int = 1000, seed: int = 0,
+) -> list[TaskForecast]:  # fmt: skip
+    """Forecast one task at ``target_x``: GPT-4's form, then the two-step accuracy.
+
+    Parameters
+    ----------
+    proxies : DataFrame
+        Run table with ``x`` and the task's columns; runs with role ``target``, unfinished
+        runs and runs without the task's scores are left out.
+    task : str
+    target_x : float
+        Compute (in column ``x``) of the run to forecast.
+    x : str
+        Compute column, ``flops_exact`` or ``flops``.
+    interval : float
+        Coverage of the bands, for one run's value: the bootstrap of the fits (paired through
+        both steps of the chain) and the proxies' scatter around each law.
+    n_bootstrap, seed
+        As for :func:`scaling.fit.fit`.
+
+    Returns
+    -------
+    list of TaskForecast
+        ``neg_log_pass_rate`` (law ``capability``) and ``accuracy`` (two steps).
+
+    Raises
+    ------
+    FitError
+        If too few proxies have the task's scores, or a law cannot be fitted.
+    """
+    from scaling.fit import fit
+    from scaling.predict import two_step
+
+    columns = {m: task_column(task, m) for m in ("neg_log_pass_rate", "nll", "accuracy", "items")}
+    table = _usable(proxies, [x, *columns.values()])
+    source = f"proxies' '{task}' scores"
+    settings = dict(n_bootstrap=n_bootstrap, seed=seed, interval=interval, source=source)
+    capability = fit("capability", table, x=(x,), y=columns["neg_log_pass_rate"], **settings)
+    point, (lo, hi) = capability.predict(np.array([target_x]), interval=interval, band="run")
+    common = dict(x=x, target_x=float(target_x), interval=interval, n_proxies=len(table))
+    forecasts = [TaskForecast(
+        task, "neg_log_pass_rate", columns["neg_log_pass_rate"], "capability",
+        predicted=float(point[0]), lo=float(lo[0]), hi=float(hi[0]),
+        fits={"capability": capability}, **common,
+    )]  # fmt: skip
+    table = table.assign(**{columns["accuracy"]: floored_accuracy(
+        table[columns["accuracy"]], table[columns["items"]])})  # fmt: skip
+    nll = fit(NLL_LAW, table, x=(x,), y=columns["nll"], **settings)
+    accuracy = fit(METRIC_LAW, table, x=(columns["nll"],), y=columns["accuracy"], **settings)
+    point, (lo, hi) = two_step(nll, accuracy, np.array([target_x]), interval=interval, band="run")
+    point, lo, hi = (np.minimum(v, 1.0) for v in (point, lo, hi))  # the sigmoid may pass 1
+    forecasts.append(TaskForecast(
+        task, "accuracy", columns["accuracy"], TWO_STEP, predicted=float(point[0]),
+        lo=float(lo[0]), hi=float(hi[0]), fits={"nll": nll, "accuracy": accuracy}, **common,
+    ))  # fmt: skip
+    return forecasts
+
+
+def forecast_tasks(
+    proxies: pd.DataFrame, target_x: float, *, tasks: Sequence[str] | None = None,
+    x: str = "flops_exact", interval: float = 0.9, n_bootstrap: int = 1000, seed: int = 0,
+) -> tuple[list[TaskForecast], dict[str, str]]:  # fmt: skip
+    """Forecast every task of the run table (or ``tasks``) at ``target_x``.
+
+    Returns
+    -------
+    forecasts : list of TaskForecast
+        Two per task that could be fitted (see :func:`forecast_task`).
+    skipped : dict of str to str
+        Tasks that could not be fitted, with the reason.
+    """
+    forecasts: list[TaskForecast] = []
+    skipped: dict[str, str] = {}
+    for task in task_names(proxies) if tasks is None else tasks:
+        try:
+            forecasts += forecast_task(
+                proxies, task, target_x, x=x, interval=interval, n_bootstrap=n_bootstrap,
+                seed=seed,
+            )
+        except FitError as error:
+            skipped[task] = str(error)
+    return forecasts, skipped
+
+
+def compare_forecasts(forecasts: Sequence[TaskForecast], target_row: Mapping[str, Any]) -> list:
+    """Each forecast beside the target run's value, as :class:`scaling.compare.MetricComparison`
+    rows (accuracy floored as it was fitted). Forecasts whose metric the target lacks, or
+    holds as 0, are left out (a relative error needs a positive value).
+    """
+    from scaling.compare import MetricComparison, _finite
+
+    rows = []
+    for forecast in forecasts:
+        actual = target_row.get(forecast.column)
+        if not _finite(actual):
+            continue
+        actual = float(actual)
+        if forecast.metric == "accuracy":
+            items = target_row.get(task_column(forecast.task, "items"))
+            actual = float(floored_accuracy(actual, items)) if _finite(items) else actual
+        if actual <= 0:
+            continue
+        rows.append(MetricComparison(
+            forecast.column, forecast.method, forecast.x, forecast.target_x, forecast.predicted,
+            forecast.lo, forecast.hi, forecast.interval, actual,
+        ))  # fmt: skip
+    return rows
