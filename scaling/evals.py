@@ -269,7 +269,7 @@ def open_structure(code: str) -> str | None:
     Examples
     --------
     >>> open_structure('print(f(x["a')
-    '"])'
+    '"]))'
     >>> open_structure("x = (1))") is None
     True
     """
