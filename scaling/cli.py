@@ -234,7 +234,8 @@ def _fit_lines(summary: dict[str, Any]) -> list[str]:
 @click.option("--experiment", help="MLflow experiment (= sweep name) to read the runs from.")
 @click.option("--law", default="gpt4", show_default=True, help="Law to fit (see scaling.laws.LAWS).")
 @click.option("--x", "x_columns", help="Comma-separated x columns, e.g. 'flops' (default: the law's).")
-@click.option("--y", "y_column", help="Column to fit (default: the law's, usually 'loss').")
+@click.option("--y", "y_column", help="Column to fit (default: the law's, usually 'loss'), or a "
+              "metric such as task/copy/neg_log_pass_rate.")
 @click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--backtest", "cuts", help="Comma-separated compute cuts to backtest at, e.g. '1e20'.")
@@ -249,12 +250,14 @@ def fit_command(
     \b
     Example:
       scaling fit --csv chinchilla_points.csv --law chinchilla --backtest 1e20 --save fit.json
+      scaling fit --experiment demo --law capability --y task/copy/neg_log_pass_rate
     """
     from scaling.fit import backtest, fit
     from scaling.predict import save_fit
 
     frame, source = _run_table(csv, experiment, tracking_uri)
     x = _columns(x_columns)
+    y_column = _metric_column(y_column)
     result = fit(law, frame, x=x, y=y_column, n_bootstrap=n_bootstrap, seed=seed, source=source)
     report: dict[str, Any] = {"fit": result.summary()}
     if cuts:
@@ -298,6 +301,9 @@ def predict_command(
 ):
     """Predict a run's loss with its interval, and the compute-optimal N and D.
 
+    Fitted on the fly from runs scored on capability tasks, it also forecasts each task's
+    metrics at that budget (as 'scaling capability' does).
+
     \b
     Example:
       scaling predict --fit fit.json --flops 5.76e23
@@ -321,10 +327,12 @@ def predict_command(
     prediction = predict_run(result, flops=flops, params=params, tokens=tokens, interval=interval)
     budget = prediction["flops"]
     allocation = compute_optimal(budget, optimal_fit, interval).to_dict() if optimal_fit else None
+    tasks = [] if fit_file else _task_forecasts(frame, result, budget, interval, n_bootstrap)
     if output == "json":
-        _emit_json({"prediction": prediction, "compute_optimal": allocation, "fit_valid": result.is_valid})
+        _emit_json({"prediction": prediction, "compute_optimal": allocation, "fit_valid": result.is_valid,
+                    "capabilities": [f.summary() for f in tasks]})
         return
-    click.echo("\n".join(_prediction_lines(prediction, allocation, result)))
+    click.echo("\n".join(_prediction_lines(prediction, allocation, result) + _task_lines(tasks)))
 
 
 def _prediction_lines(prediction, allocation, result) -> list[str]:
@@ -618,6 +626,89 @@ def _print_run_result(result: Any, output: str) -> None:
             click.echo(f"{key:>18}  {value:,.6g}" if isinstance(value, float) else f"{key:>18}  {value}")
     if result.status != "finished":
         raise DivergedError(f"run diverged: {result.failure}; lower train.lr or check the data")
+
+
+# --- capability commands ---
+
+
+def _metric_column(name: str | None) -> str | None:
+    """A metric as logged (``task/copy/accuracy``) to its run-table column (``task_copy_accuracy``)."""
+    return None if name is None else name.replace("/", "_")
+
+
+def _task_forecasts(frame, result, budget: float, interval: float, n_bootstrap: int) -> list:
+    """Each task's forecasts at the budget of a loss prediction, on the loss law's compute axis."""
+    from scaling.capability import forecast_tasks
+
+    x = result.x_[0] if len(result.x_) == 1 and result.x_[0] in ("flops", "flops_exact") else "flops"
+    return forecast_tasks(frame, budget, x=x, interval=interval, n_bootstrap=n_bootstrap)[0]
+
+
+def _task_lines(forecasts: list) -> list[str]:
+    from scaling.formatting import format_interval
+
+    return [
+        f"  {f.column} at {f.x} = {f.target_x:.3g}: "
+        f"{format_interval(f.predicted, f.lo, f.hi)} ({round(100 * f.interval)}%, {f.method})"
+        for f in forecasts
+    ]
+
+
+@cli.command("capability")
+@click.option("--experiment", help="MLflow experiment (= sweep name) of runs scored on tasks.")
+@click.option("--csv", help="Run table as a CSV file instead (columns task_<name>_<metric>).")
+@click.option("--flops", type=float, help="Compute to forecast for (in the --x column).")
+@click.option("--target", help="Run id of the large run: forecast for its compute and compare.")
+@click.option("--task", "tasks", multiple=True, help="Task to forecast (repeatable; default: all).")
+@click.option("--x", "x_column", default="flops_exact", show_default=True,
+              help="Compute column: flops_exact or flops (6ND).")
+@click.option("--interval", default=0.9, show_default=True, help="Level of the forecast bands.")
+@click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
+@output_option
+@tracking_option
+def capability_command(experiment, csv, flops, target, tasks, x_column, interval, n_bootstrap, output,
+                       tracking_uri):
+    """Forecast each task's score at a compute budget from the proxies' scores.
+
+    Two forecasts per task: GPT-4's -E[log pass_rate] = alpha*C^(-k), and the two-step chain
+    compute -> task NLL (a*C^b + c) -> accuracy (sigmoid), each with its interval for one
+    run. With --target, the large run's compute is used and its scores are compared.
+
+    \b
+    Example:
+      scaling capability --experiment demo --flops 3e14
+      scaling capability --experiment demo --target 3f2a9c...
+    """
+    from scaling.capability import compare_forecasts, forecast_tasks
+    from scaling.errors import ConfigError
+
+    frame, _ = _run_table(csv, experiment, tracking_uri)
+    if (flops is None) == (target is None):
+        raise ConfigError("give exactly one of --flops C or --target RUN_ID")
+    target_row = _target_row(frame, target) if target is not None else None
+    budget = flops if target_row is None else float(target_row[x_column])
+    proxies = frame if target_row is None else frame[frame["run_id"] != target]
+    forecasts, skipped = forecast_tasks(proxies, budget, tasks=list(tasks) or None, x=x_column,
+                                        interval=interval, n_bootstrap=n_bootstrap)
+    if not forecasts and not skipped:
+        raise ConfigError("the run table has no task scores; list tasks in the sweep's evals: section")
+    compared = [] if target_row is None else compare_forecasts(forecasts, target_row)
+    if output == "json":
+        return _emit_json({"forecasts": [f.summary() for f in forecasts], "skipped": skipped,
+                           "compared": [row.summary() for row in compared]})
+    lines = _task_lines(forecasts) + [f"  {task}: not forecast ({why})" for task, why in skipped.items()]
+    lines += [f"  {row.metric}: actual {row.actual:.4g}, error {row.relative_error * 100:+.1f}%, "
+              f"{'inside' if row.inside else 'outside'} the interval" for row in compared]
+    click.echo("\n".join(lines))
+
+
+def _target_row(frame, target: str):
+    from scaling.errors import DataError
+
+    rows = frame[frame["run_id"].astype(str) == target] if "run_id" in frame.columns else frame.iloc[:0]
+    if rows.empty:
+        raise DataError(f"the run table has no run {target!r}; pass a run_id from it")
+    return rows.iloc[0]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -628,7 +628,9 @@ def compare_experiment(
         Law fitted to the loss.
     metrics : sequence of str, optional
         Capability-metric columns compared with the ``capability`` law as well; by default
-        every column :func:`capability_columns` finds.
+        every column :func:`capability_columns` finds outside the tasks the runs were scored
+        on, whose forecasts (:mod:`scaling.capability`: GPT-4's form and the two-step
+        accuracy, fitted on every finished proxy) are always compared.
     interval, n_bootstrap, seed
         As for :func:`compare`.
     fit_range : {"all", "auto"}
@@ -666,12 +668,30 @@ def compare_experiment(
         )
     except TrackingError:  # the run never logged an eval curve: compare final values only
         curve = None
-    if metrics is None:
-        metrics = [c for c in capability_columns(proxies) if _finite(target_row.get(c))]
-    return compare(
+    if metrics is None:  # the tasks' own columns are forecast below, both ways
+        metrics = [c for c in capability_columns(proxies)
+                   if _finite(target_row.get(c)) and not c.startswith("task_")]
+    comparison = compare(
         proxies, target_row, law=law, curve=curve, metrics={m: "capability" for m in metrics},
         interval=interval, n_bootstrap=n_bootstrap, seed=seed,
     )
+    return _with_tasks(comparison, runs[runs["run_id"] != target], target_row,
+                       x=get_law(law).x[0], interval=interval, n_bootstrap=n_bootstrap, seed=seed)
+
+
+def _with_tasks(comparison: Comparison, proxies: pd.DataFrame, target_row: Any, **settings: Any) -> Comparison:
+    """The comparison with each capability task's forecasts (every finished proxy scored on
+    it, :func:`scaling.capability.forecast_tasks`) against the target's scores appended."""
+    from dataclasses import replace
+
+    from scaling.capability import compare_forecasts, forecast_tasks
+
+    x = settings.pop("x")
+    if not _finite(target_row.get(x)):
+        return comparison
+    forecasts, _ = forecast_tasks(proxies, float(target_row[x]), x=x, **settings)
+    rows = tuple(compare_forecasts(forecasts, target_row))
+    return replace(comparison, metrics=comparison.metrics + rows)
 
 
 def _finite(value: Any) -> bool:
