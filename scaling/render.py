@@ -175,7 +175,11 @@ def blocks(report: Report) -> list[Block]:
     if report.optimal is not None:
         out.append(_frame_table(report.optimal))
 
-    out.append(("h2", "8. What went in"))
+    number = 8
+    if report.capabilities is not None:
+        out += _capability_blocks(report, number)
+        number += 1
+    out.append(("h2", f"{number}. What went in"))
     out += _inputs_blocks(report)
 
     inputs = report.inputs
@@ -188,6 +192,19 @@ def blocks(report: Report) -> list[Block]:
         )
     )
     return out
+
+
+def _capability_blocks(report: Report, number: int) -> list[Block]:
+    blocks: list[Block] = [
+        ("h2", f"{number}. Capability forecasts"),
+        ("p", "Each task the runs were scored on, forecast at the same compute from every "
+              "finished proxy: GPT-4's -E[log pass_rate] = alpha·C^(-k), and the accuracy "
+              "through the task's loss (a·C^b + c, then a sigmoid of that loss). Intervals are "
+              "for one run; an accuracy of 0 counts as half an item right."),
+    ]
+    if "capabilities" in report.notes:
+        blocks.append(("p", report.notes["capabilities"]))
+    return [*blocks, _frame_table(report.capabilities)]
 
 
 def _inputs_blocks(report: Report) -> list[Block]:

@@ -203,9 +203,13 @@ class Report:
     notes : dict
         Sentences by section: ``learning_curves``/``isoflop`` (why a figure is missing),
         ``isoflop_law`` (approach 2's N_opt(C)), ``optimal`` (the allocation's source or
-        why there is none), ``backtest``, ``target`` (a target without loss or compute).
+        why there is none), ``backtest``, ``target`` (a target without loss or compute),
+        ``capabilities`` (tasks that could not be forecast).
     date : str
         ISO date printed in the footer.
+    capabilities : DataFrame or None
+        Each task's forecasts at ``target_x`` beside the target's scores, one row per metric
+        (:mod:`scaling.capability`); None when no run was scored on a task.
     """
 
     inputs: ReportInputs
@@ -226,6 +230,7 @@ class Report:
     figures: Mapping[str, Any]
     notes: Mapping[str, str] = field(default_factory=dict)
     date: str = ""
+    capabilities: pd.DataFrame | None = None
 
 
 # When no target is named, the report extrapolates this far beyond the largest proxy:
@@ -388,11 +393,40 @@ def build_report(
     if backtest_note:
         notes["backtest"] = backtest_note
     optimal, notes["optimal"] = _optimal(split.proxies, budget, interval, n_bootstrap, seed)
+    capabilities = _capabilities(inputs.runs, target_row, x, target_x, interval, n_bootstrap, seed, notes)
     return Report(
         inputs, law_object, x, y, split, result, interval, target_x, target_note,
         float(predicted), float(lo), float(hi), prediction, backtest, optimal, figures, notes,
-        _date(date),
+        _date(date), capabilities,
     )
+
+
+def _capabilities(
+    runs: pd.DataFrame, target_row: pd.Series | None, x: str, target_x: float, interval: float,
+    n_bootstrap: int, seed: int, notes: dict[str, str],
+) -> pd.DataFrame | None:  # fmt: skip
+    """Each task's forecasts at the target's compute (fitted on every finished proxy scored
+    on it) and the target's scores, as a table; tasks that cannot be fitted go to ``notes``."""
+    from scaling.capability import compare_forecasts, forecast_tasks, task_names
+
+    if not task_names(runs):
+        return None
+    proxies = runs if target_row is None else runs[runs.index != target_row.name]
+    forecasts, skipped = forecast_tasks(
+        proxies, target_x, x=x, interval=interval, n_bootstrap=n_bootstrap, seed=seed
+    )
+    if skipped:
+        notes["capabilities"] = " ".join(f"{task}: not forecast ({why})." for task, why in skipped.items())
+    actual = {} if target_row is None else {r.metric: r for r in compare_forecasts(forecasts, target_row)}
+    return pd.DataFrame({
+        "task": [f.task for f in forecasts],
+        "metric": [f.metric for f in forecasts],
+        "law": [f.method for f in forecasts],
+        "forecast": [_pm(f.predicted, f.lo, f.hi) for f in forecasts],
+        f"{interval:.0%} interval": [_range((f.lo, f.hi), lambda v: f"{v:.4g}") for f in forecasts],
+        "actual": [f"{actual[f.column].actual:.4g}" if f.column in actual else "" for f in forecasts],
+        "error": [f"{actual[f.column].relative_error:+.1%}" if f.column in actual else "" for f in forecasts],
+    })  # fmt: skip
 
 
 def _backtest(
