@@ -390,23 +390,27 @@ def build_tasks(config: EvalsConfig, data: PreparedData, context: int) -> list[T
     """The tasks ``config`` lists: built-ins from the held-out split, the rest from files.
 
     Built once per process for a given corpus, config and context (every run of a sweep is
-    scored on the same items).
+    scored on the same items), and checked against the context and the shots asked for, so
+    a run whose tasks cannot be scored fails before it trains.
 
     Raises
     ------
     ConfigError, DataError
-        For an unknown task name, a missing or malformed task file, or too little held-out
-        text for ``n_items`` items.
+        For an unknown task name, a missing or malformed task file, too little held-out text
+        for ``n_items`` items, an item longer than the context or more shots than examples.
     """
     key = (data.corpus_hash, str(data.path), config.model_dump_json(), context)
     if key not in _TASKS:
         text = _held_out_text(data) if set(config.tasks) & set(BUILTIN_TASKS) else ""
-        _TASKS[key] = [
+        tasks = [
             builtin_task(name, text, context=context, n_items=config.n_items, seed=config.seed)
             if name in BUILTIN_TASKS or not name.endswith(".jsonl")
             else load_task(name)
             for name in config.tasks
         ]
+        for task in tasks:
+            prompt_tokens(task, data.tokenizer, context, config.shots, config.seed)
+        _TASKS[key] = tasks
     return _TASKS[key]
 
 

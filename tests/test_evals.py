@@ -285,3 +285,47 @@ def test_runs_without_tasks_keep_their_run_keys_and_params():
     assert scored.run_key != plain.run_key
     assert scored.flat_params()["evals.tasks"] == ["copy"]
     assert scored.run_key != RunSpec(evals={"tasks": ["copy"], "n_items": 7}).run_key
+
+
+# ----------------------------------------------------------------------------- in a run
+
+SYNTHETIC = {"source": "synthetic", "eval_fraction": 0.2, "eval_tokens": 1024,
+             "synthetic": {"tokens": 20_000, "alphabet": 8, "order": 1}}
+
+
+def symbol_run(tmp_path, *items: dict, **evals) -> RunSpec:
+    path = write_lines(tmp_path / "sym.jsonl", *map(json.dumps, items))
+    return RunSpec(
+        name="tiny", model={"n_layer": 1, "d_model": 16, "n_head": 2, "context": 16},
+        data=SYNTHETIC, evals={"tasks": [str(path)], **evals},
+        train={"tokens": 128 * 20, "batch_tokens": 128, "lr": 1e-2, "precision": "fp32",
+               "eval_every": 10},
+    )
+
+
+def test_a_run_scores_its_tasks_at_the_end_and_optionally_at_evaluations(tmp_path):
+    from scaling.train import train
+
+    torch.set_num_threads(1)
+    items = [{"prompt": "\u0001\u0002\u0003", "answer": "\u0004\u0005"},
+             {"prompt": "\u0002\u0003", "choices": ["\u0001", "\u0006"], "label": 1}]
+    with pytest.raises(DataError, match="is a choice item"):
+        train(symbol_run(tmp_path, *items))
+    logged = []
+    spec = symbol_run(tmp_path, items[0], items[0], every_eval=True)
+    result = train(spec, log=lambda step, metrics: logged.append((step, metrics)))
+    assert sorted(result.capabilities) == sorted(f"task/sym/{m}" for m in (
+        "accuracy", "accuracy_se", "pass_rate", "neg_log_pass_rate", "nll", "items"))
+    summary = result.summary()
+    assert summary["task/sym/items"] == 2 and 0 < summary["perf/evals_s"] < result.wall_s
+    assert [step for step, m in logged if "task/sym/nll" in m] == [10]  # the end: in the summary
+
+
+def test_a_task_that_cannot_be_scored_fails_the_run_before_it_trains(tmp_path):
+    from scaling.train import train
+
+    spec = symbol_run(tmp_path, {"prompt": "\u0001" * 20, "answer": "\u0002"})
+    logged = []
+    with pytest.raises(DataError, match=r"sym.jsonl: line 1: the prompt and its longest continuation"):
+        train(spec, log=lambda step, metrics: logged.append(step))
+    assert logged == []
