@@ -131,6 +131,8 @@ def _item_from_record(record: Any, where: str, number: int) -> Item:
     )
     if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
         raise DataError(f"{where}: line {number} has no string 'prompt'; {fix}")
+    if not record["prompt"]:
+        raise DataError(f"{where}: line {number} has an empty 'prompt'; give the text to continue")
     if isinstance(record.get("answer"), str) and "choices" not in record:
         if not record["answer"]:
             raise DataError(f"{where}: line {number} has an empty 'answer'; give the expected text")
