@@ -44,6 +44,8 @@ _LAZY = {
     "compute_optimal": "scaling.predict",
     "load_csv": "scaling.table",
     "compare": "scaling.compare",
+    "evaluate": "scaling.evals",
+    "forecast_tasks": "scaling.capability",
     "make_report": "scaling.report",
     "run_demo": "scaling.demo",
 }

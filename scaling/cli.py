@@ -645,11 +645,11 @@ def _task_forecasts(frame, result, budget: float, interval: float, n_bootstrap: 
 
 
 def _task_lines(forecasts: list) -> list[str]:
-    from scaling.formatting import format_interval
+    from scaling.render import _pm
 
     return [
         f"  {f.column} at {f.x} = {f.target_x:.3g}: "
-        f"{format_interval(f.predicted, f.lo, f.hi)} ({round(100 * f.interval)}%, {f.method})"
+        f"{_pm(f.predicted, f.lo, f.hi)} ({round(100 * f.interval)}%, {f.method})"
         for f in forecasts
     ]
 

@@ -96,10 +96,10 @@ def _headline_task(forecasts: list[Any]) -> Any:
 
 
 def _forecast_line(forecast: Any) -> str:
-    from scaling.formatting import format_interval
+    from scaling.render import _pm
 
     return (
-        f"{forecast.task} accuracy {format_interval(forecast.predicted, forecast.lo, forecast.hi)} "
+        f"{forecast.task} accuracy {_pm(forecast.predicted, forecast.lo, forecast.hi)} "
         f"({forecast.interval:.0%} interval; {forecast.method} on {forecast.n_proxies} proxies)"
     )
 
@@ -179,6 +179,7 @@ def run_demo(
     from scaling.fit import fit
     from scaling.formatting import format_flops, format_interval
     from scaling.laws import get_law
+    from scaling.render import _pm
     from scaling.report import make_report
     from scaling.sweep import load_sweep, run_sweep
 
@@ -268,7 +269,7 @@ def run_demo(
     for row in comparison.metrics[1:]:
         if headline_task is not None and row.metric == headline_task.column:
             say(f"    capability check: {row.metric} predicted "
-                f"{format_interval(row.predicted, row.lo, row.hi)}, actual {row.actual:.3g}")
+                f"{_pm(row.predicted, row.lo, row.hi)}, actual {row.actual:.3g}")
     timings["compare_s"] = time.perf_counter() - stage
 
     say(f"4/4 writing the report to {directory}")

@@ -32,6 +32,14 @@ def test_quick_demo_runs_the_whole_job_then_reuses_every_run(tmp_path, capsys):
     assert first["actual"] == pytest.approx(target["loss"])
     assert first["relative_error"] == pytest.approx(first["predicted"] / first["actual"] - 1)
     assert first["headline"].startswith("target-d32-L2-4xN: predicted loss")
+    # Every built-in task is forecast before the target trains, then checked against it.
+    forecast_columns = {f["column"] for f in forecast["capabilities"]}
+    assert forecast_columns == {f"task_{t}_{m}" for t in ("copy", "next_line", "closing")
+                                for m in ("neg_log_pass_rate", "accuracy")}
+    checked = {row["metric"]: row for row in first["capabilities"]}
+    assert set(checked) <= forecast_columns and "task_copy_neg_log_pass_rate" in checked
+    assert checked["task_copy_neg_log_pass_rate"]["actual"] == pytest.approx(
+        target["task_copy_neg_log_pass_rate"])
     report = Path(first["report_dir"])
     assert (report / "index.html").is_file() and (report / "report.md").is_file()
 
