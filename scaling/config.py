@@ -178,7 +178,7 @@ class EvalsConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_tasks(self) -> EvalsConfig:
-        from scaling.evals import BUILTIN_TASKS
+        from scaling.suites import BUILTIN_TASKS
 
         names = []
         for task in self.tasks:

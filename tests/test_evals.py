@@ -16,14 +16,12 @@ from scaling.data import ByteTokenizer
 from scaling.errors import ConfigError, DataError
 from scaling.evals import (
     SHOT_SEPARATOR,
-    Item,
-    Task,
-    builtin_task,
     evaluate,
     load_task,
     prompt_tokens,
     score_task,
 )
+from scaling.suites import Item, Task, builtin_task
 from scaling.model import GPTConfig
 
 BYTES = ByteTokenizer()
