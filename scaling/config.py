@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     PrivateAttr,
@@ -331,9 +332,15 @@ class LadderConfig(StrictModel):
         default_factory=list, description="budgets as multiples of N (non-embedding params)"
     )
     tokens: list[PositiveInt] = Field(default_factory=list, description="explicit budgets in tokens")
+    seeds: list[NonNegativeInt] = Field(
+        default_factory=list,
+        description="train every ladder run once per seed (train.seed), to measure the noise",
+    )
 
     @model_validator(mode="after")
     def _check_budgets(self) -> LadderConfig:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds = {self.seeds} repeats a seed; list each seed once")
         if not self.tokens_per_param and not self.tokens:
             raise ValueError("no budget; set ladder.tokens_per_param (e.g. [20]) or ladder.tokens")
         return self

@@ -92,6 +92,14 @@ def test_gpt2_ladder_spans_10m_to_350m_and_a_1_3b_target():
     assert 1.2e9 < target["params_total"] < 1.45e9
 
 
+def test_ladder_seeds_repeat_every_run_with_its_own_seed():
+    config = load_sweep(_write({**TINY, "ladder": {**TINY["ladder"], "seeds": [0, 3]}}))
+    proxies = [(spec.name, spec.train.seed) for spec in expand(config) if spec.role == "proxy"]
+    assert proxies == [("d8-L1-1xN-s0", 0), ("d8-L1-1xN-s3", 3),
+                       ("d12-L1-1xN-s0", 0), ("d12-L1-1xN-s3", 3)]
+    assert len({spec.run_key for spec in expand(config)}) == 5  # 4 proxies + the target
+
+
 def test_tune_file_plans_trials_per_shape():
     rows = plan(load_sweep(SWEEPS / "tune-lr-cpu.yaml"))
     assert [(row["name"], row["runs"]) for row in rows] == [("d16-L4 (tune)", 8), ("d32-L4 (tune)", 8)]
@@ -123,6 +131,8 @@ BAD = [
      r"bad.yaml: tune: warmup = \[0.5, 0.1\] must satisfy 0 <= low < high < 1"),
     ({"tune": {"shapes": [{"d_model": 8}], "batch_tokens": [0]}},
      r"bad.yaml: tune: batch_tokens must list positive sizes"),
+    ({"ladder": {"shapes": [{"d_model": 8}], "tokens_per_param": [1], "seeds": [0, 1, 0]}},
+     r"bad.yaml: ladder: seeds = \[0, 1, 0\] repeats a seed; list each seed once"),
     ({}, r"bad.yaml: the sweep runs nothing; add a ladder, isoflop, tune or target section"),
 ]  # fmt: skip
 
