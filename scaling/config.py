@@ -416,6 +416,13 @@ class SweepConfig(StrictModel):
         """The file this sweep was read from (``<sweep>`` when built in code)."""
         return self._source
 
+    @property
+    def config_hash(self) -> str:
+        """A 16-hex-digit hash of the validated sweep (its ``quick`` section aside): every run
+        of the sweep is tagged with it, so a report can say which sweep file produced it."""
+        text = json.dumps(self.model_dump(mode="json", exclude={"quick"}), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def with_source(self, source: str | Path) -> SweepConfig:
         """This config, remembering the file it came from (errors name it)."""
         self._source = str(source)

@@ -343,7 +343,7 @@ def _work_one(study, trial, config: SweepConfig, tracking_uri: str, storage) -> 
     resume = next((run["run_id"] for run in runs if run["status"] in (*_DEAD_STATES, "RUNNING")), None)
     params = spec.flat_params()
     params["model.vocab_size"] = _vocab_size(spec.model, spec.data)
-    tags = {}
+    tags = {tracking.TAG_CONFIG_HASH: config.config_hash}
     if "tune" in attrs:
         tags[tracking.TAG_TUNE] = attrs["tune"].rsplit("/", 1)[1]
     heartbeat = _Heartbeat(storage, trial._trial_id)

@@ -212,6 +212,8 @@ def test_roles_run_separately_each_once_and_a_rerun_reuses_everything():
     frame = tracking.runs_frame("tiny", status=None)
     assert len(frame) == 3 and set(frame.status) == {"FINISHED"}
     assert sorted(frame.run_key) == sorted(spec.run_key for spec in expand(load_sweep(path)))
+    assert set(frame.config_hash) == {load_sweep(path).config_hash}
+    assert load_sweep(_write({**TINY, "description": "edited"})).config_hash != frame.config_hash[0]
     assert list(frame.columns[: len(tracking.RUN_COLUMNS)]) == tracking.RUN_COLUMNS
     assert frame.loss.between(0, math.log(256) * 2).all() and (frame.bpb > 0).all()
     assert (frame.flops == 6 * frame.params * frame.tokens).all()
