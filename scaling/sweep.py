@@ -190,7 +190,15 @@ def _wait_ready(study, timeout: float = READY_TIMEOUT_S) -> None:
 
 
 def _superseded(trial) -> bool:
-    """A trial that only records an empty claim or a reaped attempt (its work was requeued)."""
+    """A trial that only records an empty claim or a reaped attempt (its work was requeued).
+
+    A reaper marks a trial ``requeued`` before failing it; when the owner completes the trial
+    in between, the failing is refused and the completed trial stands, mark or not.
+    """
+    from optuna.trial import TrialState
+
+    if trial.state == TrialState.COMPLETE:
+        return False
     return bool(trial.user_attrs.get("empty") or trial.user_attrs.get("requeued"))
 
 
