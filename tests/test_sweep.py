@@ -100,6 +100,14 @@ def test_ladder_seeds_repeat_every_run_with_its_own_seed():
     assert len({spec.run_key for spec in expand(config)}) == 5  # 4 proxies + the target
 
 
+@pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_sweep_file_plans_and_has_a_toy_version(path):
+    config = load_sweep(path)
+    quick = load_sweep(path, quick=True)
+    assert quick.name == f"{config.name}-quick"  # its own experiment, never mixed with the real one
+    assert plan(config) and plan(quick)
+
+
 def test_tune_file_plans_trials_per_shape():
     rows = plan(load_sweep(SWEEPS / "tune-lr-cpu.yaml"))
     assert [(row["name"], row["runs"]) for row in rows] == [("d16-L4 (tune)", 8), ("d32-L4 (tune)", 8)]
