@@ -163,14 +163,17 @@ def learning_curves_data(
 
 
 def isoflop_data(
-    proxies: pd.DataFrame, *, tolerance: float = 0.05, min_sizes: int = 3
+    proxies: pd.DataFrame, *, flops: str = "flops", tolerance: float = 0.05, min_sizes: int = 3
 ) -> pd.DataFrame:
     """Data of figure 3: proxies grouped into IsoFLOP profiles (same compute, several sizes).
 
     Parameters
     ----------
     proxies : DataFrame
-        Runs with ``params``, ``tokens``, ``flops`` and ``loss``.
+        Runs with ``params``, ``tokens``, the compute column ``flops`` and ``loss``.
+    flops : str
+        The compute column the budgets were set in: ``flops`` (6ND) or ``flops_exact`` (what
+        an ``isoflop`` sweep fixes).
     tolerance : float
         Runs whose compute differs by less than this fraction share a budget.
     min_sizes : int
@@ -191,11 +194,13 @@ def isoflop_data(
     [48.0, 48.0, 48.0]
     """
     columns = ["budget", "params", "tokens", "loss"]
-    needed = {"params", "tokens", "flops", "loss"}
+    needed = {"params", "tokens", flops, "loss"}
     if not needed.issubset(proxies.columns) or proxies.empty:
         return pd.DataFrame(columns=columns)
-    runs = proxies.sort_values("flops").reset_index(drop=True)
-    log_flops = np.log(runs["flops"].to_numpy(float))
+    runs = proxies.dropna(subset=[flops]).sort_values(flops).reset_index(drop=True)
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    log_flops = np.log(runs[flops].to_numpy(float))
     group, start = np.zeros(len(runs), dtype=int), log_flops[0]
     for i in range(1, len(runs)):
         if log_flops[i] - start > math.log1p(tolerance):
@@ -207,7 +212,7 @@ def isoflop_data(
     for _, members in runs.groupby("_group"):
         if members["params"].nunique() >= min_sizes:
             members = members.sort_values("params")
-            budget = float(members["flops"].median())
+            budget = float(members[flops].median())
             profiles.append(members.assign(budget=budget)[columns])
     if not profiles:
         return pd.DataFrame(columns=columns)
@@ -333,7 +338,8 @@ def draw_isoflop(data: Mapping[str, Any]) -> Any:
     right.scatter(optima["flops"], optima["tokens_opt"], color="C1", zorder=3)
     right.set_xscale("log")
     right.set_yscale("log")
-    right.set_xlabel("compute C = 6ND (FLOPs)")
+    axis = data.get("axis", "6ND")
+    right.set_xlabel("compute C = 6ND (FLOPs)" if axis == "6ND" else f"compute C ({axis})")
     right.set_ylabel("parameters, tokens")
     right.legend(fontsize="small")
     return fig
