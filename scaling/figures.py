@@ -351,6 +351,28 @@ def draw_residuals(data: pd.DataFrame) -> Any:
     return fig
 
 
+def draw_coord_check(table: pd.DataFrame) -> Any:
+    """The coord check (:func:`scaling.hparams.coord_check`): activation size against width
+    (top) and depth (bottom), one panel per parametrisation, one line per layer."""
+    names = list(dict.fromkeys(table["parametrization"]))
+    fig = _figure(4.0 * len(names), 6.4)
+    axes = fig.subplots(2, len(names), squeeze=False, sharey="row")
+    for row, (axis, column) in enumerate((("width", "d_model"), ("depth", "n_layer"))):
+        for col, name in enumerate(names):
+            ax = axes[row][col]
+            part = table[(table["parametrization"] == name) & (table["axis"] == axis)]
+            for i, (layer, points) in enumerate(part.groupby("layer", sort=False)):
+                ax.plot(points[column], points["size"], "o-", color=f"C{i}", label=layer)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{name}: against {axis}", fontsize="medium")
+            ax.set_xlabel(column)
+    axes[0][0].set_ylabel("mean |activation|")
+    axes[1][0].set_ylabel("mean |activation|")
+    axes[0][0].legend(fontsize="x-small")
+    return fig
+
+
 FIGURES: dict[str, tuple[str, Any]] = {
     "loss_vs_compute": ("Loss against compute", draw_loss_vs_compute),
     "learning_curves": ("Learning curves", draw_learning_curves),

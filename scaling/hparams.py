@@ -33,6 +33,7 @@ __all__ = [
     "tune_trials",
     "tune_optima",
     "law_table",
+    "best_of_tuned",
     "recommend",
     "coord_check",
     "coord_slopes",
@@ -206,8 +207,27 @@ def law_table(law: str, frame: pd.DataFrame, *, seed: int = 0, source: str = "ru
     return optima
 
 
+def best_of_tuned(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each tuned shape reduced to its lowest-loss trial: the runs a loss law
+    is fitted to, since mistuned proxies bend the curve (Porian et al. 2024).
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"tune": [None, "d8", "d8"], "loss": [3.0, 2.5, 2.4]})
+    >>> best_of_tuned(frame)["loss"].tolist()
+    [3.0, 2.4]
+    """
+    trials = tune_trials(frame)
+    if trials.empty:
+        return frame
+    losses = pd.to_numeric(trials["loss"], errors="coerce")
+    best = losses.groupby(trials["tune"]).idxmin().dropna()
+    keep = ~frame.index.isin(trials.index) | frame.index.isin(best.to_numpy())
+    return frame[keep]
+
+
 def recommend(
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | None,
     flops: float,
     *,
     interval: float = 0.9,
@@ -216,24 +236,21 @@ def recommend(
     source: str = "run table",
 ) -> dict[str, Any]:
     """Learning rate (and batch size, if tuned) for a budget, from laws fitted to the optima
-    of the tune trials in ``frame``; DeepSeek LLM's published laws when there are none.
+    of the tune trials in ``frame``; DeepSeek LLM's published laws, labelled as such, when
+    there are none (or ``frame`` is None).
 
     Returns
     -------
     dict
-        ``source`` ('tuned' or 'deepseek'), ``shapes`` (tuned shapes fitted), ``lr`` and
-        ``batch_tokens``, each ``{"value", "lower", "upper"}`` (bounds None for the reference
-        laws; ``batch_tokens`` None when tuned runs did not vary it).
-
-    Raises
-    ------
-    FitError
-        If there are tune trials but too few shapes to fit a law (three or more needed).
+        ``source``: 'tuned', 'deepseek', or 'unavailable' (with ``reason``, e.g. fewer than
+        three tuned shapes); ``shapes`` (tuned shapes fitted); ``lr`` and ``batch_tokens``,
+        each ``{"value", "lower", "upper"}`` at level ``interval`` (bounds None for the
+        reference laws; ``batch_tokens`` None when the tuned runs did not vary it).
     """
     from scaling.fit import fit
     from scaling.predict import hyperparameters
 
-    if tune_trials(frame).empty:
+    if frame is None or tune_trials(frame).empty:
         reference = hyperparameters(flops)
         return {
             "source": "deepseek", "shapes": 0,
@@ -244,11 +261,13 @@ def recommend(
     out: dict[str, Any] = {"source": "tuned", "shapes": len(optima), "batch_tokens": None}
     laws = ["lr"] + (["batch"] if (optima["batch_choices"] > 1).any() else [])
     for name in laws:
-        result = fit(name, optima, n_bootstrap=n_bootstrap, seed=seed, interval=interval,
-                     source=f"{source} (tuned optima)")
+        try:
+            result = fit(name, optima, n_bootstrap=n_bootstrap, seed=seed, interval=interval,
+                         source=f"{source} (tuned optima)")
+        except FitError as error:
+            return {"source": "unavailable", "shapes": len(optima), "reason": str(error)}
         value, (lower, upper) = result.predict(np.array([flops]), interval=interval)
-        key = result.y_
-        out[key] = {"value": float(value[0]), "lower": float(lower[0]), "upper": float(upper[0])}
+        out[result.y_] = {"value": float(value[0]), "lower": float(lower[0]), "upper": float(upper[0])}
     return out
 
 
