@@ -50,12 +50,17 @@ _TUNE_COLUMNS = ["lr", "loss", "flops", "batch_tokens"]
 
 def tune_trials(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``frame`` that are finished tune trials (a non-empty ``tune`` column)."""
+    return frame[_trial_mask(frame)]
+
+
+def _trial_mask(frame: pd.DataFrame) -> np.ndarray:
     if "tune" not in frame.columns:
-        return frame.iloc[:0]
-    trials = frame[frame["tune"].notna() & (frame["tune"].astype(str) != "")]
-    if "status" in trials.columns:
-        trials = trials[trials["status"].isna() | (trials["status"].astype(str) == "FINISHED")]
-    return trials
+        return np.zeros(len(frame), dtype=bool)
+    mask = (frame["tune"].notna() & (frame["tune"].astype(str) != "")).to_numpy(copy=True)
+    if "status" in frame.columns:
+        status = frame["status"]
+        mask &= (status.isna() | (status.astype(str) == "FINISHED")).to_numpy()
+    return mask
 
 
 def _vertex(log_lr: np.ndarray, loss: np.ndarray) -> tuple[float, str]:
@@ -217,12 +222,16 @@ def best_of_tuned(frame: pd.DataFrame) -> pd.DataFrame:
     >>> best_of_tuned(frame)["loss"].tolist()
     [3.0, 2.4]
     """
-    trials = tune_trials(frame)
-    if trials.empty:
+    mask = _trial_mask(frame)
+    if not mask.any():
         return frame
-    losses = pd.to_numeric(trials["loss"], errors="coerce")
-    best = losses.groupby(trials["tune"]).idxmin().dropna()
-    keep = ~frame.index.isin(trials.index) | frame.index.isin(best.to_numpy())
+    keep = ~mask
+    losses = pd.to_numeric(frame["loss"], errors="coerce").to_numpy(dtype=float)
+    shapes = frame["tune"].astype(str).to_numpy()
+    for shape in np.unique(shapes[mask]):
+        members = np.flatnonzero(mask & (shapes == shape) & np.isfinite(losses))
+        if members.size:
+            keep[members[np.argmin(losses[members])]] = True
     return frame[keep]
 
 
