@@ -124,3 +124,19 @@ def test_fit_and_predict_commands_use_the_tuned_optima(capsys):
     trials().assign(tune=None).to_csv("empty.csv", index=False)
     assert main(["fit", "--csv", "empty.csv", "--law", "lr"]) != 0
     assert "no finished tune trials" in capsys.readouterr().err
+
+
+def test_the_report_of_a_tune_sweep_shows_loss_against_lr_the_optima_and_the_law():
+    from scaling.render import render_markdown
+    from scaling.report import build_report, inputs_from_csv
+
+    trials(noise=0.002).to_csv("tune.csv", index=False)
+    report = build_report(inputs_from_csv("tune.csv"), target_flops=1e16, n_bootstrap=100, date="2026-01-01")
+    assert len(report.split.proxies) == 4  # the loss law sees each shape's best trial only
+    data = report.figures["lr_tuning"]
+    assert len(data["trials"]) == 28 and len(data["optima"]) == 4
+    assert data["fit"].params_["b"] == pytest.approx(B, abs=0.05)
+    assert (data["law"]["lo"] <= data["law"]["lr"]).all() and (data["law"]["lr"] <= data["law"]["hi"]).all()
+    text = render_markdown(report)
+    assert "## 9. Learning rate per shape" in text and "| d128-L2 | 7 | 6.40e13 |" in text
+    assert "lr_opt(C) = a·C^b with a = " in text
