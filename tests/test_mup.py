@@ -3,6 +3,7 @@ check separates the two parametrisations, and bad configs say what to do."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -136,3 +137,18 @@ def test_gpt_config_checks_the_base_shape_too():
     assert validate(ModelConfig, {"parametrization": "mup", "base_d_model": 64,
                                   "base_n_layer": 4}).base_d_model == 64
     assert math.isclose(GPTConfig(parametrization="mup", base_d_model=64, base_n_layer=2).mup.width, 2.0)
+
+
+def test_check_coords_command_prints_the_slopes_and_writes_the_figure(capsys):
+    from pathlib import Path
+
+    from scaling.cli import main
+
+    args = ["check-coords", "--widths", "16,32,64", "--depths", "1,2", "--steps", "3", "--plot", "c.png"]
+    assert main(args + ["--output", "json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert len(payload["slopes"]) == 2 * 2 * 5 and Path("c.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(args) == 0
+    assert "growth of log2(activation size) per doubling" in capsys.readouterr().out
+    assert main(["check-coords", "--widths", "32"]) != 0
+    assert "--widths '32': give two or more positive integers, e.g. '32,64,128'" in capsys.readouterr().err
