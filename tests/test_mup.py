@@ -152,3 +152,21 @@ def test_check_coords_command_prints_the_slopes_and_writes_the_figure(capsys):
     assert "growth of log2(activation size) per doubling" in capsys.readouterr().out
     assert main(["check-coords", "--widths", "32"]) != 0
     assert "--widths '32': give two or more positive integers, e.g. '32,64,128'" in capsys.readouterr().err
+
+
+def test_the_cpu_bf16_attention_path_uses_the_mup_scale():
+    config = GPTConfig(n_layer=1, d_model=64, n_head=2, context=16, vocab_size=32,
+                       parametrization="mup", base_d_model=16, base_n_layer=1)
+    torch.manual_seed(0)
+    attention = GPT(config).blocks[0].attn
+    x = torch.randn(2, 16, 64)
+    with torch.no_grad():
+        attention.qkv.weight.normal_(0.0, 0.3)  # attention scores of order 1: the scale shows
+        exact = attention(x)  # SDPA with the muP scale, fp32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            explicit = attention(x).float()  # the explicit matmul path
+        attention.scale = None
+        standard = attention(x)
+    size = exact.abs().mean()
+    assert (explicit - exact).abs().mean() < 0.02 * size  # bf16 rounding only
+    assert (standard - exact).abs().mean() > 0.1 * size
