@@ -255,7 +255,7 @@ def fit_command(
     from scaling.predict import save_fit
 
     frame, source = _run_table(csv, experiment, tracking_uri)
-    frame = law_table(law, frame, seed=seed, source=source)  # lr, batch: the tuned optima
+    frame = law_table(law, frame, seed=seed, source=source)  # tuned shapes: optima or best trials
     x = _columns(x_columns)
     result = fit(law, frame, x=x, y=y_column, n_bootstrap=n_bootstrap, seed=seed, source=source)
     report: dict[str, Any] = {"fit": result.summary()}
@@ -325,7 +325,7 @@ def predict_command(
     """
     from scaling.errors import ConfigError
     from scaling.fit import fit
-    from scaling.hparams import best_of_tuned, recommend, tune_trials
+    from scaling.hparams import law_table, recommend, tune_trials
     from scaling.predict import compute_optimal, load_fit, predict_run
 
     if fit_file and (csv or experiment):
@@ -337,7 +337,7 @@ def predict_command(
     else:
         frame, source = _run_table(csv, experiment, tracking_uri)
         trials = tune_trials(frame)
-        frame = best_of_tuned(frame)  # a mistuned trial would bend the loss law
+        frame = law_table(law, frame, source=source)  # a mistuned trial would bend the loss law
         result = fit(law, frame, x=_columns(x_columns), n_bootstrap=n_bootstrap, source=source)
         optimal_fit = result if law == "chinchilla" else None
         if optimal_fit is None and {"params", "tokens", "loss"} <= set(frame.columns):

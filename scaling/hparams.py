@@ -191,9 +191,10 @@ def tune_optima(
 
 
 def law_table(law: str, frame: pd.DataFrame, *, seed: int = 0, source: str = "run table") -> pd.DataFrame:
-    """The table a law is fitted to: a tune sweep's per-shape optima for the ``lr`` and
-    ``batch`` laws when ``frame`` has a ``tune`` column (a run table from MLflow always
-    does), else ``frame`` itself (e.g. a CSV of optima).
+    """The table a law is fitted to. For the ``lr`` and ``batch`` laws, a tune sweep's
+    per-shape optima when ``frame`` has a ``tune`` column (a run table from MLflow always
+    does), else ``frame`` itself (e.g. a CSV of optima). For any other law, ``frame`` with
+    each tuned shape reduced to its best trial (:func:`best_of_tuned`).
 
     Raises
     ------
@@ -201,7 +202,9 @@ def law_table(law: str, frame: pd.DataFrame, *, seed: int = 0, source: str = "ru
         If the tune column is empty, or the batch law is asked of a sweep that did not tune
         the batch size.
     """
-    if law not in HYPERPARAMETER_LAWS or "tune" not in frame.columns:
+    if law not in HYPERPARAMETER_LAWS:
+        return best_of_tuned(frame)
+    if "tune" not in frame.columns:
         return frame
     optima = tune_optima(frame, seed=seed, source=source)
     if law == "batch" and (optima["batch_choices"] < 2).all():

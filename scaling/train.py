@@ -7,7 +7,8 @@ the ``progress`` callback. The same call trains with DDP when started by ``torch
 
 Every proxy follows one recipe (GPT-3, appendix B): AdamW with betas (0.9, 0.95) and weight
 decay on matrices only, linear warmup then cosine decay to ``min_lr_ratio`` of the peak over
-the run's own token budget, gradient clipping at norm 1.0.
+the run's own token budget, gradient clipping at norm 1.0. Under ``model.parametrization:
+mup`` the hidden matrices get their own learning rate, decay and epsilon (:func:`_optimizer`).
 """
 
 from __future__ import annotations

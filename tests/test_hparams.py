@@ -96,6 +96,7 @@ def test_no_tune_trials_and_an_untuned_batch_are_clear_errors():
         tune_optima(empty, source="runs.csv")
     with pytest.raises(FitError, match=r"the batch size was not tuned \(one size per shape\); add choices"):
         law_table("batch", trials())
+    assert len(law_table("gpt4", trials())) == 4  # a loss law sees each shape's best trial
     plain = trials().drop(columns="tune")
     assert law_table("lr", plain) is plain  # a CSV without a tune column is fitted as it is
 
