@@ -341,7 +341,7 @@ def predict_command(
         result = fit(law, frame, x=_columns(x_columns), n_bootstrap=n_bootstrap, source=source)
         optimal_fit = result if law == "chinchilla" else None
         if optimal_fit is None and {"params", "tokens", "loss"} <= set(frame.columns):
-            optimal_fit = fit("chinchilla", frame, n_bootstrap=n_bootstrap, source=source)
+            optimal_fit = _optional_chinchilla(frame, n_bootstrap, source)
     prediction = predict_run(result, flops=flops, params=params, tokens=tokens, interval=interval)
     budget = prediction["flops"]
     allocation = compute_optimal(budget, optimal_fit, interval).to_dict() if optimal_fit else None
@@ -351,6 +351,18 @@ def predict_command(
                     "hyperparameters": hparams})
         return
     click.echo("\n".join(_prediction_lines(prediction, allocation, result) + _hyperparameter_lines(hparams)))
+
+
+def _optional_chinchilla(frame, n_bootstrap: int, source: str):
+    """The Chinchilla fit behind the compute-optimal N and D, or None where the runs cannot
+    carry it (e.g. three tuned shapes for five parameters): the loss prediction stands alone."""
+    from scaling.errors import FitError
+    from scaling.fit import fit
+
+    try:
+        return fit("chinchilla", frame, n_bootstrap=n_bootstrap, source=source)
+    except FitError:
+        return None
 
 
 def _hyperparameter_lines(hparams: dict[str, Any]) -> list[str]:

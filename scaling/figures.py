@@ -421,6 +421,7 @@ def draw_lr_tuning(data: Mapping[str, Any]) -> Any:
         right.plot(law["flops"], law["lr"], color="C0", label="lr_opt(C) = a·C^b")
     right.set_xscale("log")
     right.set_yscale("log")
+    right.xaxis.set_minor_formatter(NullFormatter())
     right.set_xlabel("compute C = 6ND (FLOPs)")
     right.set_ylabel("optimal learning rate")
     right.legend(fontsize="small")
