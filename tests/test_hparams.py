@@ -102,8 +102,7 @@ def test_no_tune_trials_and_an_untuned_batch_are_clear_errors():
 
 
 def test_fit_and_predict_commands_use_the_tuned_optima(capsys):
-    # without params and tokens: four shapes are too few for the chinchilla allocation fit
-    trials(noise=0.002).drop(columns=["params", "tokens"]).to_csv("tune.csv", index=False)
+    trials(noise=0.002).to_csv("tune.csv", index=False)
     assert main(["fit", "--csv", "tune.csv", "--law", "lr", "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
     assert "lr: lr_opt(C) = a·C^b   (flops -> lr)" in out
@@ -112,6 +111,8 @@ def test_fit_and_predict_commands_use_the_tuned_optima(capsys):
     assert main(["predict", "--csv", "tune.csv", "--flops", "1e16", "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
     assert "loss at C = " in out and "recommended lr 0.00" in out and "(lr law fitted to 4 tuned shapes)" in out
+    # four best trials cannot carry the five-parameter Chinchilla fit: the prediction stands alone
+    assert "compute-optimal N and D need a chinchilla fit" in out
 
     assert main(["predict", "--csv", "tune.csv", "--flops", "1e16", "--bootstrap", "50", "--output", "json"]) == 0
     payload = json.loads(capsys.readouterr().out)
