@@ -68,8 +68,6 @@ def _vertex(log_lr: np.ndarray, loss: np.ndarray) -> tuple[float, str]:
     trials (at least three), or the best trial when the parabola does not open upward or
     its minimum lies outside the learning rates it was fitted to."""
     best = float(log_lr[np.argmin(loss)])
-    if np.unique(log_lr).size < 3:
-        return best, "best trial"
     keep = np.argsort(loss)[: max(3, math.ceil(loss.size / 2))]
     u, y = log_lr[keep], loss[keep]
     if np.unique(u).size < 3:
