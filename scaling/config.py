@@ -67,6 +67,16 @@ class ModelConfig(StrictModel):
     tie_embeddings: bool = True
     bias: bool = True
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    parametrization: Literal["standard", "mup"] = Field(
+        "standard",
+        description="'mup' = width-muP plus CompleteP depth scaling relative to the base shape",
+    )
+    base_d_model: int | None = Field(
+        None, ge=1, description="width the hyperparameters were tuned at ('mup' only)"
+    )
+    base_n_layer: int | None = Field(
+        None, ge=1, description="depth the hyperparameters were tuned at ('mup' only)"
+    )
 
     @model_validator(mode="after")
     def _check_shape(self) -> ModelConfig:
@@ -89,7 +99,47 @@ class ModelConfig(StrictModel):
                 f"window = {self.window} is larger than context = {self.context}; "
                 f"use a window of at most {self.context}"
             )
+        self._check_parametrization()
         return self
+
+    def _check_parametrization(self) -> None:
+        base = {"base_d_model": self.base_d_model, "base_n_layer": self.base_n_layer}
+        if self.parametrization == "standard":
+            given = [name for name, value in base.items() if value is not None]
+            if given:
+                raise ValueError(
+                    f"{given[0]} = {base[given[0]]} has no effect with parametrization = "
+                    "'standard'; set parametrization: mup or remove it"
+                )
+            return
+        missing = [name for name, value in base.items() if value is None]
+        if missing:
+            raise ValueError(
+                f"parametrization = 'mup' needs the base shape the hyperparameters were tuned "
+                f"at; set {' and '.join(missing)} (e.g. the smallest proxy's "
+                f"{' and '.join(name.removeprefix('base_') for name in missing)})"
+            )
+        for name, size in (("d_model", self.d_model), ("n_layer", self.n_layer)):
+            if base[f"base_{name}"] > size:
+                raise ValueError(
+                    f"base_{name} = {base[f'base_{name}']} is larger than {name} = {size}; the "
+                    f"base shape is the small model the hyperparameters were tuned at, use a "
+                    f"base_{name} of at most {size}"
+                )
+
+
+# Fields added after run keys were first published: they enter the run key and the logged
+# params only when they differ from these defaults, so every earlier run keeps its key.
+_OPTIONAL_MODEL_FIELDS = {"parametrization": "standard", "base_d_model": None, "base_n_layer": None}
+
+
+def _model_payload(model: ModelConfig) -> dict[str, Any]:
+    """The model config as JSON values, without optional fields left at their defaults."""
+    payload = model.model_dump(mode="json")
+    for name, default in _OPTIONAL_MODEL_FIELDS.items():
+        if payload[name] == default:
+            del payload[name]
+    return payload
 
 
 class SyntheticConfig(StrictModel):
@@ -181,7 +231,7 @@ class RunSpec(StrictModel):
         only how the run executes, so none of them enters the key.
         """
         payload = {
-            "model": self.model.model_dump(mode="json"),
+            "model": _model_payload(self.model),
             "data": self.data.model_dump(mode="json"),
             "train": self.train.model_dump(mode="json", exclude=_KEY_NEUTRAL_TRAIN_FIELDS),
         }
@@ -199,7 +249,9 @@ class RunSpec(StrictModel):
             else:
                 flat[prefix] = value
 
-        walk("", self.model_dump(mode="json", exclude={"sweep", "name", "role"}))
+        payload = self.model_dump(mode="json", exclude={"sweep", "name", "role"})
+        payload["model"] = _model_payload(self.model)
+        walk("", payload)
         return flat
 
 

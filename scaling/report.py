@@ -32,8 +32,10 @@ from scaling.figures import (
     isoflop_data,
     learning_curves_data,
     loss_vs_compute_data,
+    lr_tuning_data,
     residuals_data,
 )
+from scaling.hparams import best_of_tuned, tune_trials
 from scaling.render import _count, _flops, _pm, _range, write_report
 
 __all__ = [
@@ -309,7 +311,8 @@ def build_report(
     x, y = law_object.x[0], law_object.y
     if x not in inputs.runs.columns and "flops" in inputs.runs.columns:
         x = "flops"  # a CSV of someone else's runs may carry 6ND only
-    split = split_runs(inputs.runs, x=x, y=y, target=target, fit_range=fit_range, law=law)
+    # A tuned shape enters the loss law through its best trial: mistuned proxies bend it.
+    split = split_runs(best_of_tuned(inputs.runs), x=x, y=y, target=target, fit_range=fit_range, law=law)
     result = fit(
         law_object, split.proxies, x=(x,), y=y, n_bootstrap=n_bootstrap, seed=seed,
         interval=interval, source=f"{inputs.source} (proxies)",
@@ -373,6 +376,10 @@ def build_report(
             isoflop, split.proxies, axis_budget, interval, n_bootstrap, seed, flops=axis
         )
     figures["residuals"] = residuals_data(result, split.proxies, x=x, y=y)
+    if not tune_trials(inputs.runs).empty:
+        figures["lr_tuning"] = lr_tuning_data(
+            inputs.runs, interval=interval, n_bootstrap=n_bootstrap, seed=seed, source=inputs.source
+        )
 
     prediction = None
     if actual is not None:

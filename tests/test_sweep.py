@@ -110,7 +110,8 @@ def test_every_shipped_sweep_file_plans_and_has_a_toy_version(path):
 
 def test_tune_file_plans_trials_per_shape():
     rows = plan(load_sweep(SWEEPS / "tune-lr-cpu.yaml"))
-    assert [(row["name"], row["runs"]) for row in rows] == [("d16-L4 (tune)", 8), ("d32-L4 (tune)", 8)]
+    assert [(row["name"], row["runs"]) for row in rows] == [
+        ("d16-L4 (tune)", 8), ("d24-L4 (tune)", 8), ("d32-L4 (tune)", 8)]
 
 
 # ------------------------------------------------------------------------------ bad input --
@@ -234,9 +235,9 @@ def test_roles_run_separately_each_once_and_a_rerun_reuses_everything():
 def test_tune_samples_lr_per_shape_and_tags_each_shapes_best(capsys):
     config = load_sweep(SWEEPS / "tune-lr-cpu.yaml", quick=True)
     summary = run_sweep(config, workers=2, threads=1)
-    assert (summary["done"], summary["failed"]) == (6, 0)
+    assert (summary["done"], summary["failed"]) == (9, 0)
     frame = tracking.runs_frame("tune-lr-cpu-quick")
-    assert len(frame) == 6 and frame.lr.nunique() == 6
+    assert len(frame) == 9 and frame.lr.nunique() == 9
     assert frame.lr.between(3e-4, 3e-2).all()
     for shape, group in frame.groupby("tune"):
         assert len(group) == 3
@@ -245,4 +246,8 @@ def test_tune_samples_lr_per_shape_and_tags_each_shapes_best(capsys):
     assert run_sweep(config)["enqueued"] == 0  # trials are enqueued once, never topped up again
     assert main(["sweep", "status", str(SWEEPS / "tune-lr-cpu.yaml"), "--quick", "--output", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == 6 and {row["state"] for row in rows} == {"COMPLETE"}
+    assert len(rows) == 9 and {row["state"] for row in rows} == {"COMPLETE"}
+    # the lr law through the three shapes' optima, read from the tracked trials
+    assert main(["fit", "--experiment", "tune-lr-cpu-quick", "--law", "lr", "--bootstrap", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "lr: lr_opt(C) = a·C^b" in out and "fitted to the optima of 3 tuned shapes:" in out
