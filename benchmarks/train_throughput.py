@@ -4,13 +4,15 @@ Prints one JSON line per case: tokens/s of ``scaling.train.train`` for three mod
 (about 0.1M, 1M and 5M non-embedding parameters, byte vocabulary, context 256) in fp32, bf16
 and the default precision ('auto'), and of a reference written below the way a newcomer would
 write it (a minimal GPT of the same shape, eager fp32, explicit attention, a standard training
-step that reads the loss every step), with the speed ratio. Both train on the same batches of
+step that reads the loss every step), with the speed ratio: the median over repeats in which
+the cases alternate, each repeat's ratio against its own reference run. Both train on the same batches of
 the embedded corpus for the same number of tokens and report the eval loss on the same fixed
 eval tokens, so a speed-up that changed what is learned would show.
 
 Usage::
 
-    python benchmarks/train_throughput.py [--steps 40] [--sizes small,medium,large] [--threads N]
+    python benchmarks/train_throughput.py [--steps 40] [--repeats 3] [--sizes small,medium,large]
+                                           [--threads N]
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ def run_ours(size: str, steps: int, precision: str) -> tuple[dict, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per case")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="alternating repeats of every case; the median ratio is reported")
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: " + ",".join(SIZES))
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's, i.e. every physical core)")
@@ -165,24 +169,31 @@ def main() -> None:
                or platform.machine(), "torch": torch.__version__}
     print(json.dumps({"machine": machine}), flush=True)
     for size in args.sizes.split(","):
-        reference = run_reference(size, args.steps, data)
-        cases = {"reference-fp32": (reference, None)}
-        for precision in ("fp32", "bf16"):
-            cases[f"scaling-{precision}"] = run_ours(size, args.steps, precision)
-        params = cases["scaling-fp32"][1]
+        # Cases alternate, repeat after repeat, so that a burst of load on a shared machine
+        # slows every case alike; each repeat's ratio is taken against its own reference.
+        trials: dict[str, list[dict]] = {}
+        for _ in range(args.repeats):
+            reference = run_reference(size, args.steps, data)
+            trials.setdefault("reference-fp32", []).append({**reference, "ratio": 1.0})
+            for precision in ("fp32", "bf16"):
+                figures, params = run_ours(size, args.steps, precision)
+                ratio = figures["tokens_per_s"] / reference["tokens_per_s"]
+                trials.setdefault(f"scaling-{precision}", []).append({**figures, "ratio": ratio})
         default = resolve_precision("auto", device, params)
-        for name, (figures, _) in cases.items():
+        reference_loss = trials["reference-fp32"][0]["eval_loss"]
+        for name, runs in trials.items():
             row = {
                 "size": size, "params": params, "case": name,
                 "default": name == f"scaling-{default}",
-                "tokens": args.steps * SEQUENCES * CONTEXT,
-                "tokens_per_s": round(figures["tokens_per_s"], 1),
-                "speedup_vs_reference": round(figures["tokens_per_s"] / reference["tokens_per_s"], 3),
-                "eval_loss": round(figures["eval_loss"], 4),
-                "eval_loss_vs_reference": round(figures["eval_loss"] / reference["eval_loss"] - 1, 4),
+                "tokens": args.steps * SEQUENCES * CONTEXT, "repeats": args.repeats,
+                "tokens_per_s": round(float(np.median([r["tokens_per_s"] for r in runs])), 1),
+                "speedup_vs_reference": round(float(np.median([r["ratio"] for r in runs])), 3),
+                "speedup_range": [round(min(r["ratio"] for r in runs), 3),
+                                  round(max(r["ratio"] for r in runs), 3)],
+                "eval_loss": round(runs[0]["eval_loss"], 4),
+                "eval_loss_vs_reference": round(runs[0]["eval_loss"] / reference_loss - 1, 4),
             }
             print(json.dumps(row), flush=True)
-
 
 if __name__ == "__main__":
     np.seterr(all="ignore")

@@ -253,13 +253,17 @@ def fit_command(
       scaling fit --experiment demo --law capability --y task/copy/neg_log_pass_rate
     """
     from scaling.fit import backtest, fit
+    from scaling.hparams import law_table
     from scaling.predict import save_fit
 
     frame, source = _run_table(csv, experiment, tracking_uri)
+    frame = law_table(law, frame, seed=seed, source=source)  # tuned shapes: optima or best trials
     x = _columns(x_columns)
     y_column = _metric_column(y_column)
     result = fit(law, frame, x=x, y=y_column, n_bootstrap=n_bootstrap, seed=seed, source=source)
     report: dict[str, Any] = {"fit": result.summary()}
+    if "tune" in frame.columns and law in ("lr", "batch"):
+        report["optima"] = frame.to_dict(orient="records")
     if cuts:
         folds = backtest(law, frame, _cuts(cuts), x=x, y=y_column, seed=seed, source=source)
         report["backtest"] = folds.summary()
@@ -269,6 +273,7 @@ def fit_command(
         _emit_json(report)
         return
     lines = _fit_lines(report["fit"])
+    lines += _optima_lines(report.get("optima", []))
     if "backtest" in report:
         for fold in report["backtest"]["folds"]:
             lines.append(
@@ -280,6 +285,21 @@ def fit_command(
     if save:
         lines.append(f"  saved to {save}")
     click.echo("\n".join(lines))
+
+
+def _optima_lines(optima: list[dict[str, Any]]) -> list[str]:
+    """One line per tuned shape: the optimum the lr (and batch) law was fitted through."""
+    from scaling.formatting import format_flops
+
+    lines = [f"  fitted to the optima of {len(optima)} tuned shapes:"] if optima else []
+    for row in optima:
+        batch = f", batch {row['batch_tokens']:,.0f} tokens" if row["batch_choices"] > 1 else ""
+        lines.append(
+            f"    {row['tune']:<12} C = {format_flops(row['flops'])}: lr {row['lr']:.3g} "
+            f"[{row['lr_lower']:.3g}, {row['lr_upper']:.3g}] ({row['method']}, "
+            f"{row['trials']} trials){batch}"
+        )
+    return lines
 
 
 @cli.command("predict")
@@ -311,28 +331,63 @@ def predict_command(
     """
     from scaling.errors import ConfigError
     from scaling.fit import fit
+    from scaling.hparams import law_table, recommend, tune_trials
     from scaling.predict import compute_optimal, load_fit, predict_run
 
     if fit_file and (csv or experiment):
         raise ConfigError("give --fit FILE or --csv/--experiment to fit on the fly, not both")
+    trials, source = None, str(fit_file)
     if fit_file:
         result = load_fit(fit_file)
         optimal_fit = result if result.law_.name == "chinchilla" else None
     else:
         frame, source = _run_table(csv, experiment, tracking_uri)
+        trials = tune_trials(frame)
+        frame = law_table(law, frame, source=source)  # a mistuned trial would bend the loss law
         result = fit(law, frame, x=_columns(x_columns), n_bootstrap=n_bootstrap, source=source)
         optimal_fit = result if law == "chinchilla" else None
         if optimal_fit is None and {"params", "tokens", "loss"} <= set(frame.columns):
-            optimal_fit = fit("chinchilla", frame, n_bootstrap=n_bootstrap, source=source)
+            optimal_fit = _optional_chinchilla(frame, n_bootstrap, source)
     prediction = predict_run(result, flops=flops, params=params, tokens=tokens, interval=interval)
     budget = prediction["flops"]
     allocation = compute_optimal(budget, optimal_fit, interval).to_dict() if optimal_fit else None
+    hparams = recommend(trials, budget, interval=interval, n_bootstrap=n_bootstrap, source=source)
     tasks = [] if fit_file else _task_forecasts(frame, result, budget, interval, n_bootstrap)
     if output == "json":
         _emit_json({"prediction": prediction, "compute_optimal": allocation, "fit_valid": result.is_valid,
-                    "capabilities": [f.summary() for f in tasks]})
+                    "hyperparameters": hparams, "capabilities": [f.summary() for f in tasks]})
         return
-    click.echo("\n".join(_prediction_lines(prediction, allocation, result) + _task_lines(tasks)))
+    click.echo("\n".join(_prediction_lines(prediction, allocation, result)
+                          + _hyperparameter_lines(hparams) + _task_lines(tasks)))
+
+
+def _optional_chinchilla(frame, n_bootstrap: int, source: str):
+    """The Chinchilla fit behind the compute-optimal N and D, or None where the runs cannot
+    carry it (e.g. three tuned shapes for five parameters): the loss prediction stands alone."""
+    from scaling.errors import FitError
+    from scaling.fit import fit
+
+    try:
+        return fit("chinchilla", frame, n_bootstrap=n_bootstrap, source=source)
+    except FitError:
+        return None
+
+
+def _hyperparameter_lines(hparams: dict[str, Any]) -> list[str]:
+    from scaling.formatting import format_count
+
+    if hparams["source"] == "unavailable":
+        return [f"  recommended lr: none ({hparams['reason']})"]
+    lr, batch = hparams["lr"], hparams["batch_tokens"]
+    if hparams["source"] == "deepseek":
+        return [f"  no tune runs; DeepSeek LLM's published laws (reference only): lr {lr['value']:.3g}, "
+                f"batch {format_count(batch['value'])} tokens"]
+    line = (f"  recommended lr {lr['value']:.3g} [{lr['lower']:.3g}, {lr['upper']:.3g}] "
+            f"(lr law fitted to {hparams['shapes']} tuned shapes)")
+    if batch is not None:
+        line += (f", batch {format_count(batch['value'])} [{format_count(batch['lower'])}, "
+                 f"{format_count(batch['upper'])}] tokens")
+    return [line]
 
 
 def _prediction_lines(prediction, allocation, result) -> list[str]:
@@ -709,6 +764,63 @@ def _target_row(frame, target: str):
     if rows.empty:
         raise DataError(f"the run table has no run {target!r}; pass a run_id from it")
     return rows.iloc[0]
+# --- hyperparameter commands ---
+
+
+def _integers(text: str, option: str) -> list[int]:
+    from scaling.errors import ConfigError
+
+    try:
+        values = [int(part) for part in _columns(text)]
+    except ValueError:
+        values = []
+    if len(values) < 2 or min(values) < 1:
+        raise ConfigError(f"{option} {text!r}: give two or more positive integers, e.g. '32,64,128'")
+    return values
+
+
+@cli.command("check-coords")
+@click.option("--widths", default="32,64,128,256", show_default=True, help="d_model values (the first is the base).")
+@click.option("--depths", default="2,4,8", show_default=True, help="n_layer values (the first is the base).")
+@click.option("--n-head", type=click.IntRange(min=1), default=4, show_default=True, help="Heads, fixed across widths.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
+              help="A large learning rate, kept constant.")
+@click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True, help="AdamW steps before measuring.")
+@click.option("--plot", type=click.Path(dir_okay=False), default="coord-check.png", show_default=True,
+              help="Where to write the figure.")
+@output_option
+def check_coords_command(widths, depths, n_head, lr, steps, plot, output):
+    """Coordinate check of the parametrisations: activation size against width and depth.
+
+    Trains each shape a few steps at a large learning rate under 'standard' and 'mup'
+    (the first width and depth are the base shape) and measures the mean |coordinate| of
+    the embedding, attention, MLP, residual stream and logits. Under 'mup' they must stay
+    flat as the model widens or deepens; under 'standard' they grow. Prints the growth of
+    log2(size) per doubling of width and depth, and writes the figure.
+
+    \b
+    Example:
+      scaling check-coords
+      scaling check-coords --widths 64,128,256,512 --lr 3e-2 --plot coords.png
+    """
+    from pathlib import Path
+
+    from scaling.figures import draw_coord_check, figure_png
+    from scaling.hparams import coord_check, coord_slopes
+
+    table = coord_check(_integers(widths, "--widths"), _integers(depths, "--depths"),
+                        n_head=n_head, lr=lr, steps=steps)
+    slopes = coord_slopes(table)
+    Path(plot).write_bytes(figure_png(draw_coord_check(table)))
+    if output == "json":
+        return _emit_json({"sizes": table.to_dict(orient="records"),
+                           "slopes": slopes.to_dict(orient="records"), "plot": plot})
+    wide = slopes.pivot_table(index="layer", columns=["axis", "parametrization"], values="slope", sort=False)
+    rows = [{"layer": layer, **{f"{axis} {name}": float(value) for (axis, name), value in row.items()}}
+            for layer, row in wide.iterrows()]
+    _print_rows(rows, ["layer", *[f"{axis} {name}" for axis, name in wide.columns]],
+                "growth of log2(activation size) per doubling")
+    click.echo(f"figure: {plot}")
 
 
 def main(argv: list[str] | None = None) -> int:

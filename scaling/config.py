@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     PrivateAttr,
@@ -67,6 +68,16 @@ class ModelConfig(StrictModel):
     tie_embeddings: bool = True
     bias: bool = True
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    parametrization: Literal["standard", "mup"] = Field(
+        "standard",
+        description="'mup' = width-muP plus CompleteP depth scaling relative to the base shape",
+    )
+    base_d_model: int | None = Field(
+        None, ge=1, description="width the hyperparameters were tuned at ('mup' only)"
+    )
+    base_n_layer: int | None = Field(
+        None, ge=1, description="depth the hyperparameters were tuned at ('mup' only)"
+    )
 
     @model_validator(mode="after")
     def _check_shape(self) -> ModelConfig:
@@ -89,7 +100,47 @@ class ModelConfig(StrictModel):
                 f"window = {self.window} is larger than context = {self.context}; "
                 f"use a window of at most {self.context}"
             )
+        self._check_parametrization()
         return self
+
+    def _check_parametrization(self) -> None:
+        base = {"base_d_model": self.base_d_model, "base_n_layer": self.base_n_layer}
+        if self.parametrization == "standard":
+            given = [name for name, value in base.items() if value is not None]
+            if given:
+                raise ValueError(
+                    f"{given[0]} = {base[given[0]]} has no effect with parametrization = "
+                    "'standard'; set parametrization: mup or remove it"
+                )
+            return
+        missing = [name for name, value in base.items() if value is None]
+        if missing:
+            raise ValueError(
+                f"parametrization = 'mup' needs the base shape the hyperparameters were tuned "
+                f"at; set {' and '.join(missing)} (e.g. the smallest proxy's "
+                f"{' and '.join(name.removeprefix('base_') for name in missing)})"
+            )
+        for name, size in (("d_model", self.d_model), ("n_layer", self.n_layer)):
+            if base[f"base_{name}"] > size:
+                raise ValueError(
+                    f"base_{name} = {base[f'base_{name}']} is larger than {name} = {size}; the "
+                    f"base shape is the small model the hyperparameters were tuned at, use a "
+                    f"base_{name} of at most {size}"
+                )
+
+
+# Fields added after run keys were first published: they enter the run key and the logged
+# params only when they differ from these defaults, so every earlier run keeps its key.
+_OPTIONAL_MODEL_FIELDS = {"parametrization": "standard", "base_d_model": None, "base_n_layer": None}
+
+
+def _model_payload(model: ModelConfig) -> dict[str, Any]:
+    """The model config as JSON values, without optional fields left at their defaults."""
+    payload = model.model_dump(mode="json")
+    for name, default in _OPTIONAL_MODEL_FIELDS.items():
+        if payload[name] == default:
+            del payload[name]
+    return payload
 
 
 class SyntheticConfig(StrictModel):
@@ -222,7 +273,7 @@ class RunSpec(StrictModel):
         only when there are some, so runs without them keep the keys they always had.
         """
         payload = {
-            "model": self.model.model_dump(mode="json"),
+            "model": _model_payload(self.model),
             "data": self.data.model_dump(mode="json"),
             "train": self.train.model_dump(mode="json", exclude=_KEY_NEUTRAL_TRAIN_FIELDS),
         }
@@ -243,7 +294,9 @@ class RunSpec(StrictModel):
                 flat[prefix] = value
 
         labels = {"sweep", "name", "role"} | (set() if self.evals.tasks else {"evals"})
-        walk("", self.model_dump(mode="json", exclude=labels))
+        payload = self.model_dump(mode="json", exclude=labels)
+        payload["model"] = _model_payload(self.model)
+        walk("", payload)
         return flat
 
 
@@ -376,9 +429,15 @@ class LadderConfig(StrictModel):
         default_factory=list, description="budgets as multiples of N (non-embedding params)"
     )
     tokens: list[PositiveInt] = Field(default_factory=list, description="explicit budgets in tokens")
+    seeds: list[NonNegativeInt] = Field(
+        default_factory=list,
+        description="train every ladder run once per seed (train.seed), to measure the noise",
+    )
 
     @model_validator(mode="after")
     def _check_budgets(self) -> LadderConfig:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds = {self.seeds} repeats a seed; list each seed once")
         if not self.tokens_per_param and not self.tokens:
             raise ValueError("no budget; set ladder.tokens_per_param (e.g. [20]) or ladder.tokens")
         return self
@@ -454,6 +513,13 @@ class SweepConfig(StrictModel):
     def source(self) -> str:
         """The file this sweep was read from (``<sweep>`` when built in code)."""
         return self._source
+
+    @property
+    def config_hash(self) -> str:
+        """A 16-hex-digit hash of the validated sweep (its ``quick`` section aside): every run
+        of the sweep is tagged with it, so a report can say which sweep file produced it."""
+        text = json.dumps(self.model_dump(mode="json", exclude={"quick"}), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def with_source(self, source: str | Path) -> SweepConfig:
         """This config, remembering the file it came from (errors name it)."""

@@ -24,10 +24,13 @@ __all__ = [
     "learning_curves_data",
     "isoflop_data",
     "residuals_data",
+    "lr_tuning_data",
     "draw_loss_vs_compute",
     "draw_learning_curves",
     "draw_isoflop",
     "draw_residuals",
+    "draw_lr_tuning",
+    "draw_coord_check",
     "figure_png",
     "draw_all",
 ]
@@ -163,14 +166,17 @@ def learning_curves_data(
 
 
 def isoflop_data(
-    proxies: pd.DataFrame, *, tolerance: float = 0.05, min_sizes: int = 3
+    proxies: pd.DataFrame, *, flops: str = "flops", tolerance: float = 0.05, min_sizes: int = 3
 ) -> pd.DataFrame:
     """Data of figure 3: proxies grouped into IsoFLOP profiles (same compute, several sizes).
 
     Parameters
     ----------
     proxies : DataFrame
-        Runs with ``params``, ``tokens``, ``flops`` and ``loss``.
+        Runs with ``params``, ``tokens``, the compute column ``flops`` and ``loss``.
+    flops : str
+        The compute column the budgets were set in: ``flops`` (6ND) or ``flops_exact`` (what
+        an ``isoflop`` sweep fixes).
     tolerance : float
         Runs whose compute differs by less than this fraction share a budget.
     min_sizes : int
@@ -191,11 +197,13 @@ def isoflop_data(
     [48.0, 48.0, 48.0]
     """
     columns = ["budget", "params", "tokens", "loss"]
-    needed = {"params", "tokens", "flops", "loss"}
+    needed = {"params", "tokens", flops, "loss"}
     if not needed.issubset(proxies.columns) or proxies.empty:
         return pd.DataFrame(columns=columns)
-    runs = proxies.sort_values("flops").reset_index(drop=True)
-    log_flops = np.log(runs["flops"].to_numpy(float))
+    runs = proxies.dropna(subset=[flops]).sort_values(flops).reset_index(drop=True)
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    log_flops = np.log(runs[flops].to_numpy(float))
     group, start = np.zeros(len(runs), dtype=int), log_flops[0]
     for i in range(1, len(runs)):
         if log_flops[i] - start > math.log1p(tolerance):
@@ -207,7 +215,7 @@ def isoflop_data(
     for _, members in runs.groupby("_group"):
         if members["params"].nunique() >= min_sizes:
             members = members.sort_values("params")
-            budget = float(members["flops"].median())
+            budget = float(members[flops].median())
             profiles.append(members.assign(budget=budget)[columns])
     if not profiles:
         return pd.DataFrame(columns=columns)
@@ -235,6 +243,46 @@ def residuals_data(result: Any, proxies: pd.DataFrame, *, x: str, y: str) -> pd.
         }
     )
     return frame.sort_values("x", kind="stable").reset_index(drop=True)
+
+
+def lr_tuning_data(
+    runs: pd.DataFrame, *, interval: float = 0.9, n_bootstrap: int = 1000, seed: int = 0,
+    source: str = "run table",
+) -> dict[str, Any]:
+    """Data of the tuning figure: loss against lr per tuned shape, each shape's optimum
+    (:func:`scaling.hparams.tune_optima`) and the lr law fitted through them.
+
+    Returns
+    -------
+    dict
+        ``trials`` (DataFrame: tune, flops, lr, loss), ``optima`` (the optima table),
+        ``law`` (DataFrame: flops, lr, lo, hi; None when fewer than three shapes were
+        tuned), ``fit`` (the lr law's FitResult or None), ``note`` (why there is no law).
+
+    Raises
+    ------
+    FitError
+        If ``runs`` holds no finished tune trials.
+    """
+    from scaling.errors import FitError
+    from scaling.fit import fit
+    from scaling.hparams import tune_optima, tune_trials
+
+    optima = tune_optima(runs, seed=seed, interval=interval, source=source)
+    trials = tune_trials(runs)[["tune", "flops", "lr", "loss"]].astype({"flops": float, "lr": float, "loss": float})
+    out: dict[str, Any] = {"trials": trials.reset_index(drop=True), "optima": optima,
+                           "law": None, "fit": None, "note": ""}
+    try:
+        result = fit("lr", optima, n_bootstrap=n_bootstrap, seed=seed, interval=interval,
+                     source=f"{source} (tuned optima)")
+    except FitError as error:
+        out["note"] = f"No lr law: {error}."
+        return out
+    grid = np.geomspace(optima["flops"].min(), optima["flops"].max(), 50)
+    point, lo, hi = _predict(result, grid, interval)
+    out["law"] = pd.DataFrame({"flops": grid, "lr": point, "lo": lo, "hi": hi})
+    out["fit"] = result
+    return out
 
 
 # --------------------------------------------------------------------------- drawing
@@ -333,7 +381,8 @@ def draw_isoflop(data: Mapping[str, Any]) -> Any:
     right.scatter(optima["flops"], optima["tokens_opt"], color="C1", zorder=3)
     right.set_xscale("log")
     right.set_yscale("log")
-    right.set_xlabel("compute C = 6ND (FLOPs)")
+    axis = data.get("axis", "6ND")
+    right.set_xlabel("compute C = 6ND (FLOPs)" if axis == "6ND" else f"compute C ({axis})")
     right.set_ylabel("parameters, tokens")
     right.legend(fontsize="small")
     return fig
@@ -351,11 +400,68 @@ def draw_residuals(data: pd.DataFrame) -> Any:
     return fig
 
 
+def draw_lr_tuning(data: Mapping[str, Any]) -> Any:
+    """The tuning figure from :func:`lr_tuning_data`: loss against lr per shape with its
+    optimum (left), the optima and the fitted lr law against compute (right)."""
+    fig = _figure(9.6, 4.0)
+    left, right = fig.subplots(1, 2)
+    optima = data["optima"]
+    for i, row in optima.iterrows():
+        color = f"C{i % 10}"
+        trials = data["trials"][data["trials"]["tune"] == row["tune"]].sort_values("lr")
+        left.plot(trials["lr"], trials["loss"], "o", color=color, ms=4, label=row["tune"])
+        left.axvline(row["lr"], color=color, lw=1, ls="--")
+    from matplotlib.ticker import NullFormatter
+
+    left.set_xscale("log")
+    left.xaxis.set_minor_formatter(NullFormatter())  # a decade or less: minor labels collide
+    left.set_xlabel("learning rate")
+    left.set_ylabel("final loss")
+    left.legend(fontsize="small")
+    errors = [optima["lr"] - optima["lr_lower"], optima["lr_upper"] - optima["lr"]]
+    right.errorbar(optima["flops"], optima["lr"], yerr=errors, fmt="o", color="k", capsize=3,
+                   label="optimum per shape")
+    law = data["law"]
+    if law is not None:
+        right.fill_between(law["flops"], law["lo"], law["hi"], color="C0", alpha=0.2)
+        right.plot(law["flops"], law["lr"], color="C0", label="lr_opt(C) = a·C^b")
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.xaxis.set_minor_formatter(NullFormatter())
+    right.set_xlabel("compute C = 6ND (FLOPs)")
+    right.set_ylabel("optimal learning rate")
+    right.legend(fontsize="small")
+    return fig
+
+
+def draw_coord_check(table: pd.DataFrame) -> Any:
+    """The coord check (:func:`scaling.hparams.coord_check`): activation size against width
+    (top) and depth (bottom), one panel per parametrisation, one line per layer."""
+    names = list(dict.fromkeys(table["parametrization"]))
+    fig = _figure(4.0 * len(names), 6.4)
+    axes = fig.subplots(2, len(names), squeeze=False, sharey="row")
+    for row, (axis, column) in enumerate((("width", "d_model"), ("depth", "n_layer"))):
+        for col, name in enumerate(names):
+            ax = axes[row][col]
+            part = table[(table["parametrization"] == name) & (table["axis"] == axis)]
+            for i, (layer, points) in enumerate(part.groupby("layer", sort=False)):
+                ax.plot(points[column], points["size"], "o-", color=f"C{i}", label=layer)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{name}: against {axis}", fontsize="medium")
+            ax.set_xlabel(column)
+    axes[0][0].set_ylabel("mean |activation|")
+    axes[1][0].set_ylabel("mean |activation|")
+    axes[0][0].legend(fontsize="x-small")
+    return fig
+
+
 FIGURES: dict[str, tuple[str, Any]] = {
     "loss_vs_compute": ("Loss against compute", draw_loss_vs_compute),
     "learning_curves": ("Learning curves", draw_learning_curves),
     "isoflop": ("IsoFLOP curves", draw_isoflop),
     "residuals": ("Residuals of the fit", draw_residuals),
+    "lr_tuning": ("Learning rate per shape", draw_lr_tuning),
 }
 
 

@@ -7,6 +7,13 @@ projections that write into the residual stream initialised with a standard devi
 by 1/sqrt(number of residual layers). GPT-3 (Brown et al. 2020, section 2.1) adds the option
 of layers that alternate dense and locally banded causal attention.
 
+With ``parametrization = 'mup'`` the same model is reparametrised so that its best
+hyperparameters transfer across width and depth (see :class:`MupScales`): width-muP in the
+form of Cerebras' practitioner's guide (Dey et al. 2023, table 1; Yang et al. 2021) plus
+CompleteP's depth scaling with alpha = 1 (Dey et al. 2025, "Don't be lazy: CompleteP enables
+compute-efficient deep transformers", table 1). At the base shape both parametrisations build
+the same model.
+
 The counting functions here define the compute axis of every scaling law:
 ``params`` is Kaplan et al.'s N (no embeddings) and ``flops_per_token_exact`` counts every
 matmul including the output head plus the attention scores, which at proxy sizes can be most
@@ -28,7 +35,7 @@ from scaling.errors import ConfigError
 if TYPE_CHECKING:
     from scaling.config import ModelConfig
 
-__all__ = ["GPTConfig", "GPT", "model_counts"]
+__all__ = ["GPTConfig", "GPT", "MupScales", "model_counts"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,11 @@ class GPTConfig:
         Biases in the Linear layers and LayerNorms, as GPT-2 has them.
     dropout : float
         0 by default: proxies train for less than one epoch, where dropout only slows them.
+    parametrization : {'standard', 'mup'}
+        'standard' is GPT-2's; 'mup' scales initialisation, multipliers and learning rates
+        with the width and depth relative to the base shape (:class:`MupScales`).
+    base_d_model, base_n_layer : int or None
+        The base shape of 'mup': the proxy whose hyperparameters are to transfer.
     """
 
     n_layer: int = 4
@@ -65,6 +77,9 @@ class GPTConfig:
     tie_embeddings: bool = True
     bias: bool = True
     dropout: float = 0.0
+    parametrization: str = "standard"
+    base_d_model: int | None = None
+    base_n_layer: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "d_model", "n_head", "context", "vocab_size"):
@@ -89,6 +104,34 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout = {self.dropout}: must lie in [0, 1)")
+        self._check_parametrization()
+
+    def _check_parametrization(self) -> None:
+        if self.parametrization not in ("standard", "mup"):
+            raise ConfigError(
+                f"model.parametrization = {self.parametrization!r}: use 'standard' or 'mup'"
+            )
+        if self.parametrization == "standard":
+            return
+        for name, size in (("d_model", self.d_model), ("n_layer", self.n_layer)):
+            base = getattr(self, f"base_{name}")
+            if base is None:
+                raise ConfigError(
+                    f"model.parametrization = 'mup' needs model.base_{name}, the {name} the "
+                    "hyperparameters were tuned at; set it (e.g. the smallest proxy's)"
+                )
+            if not isinstance(base, int) or not 1 <= base <= size:
+                raise ConfigError(
+                    f"model.base_{name} = {base!r} must be a positive integer of at most "
+                    f"model.{name} = {size}; the base shape is the small tuned model"
+                )
+
+    @property
+    def mup(self) -> MupScales:
+        """The multipliers of this shape (all 1 under 'standard' and at the base shape)."""
+        if self.parametrization == "standard":
+            return MupScales(1.0, 1.0)
+        return MupScales(self.d_model / self.base_d_model, self.n_layer / self.base_n_layer)
 
     @classmethod
     def from_model_config(cls, config: ModelConfig, vocab_size: int | None = None) -> GPTConfig:
@@ -110,6 +153,76 @@ class GPTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class MupScales:
+    """The muP + CompleteP table for one shape, relative to the base shape.
+
+    With the width multiplier ``m_d = d_model / base_d_model`` and the depth multiplier
+    ``m_L = n_layer / base_n_layer`` (Dey et al. 2025, table 1, alpha = 1; width rules as in
+    Dey et al. 2023, table 1):
+
+    ==========================================  ============================================
+    what                                        scaled by
+    ==========================================  ============================================
+    hidden matrices (qkv, attention output,     init variance 1/m_d; Adam lr 1/m_d (times the
+    MLP in and out): ``hidden_init_std``,       depth correction m_L^(alpha-1) = 1);
+    ``hidden_lr``, ``hidden_weight_decay``,     weight decay m_d so that lr x decay does not
+    ``hidden_eps``                              change; Adam epsilon 1/(m_d m_L^alpha)
+    attention logits: ``attention_scale``       1/d_head instead of 1/sqrt(d_head)
+    residual branches: ``residual``             1/m_L^alpha = base_n_layer / n_layer
+    output logits: ``output``                   1/m_d (applied to the readout, tied or not)
+    embeddings, LayerNorms, biases              unchanged (init, lr, no decay)
+    ==========================================  ============================================
+
+    GPT-2's 1/sqrt(2 n_layer) residual-projection init uses ``base_n_layer`` under 'mup':
+    the branch multiplier takes over the depth dependence.
+
+    Examples
+    --------
+    >>> scales = MupScales(width=4.0, depth=2.0)
+    >>> scales.hidden_lr, scales.output, scales.residual
+    (0.25, 0.25, 0.5)
+    """
+
+    width: float  # m_d
+    depth: float  # m_L
+
+    # CompleteP's alpha: residual branches scale as m_L^-alpha; 1 makes every layer learn
+    # features at any depth (Dey et al. 2025), 0.5 would be the depth-muP of Yang et al. 2023.
+    ALPHA = 1.0
+
+    @property
+    def hidden_init_std(self) -> float:
+        return 1.0 / math.sqrt(self.width)
+
+    @property
+    def hidden_lr(self) -> float:
+        return 1.0 / self.width * self.depth ** (self.ALPHA - 1.0)
+
+    @property
+    def hidden_weight_decay(self) -> float:
+        return self.width
+
+    @property
+    def hidden_eps(self) -> float:
+        return 1.0 / (self.width * self.depth**self.ALPHA)
+
+    @property
+    def residual(self) -> float:
+        return self.depth**-self.ALPHA
+
+    @property
+    def output(self) -> float:
+        return 1.0 / self.width
+
+    def attention_scale(self, head_dim: int) -> float | None:
+        """Softmax scale: 1/sqrt(d_head) at the base width (None: SDPA's own default), falling
+        as 1/d_head beyond it (with the number of heads fixed, d_head grows as m_d)."""
+        if self.width == 1.0:
+            return None
+        return 1.0 / (math.sqrt(head_dim) * math.sqrt(self.width))
 
 
 def model_counts(config: GPTConfig) -> dict[str, int]:
@@ -158,6 +271,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.dropout = config.dropout
+        self.scale = config.mup.attention_scale(config.d_model // config.n_head)
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.proj.is_residual_output = True  # type: ignore[assignment]
@@ -180,13 +294,44 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, d // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, d // self.n_head).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
-        if self.band is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            y = _explicit_attention(q, k, v, self._allowed(T, x.device), dropout, self.scale)
+        elif self.band is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=dropout, is_causal=True, scale=self.scale
+            )
         else:
             mask = self.band[:T, :T]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale
+            )
         y = y.transpose(1, 2).contiguous().view(B, T, d)  # (B, T, d)
         return self.resid_dropout(self.proj(y))
+
+    def _allowed(self, T: int, device: torch.device) -> torch.Tensor:
+        """(T, T) booleans: may query i see key j (causal, and within the band if banded)."""
+        if self.band is not None:
+            return self.band[:T, :T]
+        return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+
+def _explicit_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, dropout: float,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """softmax(q·kᵀ·scale masked to ``allowed``)·v, written out in matmuls; ``scale`` is
+    1/sqrt(head_dim) when None, as in SDPA.
+
+    Used on CPU under bf16 autocast, where the matmuls run on the bf16 matrix units and the
+    whole attention trains 1.5-4x faster than PyTorch's CPU flash kernel at proxy shapes
+    (head_dim 7-36, context 128-256; benchmarks/train_throughput.py). Softmax runs in fp32.
+    """
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T, T)
+    scores = scores.float().masked_fill(~allowed, float("-inf"))
+    weights = F.dropout(torch.softmax(scores, dim=-1), dropout, training=dropout > 0)
+    return weights.to(v.dtype) @ v  # (B, H, T, head_dim)
 
 
 class MLP(nn.Module):
@@ -204,18 +349,20 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN Transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-LN Transformer block: x + r·attn(ln(x)), then x + r·mlp(ln(x)); the branch
+    multiplier r is 1 except under CompleteP ('mup'), where it is base_n_layer / n_layer."""
 
     def __init__(self, config: GPTConfig, banded: bool) -> None:
         super().__init__()
+        self.residual = config.mup.residual
         self.ln_1 = nn.LayerNorm(config.d_model, bias=config.bias)
         self.attn = CausalSelfAttention(config, banded)
         self.ln_2 = nn.LayerNorm(config.d_model, bias=config.bias)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+        x = x + self.residual * self.attn(self.ln_1(x))
+        return x + self.residual * self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
@@ -239,17 +386,28 @@ class GPT(nn.Module):
         )
         self.ln_f = nn.LayerNorm(config.d_model, bias=config.bias)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.head.is_readout = True  # type: ignore[assignment]
         if config.tie_embeddings:
             self.head.weight = self.wte.weight  # GPT-2 ties input and output embeddings
+        self.output_scale = config.mup.output
         self.apply(self._init_weights)
+
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """The weights muP calls hidden: every matrix of the blocks (its fan-in grows with
+        the width). Embeddings, the readout, LayerNorms and biases are not."""
+        return [module.weight for module in self.blocks.modules() if isinstance(module, nn.Linear)]
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             std = 0.02
             if getattr(module, "is_residual_output", False):
                 # GPT-2: each block adds two outputs to the residual stream; scaling their init
-                # by 1/sqrt(2·n_layer) keeps the stream's variance independent of depth.
-                std = 0.02 / math.sqrt(2 * self.config.n_layer)
+                # by 1/sqrt(2·n_layer) keeps the stream's variance independent of depth. Under
+                # 'mup' the branch multiplier carries the depth, so the base depth is used.
+                layers = self.config.base_n_layer or self.config.n_layer
+                std = 0.02 / math.sqrt(2 * layers)
+            if not getattr(module, "is_readout", False):
+                std *= self.config.mup.hidden_init_std  # muP: hidden init variance 1/m_d
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -271,6 +429,8 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)  # (B, T, d)
         logits = self.head(self.ln_f(x))  # (B, T, vocab)
+        if self.output_scale != 1.0:
+            logits = logits * self.output_scale  # muP: readout divided by the width multiplier
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.view(B * T, -1).float(), targets.reshape(B * T))

@@ -9,6 +9,7 @@ plan's N, D and C are the trainer's.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -134,8 +135,8 @@ def expand(config: SweepConfig) -> list[RunSpec]:
     source = config.source
     specs: list[tuple[str, RunSpec]] = []
 
-    def add(where: str, shape: Shape, role: str, name: str, tokens: int) -> None:
-        model, train = _shape_spec(config, shape, tokens=tokens)
+    def add(where: str, shape: Shape, role: str, name: str, tokens: int, **train: Any) -> None:
+        model, train = _shape_spec(config, shape, tokens=tokens, **train)
         spec = RunSpec(sweep=config.name, name=name, role=role, model=model, data=config.data,
                        train=train, evals=config.evals)
         specs.append((where, spec))
@@ -145,9 +146,14 @@ def expand(config: SweepConfig) -> list[RunSpec]:
             label = _label(_shape_spec(config, shape)[0])
             budgets = [(None, m) for m in config.ladder.tokens_per_param]
             budgets += [(t, None) for t in config.ladder.tokens]
-            for tokens, multiple in budgets:
+            seeds = config.ladder.seeds or [None]
+            for (tokens, multiple), seed in itertools.product(budgets, seeds):
                 tokens, suffix = _budget(config, "ladder", shape, tokens, multiple)
-                add(f"ladder.shapes.{index}", shape, "proxy", f"{label}-{suffix}", tokens)
+                if seed is None:
+                    add(f"ladder.shapes.{index}", shape, "proxy", f"{label}-{suffix}", tokens)
+                else:
+                    add(f"ladder.shapes.{index}", shape, "proxy", f"{label}-{suffix}-s{seed}",
+                        tokens, seed=seed)
     if config.isoflop is not None:
         for index, shape in enumerate(config.isoflop.shapes):
             model, train = _shape_spec(config, shape)

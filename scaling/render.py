@@ -181,6 +181,8 @@ def blocks(report: Report) -> list[Block]:
         number += 1
     out.append(("h2", f"{number}. What went in"))
     out += _inputs_blocks(report)
+    if "lr_tuning" in report.figures:
+        out += _tuning_blocks(report, number + 1)
 
     inputs = report.inputs
     out.append(
@@ -205,6 +207,34 @@ def _capability_blocks(report: Report, number: int) -> list[Block]:
     if "capabilities" in report.notes:
         blocks.append(("p", report.notes["capabilities"]))
     return [*blocks, _frame_table(report.capabilities)]
+
+
+def _tuning_blocks(report: Report, number: int) -> list[Block]:
+    """Loss against lr per tuned shape, each shape's optimum, and the lr law through them."""
+    data = report.figures["lr_tuning"]
+    optima = data["optima"]
+    out = _figure_blocks(
+        report, "lr_tuning", number,
+        "Left: final loss of every tune trial against its learning rate; dashed, each shape's "
+        "optimum (minimum of a parabola in log lr through its better trials). Right: the optima "
+        f"with {report.interval:.0%} bootstrap intervals over trials, and the lr law fitted "
+        "through them. The loss law above is fitted to each shape's best trial.",
+    )
+    table = pd.DataFrame({
+        "shape": optima["tune"], "trials": optima["trials"], "C": [_flops(v) for v in optima["flops"]],
+        "lr_opt": [_pm(*values) for values in zip(optima["lr"], optima["lr_lower"], optima["lr_upper"])],
+        "how": optima["method"], "best loss": optima["loss"],
+    })  # fmt: skip
+    out.append(_frame_table(table))
+    result = data["fit"]
+    if result is None:
+        out.append(("p", data["note"]))
+    else:
+        a, b = result.params_["a"], result.params_["b"]
+        (a_lo, a_hi), (b_lo, b_hi) = result.intervals_["a"], result.intervals_["b"]
+        out.append(("p", f"lr_opt(C) = a·C^b with a = {_pm(a, a_lo, a_hi)}, b = {_pm(b, b_lo, b_hi)} "
+                         f"({report.interval:.0%} intervals, {len(optima)} shapes)."))
+    return out
 
 
 def _inputs_blocks(report: Report) -> list[Block]:

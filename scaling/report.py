@@ -32,8 +32,10 @@ from scaling.figures import (
     isoflop_data,
     learning_curves_data,
     loss_vs_compute_data,
+    lr_tuning_data,
     residuals_data,
 )
+from scaling.hparams import best_of_tuned, tune_trials
 from scaling.render import _count, _flops, _pm, _range, write_report
 
 __all__ = [
@@ -314,7 +316,8 @@ def build_report(
     x, y = law_object.x[0], law_object.y
     if x not in inputs.runs.columns and "flops" in inputs.runs.columns:
         x = "flops"  # a CSV of someone else's runs may carry 6ND only
-    split = split_runs(inputs.runs, x=x, y=y, target=target, fit_range=fit_range, law=law)
+    # A tuned shape enters the loss law through its best trial: mistuned proxies bend it.
+    split = split_runs(best_of_tuned(inputs.runs), x=x, y=y, target=target, fit_range=fit_range, law=law)
     result = fit(
         law_object, split.proxies, x=(x,), y=y, n_bootstrap=n_bootstrap, seed=seed,
         interval=interval, source=f"{inputs.source} (proxies)",
@@ -366,17 +369,22 @@ def build_report(
             f"Learning curves are not shown: this report was built from {inputs.source}, "
             "which holds final values only. Build it from the MLflow experiment to see them."
         )
-    isoflop = isoflop_data(split.proxies)
     budget = _budget_6nd(split.proxies, target_row, x, target_x)
+    axis, isoflop = _isoflop_profiles(split.proxies)
     if isoflop.empty:
         notes["isoflop"] = (
             "The sweep has no IsoFLOP runs (three or more model sizes at one compute budget)."
         )
     else:
+        axis_budget = budget if axis == "flops" else _budget_on(axis, split.proxies, target_row, x, target_x)
         figures["isoflop"], notes["isoflop_law"] = _isoflop_figure(
-            isoflop, split.proxies, budget, interval, n_bootstrap, seed
+            isoflop, split.proxies, axis_budget, interval, n_bootstrap, seed, flops=axis
         )
     figures["residuals"] = residuals_data(result, split.proxies, x=x, y=y)
+    if not tune_trials(inputs.runs).empty:
+        figures["lr_tuning"] = lr_tuning_data(
+            inputs.runs, interval=interval, n_bootstrap=n_bootstrap, seed=seed, source=inputs.source
+        )
 
     prediction = None
     if actual is not None:
@@ -513,41 +521,86 @@ def _budget_6nd(
     return target_x
 
 
+def _isoflop_profiles(proxies: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """(compute column, profiles): 6ND, Chinchilla's axis, unless more runs form IsoFLOP
+    profiles on exact FLOPs (an ``isoflop`` sweep fixes exact budgets, whose 6ND differ with
+    the shape)."""
+    on_6nd = isoflop_data(proxies, flops="flops")
+    on_exact = isoflop_data(proxies, flops="flops_exact")
+    if len(on_exact) > len(on_6nd):
+        return "flops_exact", on_exact
+    return "flops", on_6nd
+
+
+def _budget_on(
+    axis: str, proxies: pd.DataFrame, target_row: pd.Series | None, x: str, target_x: float
+) -> float:
+    """The target budget in the compute column ``axis``."""
+    if x == axis:
+        return target_x
+    if target_row is not None and _finite(target_row.get(axis)):
+        return float(target_row[axis])
+    return target_x * float(np.median(proxies[axis] / proxies[x]))  # the proxies' ratio
+
+
 def _isoflop_figure(
     profiles: pd.DataFrame, proxies: pd.DataFrame, budget: float, interval: float,
-    n_bootstrap: int, seed: int,
+    n_bootstrap: int, seed: int, *, flops: str = "flops",
 ) -> tuple[dict[str, Any], str]:
-    """Data of figure 3 (profiles; approach 2's N_opt(C), D_opt(C)) and its sentence."""
+    """Data of figure 3 (profiles; approach 2's N_opt(C), D_opt(C)) and its sentence.
+
+    On exact FLOPs, D = C / (exact FLOPs per token) is not C / 6N: each optimum's D_opt is
+    read off its own profile (log D against log N is smooth there), and D_opt(C) is the power
+    law through those points.
+    """
     from scaling.errors import FitError
     from scaling.predict import approach2
 
-    data: dict[str, Any] = {"profiles": profiles, "optima": None, "law": None}
+    axis = "6ND" if flops == "flops" else "exact FLOPs"
+    data: dict[str, Any] = {"profiles": profiles, "optima": None, "law": None, "axis": axis}
     try:
         law = approach2(
-            proxies, flops="flops", n_bootstrap=n_bootstrap, seed=seed, interval=interval,
+            proxies, flops=flops, n_bootstrap=n_bootstrap, seed=seed, interval=interval,
             source="IsoFLOP runs",
         )
     except FitError as error:
         return data, f"No N_opt(C) law: {error}."
     points = law.points
-    data["optima"] = pd.DataFrame(
-        {
-            "flops": points["flops"],
-            "params_opt": points["params_opt"],
-            "tokens_opt": points["flops"] / (6.0 * points["params_opt"]),
-        }
-    )
     grid = np.geomspace(min(points["flops"].min(), budget), max(points["flops"].max(), budget), 50)
-    data["law"] = pd.DataFrame(
-        {"flops": grid, "params_opt": law.params_opt(grid), "tokens_opt": law.tokens_opt(grid)}
+    if flops == "flops":
+        tokens_opt, tokens_law, b = points["flops"] / (6.0 * points["params_opt"]), law.tokens_opt, law.b
+        b_text = _pm(law.b, *law.b_interval)
+    else:
+        tokens_opt = _tokens_on_profiles(profiles, points["flops"], points["params_opt"])
+        b, log_k = np.polyfit(np.log(points["flops"]), np.log(tokens_opt), 1)
+        tokens_law = lambda c: np.exp(log_k) * np.asarray(c, dtype=float) ** b  # noqa: E731
+        b_text = f"{b:.2f}"
+    data["optima"] = pd.DataFrame(
+        {"flops": points["flops"], "params_opt": points["params_opt"], "tokens_opt": tokens_opt}
     )
+    data["law"] = pd.DataFrame(
+        {"flops": grid, "params_opt": law.params_opt(grid), "tokens_opt": tokens_law(grid)}
+    )
+    ratio = float(tokens_law(budget) / law.params_opt(budget))
     text = (
-        f"Approach 2 (IsoFLOP parabolas, {len(points['flops'])} budgets): N_opt ∝ C^a with "
-        f"a = {_pm(law.a, *law.a_interval)}, D_opt ∝ C^b with b = {_pm(law.b, *law.b_interval)}; "
-        f"at C = {_flops(budget)} (6ND) it gives N_opt = {_count(float(law.params_opt(budget)))} "
-        f"and D_opt = {_count(float(law.tokens_opt(budget)))} tokens."
+        f"Approach 2 (IsoFLOP parabolas on {axis}, {len(points['flops'])} budgets): N_opt ∝ C^a "
+        f"with a = {_pm(law.a, *law.a_interval)}, D_opt ∝ C^b with b = {b_text}; at C = "
+        f"{_flops(budget)} ({axis}) it gives N_opt = {_count(float(law.params_opt(budget)))} and "
+        f"D_opt = {_count(float(tokens_law(budget)))} tokens ({ratio:.0f} tokens per parameter)."
     )
     return data, text
+
+
+def _tokens_on_profiles(profiles: pd.DataFrame, flops: np.ndarray, params_opt: np.ndarray) -> np.ndarray:
+    """D at each optimum N_opt, interpolated in log-log along the profile nearest its budget."""
+    budgets = profiles["budget"].unique()
+    tokens = []
+    for c, n in zip(flops, params_opt):
+        budget = budgets[np.argmin(np.abs(np.log(budgets) - np.log(c)))]
+        members = profiles[profiles["budget"] == budget].sort_values("params")
+        log_d = np.interp(np.log(n), np.log(members["params"]), np.log(members["tokens"]))
+        tokens.append(float(np.exp(log_d)))
+    return np.array(tokens)
 
 
 def _optimal(

@@ -190,7 +190,15 @@ def _wait_ready(study, timeout: float = READY_TIMEOUT_S) -> None:
 
 
 def _superseded(trial) -> bool:
-    """A trial that only records an empty claim or a reaped attempt (its work was requeued)."""
+    """A trial that only records an empty claim or a reaped attempt (its work was requeued).
+
+    A reaper marks a trial ``requeued`` before failing it; when the owner completes the trial
+    in between, the failing is refused and the completed trial stands, mark or not.
+    """
+    from optuna.trial import TrialState
+
+    if trial.state == TrialState.COMPLETE:
+        return False
     return bool(trial.user_attrs.get("empty") or trial.user_attrs.get("requeued"))
 
 
@@ -343,7 +351,7 @@ def _work_one(study, trial, config: SweepConfig, tracking_uri: str, storage) -> 
     resume = next((run["run_id"] for run in runs if run["status"] in (*_DEAD_STATES, "RUNNING")), None)
     params = spec.flat_params()
     params["model.vocab_size"] = _vocab_size(spec.model, spec.data)
-    tags = {}
+    tags = {tracking.TAG_CONFIG_HASH: config.config_hash}
     if "tune" in attrs:
         tags[tracking.TAG_TUNE] = attrs["tune"].rsplit("/", 1)[1]
     heartbeat = _Heartbeat(storage, trial._trial_id)

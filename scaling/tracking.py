@@ -38,6 +38,7 @@ __all__ = [
     "TAG_RUN_KEY",
     "TAG_ROLE",
     "TAG_FAILURE",
+    "TAG_CONFIG_HASH",
     "RUN_COLUMNS",
     "check_tracking",
     "setup_experiment",
@@ -58,11 +59,12 @@ TAG_HOST = "scaling.host"
 TAG_PID = "scaling.pid"
 TAG_TUNE = "scaling.tune"
 TAG_TUNE_BEST = "scaling.tune_best"
+TAG_CONFIG_HASH = "scaling.config_hash"
 
 # The run table of DESIGN.md, in order; after them come name, tune, tune_best, wall_s and any
 # other metric as its own column.
 RUN_COLUMNS = list(RUN_TABLE_COLUMNS)  # the run-table contract, in DESIGN.md's order
-_TEXT_COLUMNS = {"run_id", "run_key", "sweep", "role", "status", "name", "tune"}
+_TEXT_COLUMNS = {"run_id", "run_key", "sweep", "role", "status", "name", "tune", "config_hash"}
 _PARAM_COLUMNS = {
     "n_layer": "model.n_layer",
     "d_model": "model.d_model",
@@ -355,7 +357,7 @@ class RunLogger:
 def _to_frame(rows: list[dict[str, Any]], extra: list[str]):
     import pandas as pd
 
-    columns = RUN_COLUMNS + ["name", "tune", "tune_best", "wall_s"] + sorted(extra)
+    columns = RUN_COLUMNS + ["name", "tune", "tune_best", "config_hash", "wall_s"] + sorted(extra)
     frame = pd.DataFrame(rows, columns=columns)
     for column in columns:
         if column not in _TEXT_COLUMNS:
@@ -388,7 +390,8 @@ def runs_frame(
     pandas.DataFrame
         Columns :data:`RUN_COLUMNS` (numbers as numeric dtypes), then ``name``, ``tune`` (the
         tuned shape, for tune trials), ``tune_best`` (1.0 for each shape's best trial),
-        ``wall_s``, and every other metric as its own column (``/`` written as ``_``).
+        ``config_hash`` (of the sweep file that launched the run), ``wall_s``, and every other
+        metric as its own column (``/`` written as ``_``).
 
     Raises
     ------
@@ -421,6 +424,7 @@ def runs_frame(
             "name": run.info.run_name,
             "tune": tags.get(TAG_TUNE),
             "tune_best": {"true": 1.0, "false": 0.0}.get(tags.get(TAG_TUNE_BEST, "")),
+            "config_hash": tags.get(TAG_CONFIG_HASH),
         }
         if run.info.end_time and run.info.start_time:
             row["wall_s"] = (run.info.end_time - run.info.start_time) / 1000

@@ -7,7 +7,8 @@ the ``progress`` callback. The same call trains with DDP when started by ``torch
 
 Every proxy follows one recipe (GPT-3, appendix B): AdamW with betas (0.9, 0.95) and weight
 decay on matrices only, linear warmup then cosine decay to ``min_lr_ratio`` of the peak over
-the run's own token budget, gradient clipping at norm 1.0.
+the run's own token budget, gradient clipping at norm 1.0. Under ``model.parametrization:
+mup`` the hidden matrices get their own learning rate, decay and epsilon (:func:`_optimizer`).
 """
 
 from __future__ import annotations
@@ -193,18 +194,35 @@ def lr_multiplier(step: int, steps: int, warmup_steps: int, min_ratio: float) ->
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+# Adam's epsilon (torch's default); muP scales it for the hidden matrices.
+ADAM_EPS = 1e-8
+
+
 def _optimizer(model: GPT, train: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (GPT-3): biases and LayerNorm gains stay
+    undecayed. Under 'mup' the hidden matrices form a third group whose learning rate,
+    decay and epsilon follow :class:`scaling.model.MupScales` (Dey et al. 2023 and 2025);
+    the first group always runs at ``train.lr``, which is what ``train/lr`` logs."""
     import torch
 
-    # Weight decay on matrices only (GPT-3): biases and LayerNorm gains stay undecayed.
-    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    hidden = {id(p) for p in model.hidden_matrices()} if model.config.parametrization == "mup" else set()
+    matrices = [p for p in model.parameters() if p.dim() >= 2 and id(p) not in hidden]
     vectors = [p for p in model.parameters() if p.dim() < 2]
     groups = [
         {"params": matrices, "weight_decay": train.weight_decay},
         {"params": vectors, "weight_decay": 0.0},
     ]
+    if hidden:
+        scales = model.config.mup
+        groups.append({
+            "params": [p for p in model.parameters() if id(p) in hidden],
+            "lr": train.lr * scales.hidden_lr,
+            "weight_decay": train.weight_decay * scales.hidden_weight_decay,
+            "eps": ADAM_EPS * scales.hidden_eps,
+        })  # fmt: skip
     return torch.optim.AdamW(
-        groups, lr=train.lr, betas=(train.beta1, train.beta2), fused=device.type == "cuda"
+        groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=ADAM_EPS,
+        fused=device.type == "cuda",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -69,28 +70,53 @@ def test_embeddings_are_tied_by_default_and_untied_on_request():
     assert untied.head.weight.data_ptr() != untied.wte.weight.data_ptr()
 
 
-def test_banded_attention_ignores_tokens_outside_the_window():
+def precision(name: str):
+    """fp32, or CPU bf16 autocast (attention then takes the explicit-matmul path)."""
+    if name == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_banded_attention_ignores_tokens_outside_the_window(dtype):
     torch.manual_seed(0)
     config = small(context=32, attention="alternating", window=5)
     attention = CausalSelfAttention(config, banded=True).eval()
     x = torch.randn(1, 32, 32)
     changed = x.clone()
     changed[0, 10] += 10.0  # perturb token 10
-    delta = (attention(changed) - attention(x)).abs().amax(dim=-1)[0]  # (T,)
+    with precision(dtype):
+        delta = (attention(changed) - attention(x)).float().abs().amax(dim=-1)[0]  # (T,)
     assert torch.all(delta[:10] == 0)  # causal: earlier tokens never see it
     assert torch.all(delta[10:15] > 1e-4)  # queries 10..14 are within 5 keys of it
     assert torch.all(delta[15:] == 0)  # queries 15+ are outside the window
 
 
-def test_dense_attention_is_causal_and_sees_the_whole_past():
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_dense_attention_is_causal_and_sees_the_whole_past(dtype):
     torch.manual_seed(0)
     attention = CausalSelfAttention(small(context=32), banded=False).eval()
     x = torch.randn(1, 32, 32)
     changed = x.clone()
     changed[0, 3] += 10.0
-    delta = (attention(changed) - attention(x)).abs().amax(dim=-1)[0]
+    with precision(dtype):
+        delta = (attention(changed) - attention(x)).float().abs().amax(dim=-1)[0]
     assert torch.all(delta[:3] == 0)
     assert torch.all(delta[3:] > 1e-6)
+
+
+@pytest.mark.parametrize("banded", [False, True])
+def test_cpu_bf16_attention_matches_the_fp32_kernel(banded):
+    torch.manual_seed(0)
+    config = small(context=32, attention="alternating", window=6)
+    attention = CausalSelfAttention(config, banded=banded).eval()
+    x = torch.randn(2, 32, 32)
+    with torch.no_grad():
+        exact = attention(x)
+        with precision("bf16"):
+            fast = attention(x).float()
+    # bf16 keeps 8 bits of mantissa: agreement to ~1% of the output's scale
+    assert (fast - exact).abs().max() < 0.02 * exact.abs().max()
 
 
 def test_alternating_layers_are_dense_then_banded():

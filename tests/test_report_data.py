@@ -162,3 +162,26 @@ def test_learning_curves_skip_runs_without_a_curve():
     data = learning_curves_data({"run00": pd.DataFrame(columns=["step", "tokens", "value"])}, runs)
     assert data.empty
     assert list(data.columns) == ["run", "run_id", "role", "flops", "tokens", "value"]
+
+
+def test_isoflop_profiles_on_exact_flops_give_approach_2_and_d_opt_on_that_axis():
+    from scaling.report import _isoflop_figure, _isoflop_profiles
+
+    rows = []
+    for budget in (1e11, 1e12, 1e13):  # exact FLOPs, as an isoflop sweep sets them
+        n_opt = 0.02 * budget**0.5
+        for n in n_opt * np.array([0.25, 0.5, 1.0, 2.0, 4.0]):
+            tokens = budget / (6 * n + 3e6)  # exact FLOPs per token: 6N + head and attention
+            loss = 2.0 + 0.3 * np.log(n / n_opt) ** 2 - 0.1 * np.log10(budget)
+            rows.append({"params": n, "tokens": tokens, "flops": 6 * n * tokens,
+                         "flops_exact": budget, "loss": loss})
+    proxies = pd.DataFrame(rows)
+    assert isoflop_data(proxies).empty  # on 6ND the sizes of one budget fall apart
+    axis, profiles = _isoflop_profiles(proxies)
+    assert axis == "flops_exact" and profiles["budget"].nunique() == 3
+    data, text = _isoflop_figure(profiles, proxies, 1e14, 0.9, 50, 0, flops=axis)
+    optima = data["optima"]
+    assert optima["params_opt"].to_numpy() == pytest.approx(0.02 * optima["flops"] ** 0.5, rel=1e-6)
+    exact_tokens = optima["flops"] / (6 * optima["params_opt"] + 3e6)
+    assert optima["tokens_opt"].to_numpy() == pytest.approx(exact_tokens.to_numpy(), rel=0.02)
+    assert "on exact FLOPs, 3 budgets" in text and "a = 0.5," in text

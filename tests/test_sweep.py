@@ -74,9 +74,9 @@ def test_quick_section_is_a_toy_version_with_its_own_experiment():
 def test_isoflop_tokens_come_from_budget_over_exact_flops_per_token():
     config = load_sweep(SWEEPS / "isoflop-cpu.yaml")
     specs = expand(config)
-    assert len(specs) == 12
+    assert len(specs) == 20
     for spec in specs:
-        per_token = _counts(4, spec.model.d_model, 4, 128)["flops_per_token_exact"]
+        per_token = _counts(4, spec.model.d_model, 2, 128)["flops_per_token_exact"]
         budget = float(spec.name.split("-C")[1])
         assert spec.train.tokens == round(budget / per_token)
     for row in plan(config):
@@ -92,9 +92,26 @@ def test_gpt2_ladder_spans_10m_to_350m_and_a_1_3b_target():
     assert 1.2e9 < target["params_total"] < 1.45e9
 
 
+def test_ladder_seeds_repeat_every_run_with_its_own_seed():
+    config = load_sweep(_write({**TINY, "ladder": {**TINY["ladder"], "seeds": [0, 3]}}))
+    proxies = [(spec.name, spec.train.seed) for spec in expand(config) if spec.role == "proxy"]
+    assert proxies == [("d8-L1-1xN-s0", 0), ("d8-L1-1xN-s3", 3),
+                       ("d12-L1-1xN-s0", 0), ("d12-L1-1xN-s3", 3)]
+    assert len({spec.run_key for spec in expand(config)}) == 5  # 4 proxies + the target
+
+
+@pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_sweep_file_plans_and_has_a_toy_version(path):
+    config = load_sweep(path)
+    quick = load_sweep(path, quick=True)
+    assert quick.name == f"{config.name}-quick"  # its own experiment, never mixed with the real one
+    assert plan(config) and plan(quick)
+
+
 def test_tune_file_plans_trials_per_shape():
     rows = plan(load_sweep(SWEEPS / "tune-lr-cpu.yaml"))
-    assert [(row["name"], row["runs"]) for row in rows] == [("d16-L4 (tune)", 8), ("d32-L4 (tune)", 8)]
+    assert [(row["name"], row["runs"]) for row in rows] == [
+        ("d16-L4 (tune)", 8), ("d24-L4 (tune)", 8), ("d32-L4 (tune)", 8)]
 
 
 # ------------------------------------------------------------------------------ bad input --
@@ -123,6 +140,8 @@ BAD = [
      r"bad.yaml: tune: warmup = \[0.5, 0.1\] must satisfy 0 <= low < high < 1"),
     ({"tune": {"shapes": [{"d_model": 8}], "batch_tokens": [0]}},
      r"bad.yaml: tune: batch_tokens must list positive sizes"),
+    ({"ladder": {"shapes": [{"d_model": 8}], "tokens_per_param": [1], "seeds": [0, 1, 0]}},
+     r"bad.yaml: ladder: seeds = \[0, 1, 0\] repeats a seed; list each seed once"),
     ({}, r"bad.yaml: the sweep runs nothing; add a ladder, isoflop, tune or target section"),
 ]  # fmt: skip
 
@@ -202,6 +221,8 @@ def test_roles_run_separately_each_once_and_a_rerun_reuses_everything():
     frame = tracking.runs_frame("tiny", status=None)
     assert len(frame) == 3 and set(frame.status) == {"FINISHED"}
     assert sorted(frame.run_key) == sorted(spec.run_key for spec in expand(load_sweep(path)))
+    assert set(frame.config_hash) == {load_sweep(path).config_hash}
+    assert load_sweep(_write({**TINY, "description": "edited"})).config_hash != frame.config_hash[0]
     assert list(frame.columns[: len(tracking.RUN_COLUMNS)]) == tracking.RUN_COLUMNS
     assert frame.loss.between(0, math.log(256) * 2).all() and (frame.bpb > 0).all()
     assert (frame.flops == 6 * frame.params * frame.tokens).all()
@@ -214,9 +235,9 @@ def test_roles_run_separately_each_once_and_a_rerun_reuses_everything():
 def test_tune_samples_lr_per_shape_and_tags_each_shapes_best(capsys):
     config = load_sweep(SWEEPS / "tune-lr-cpu.yaml", quick=True)
     summary = run_sweep(config, workers=2, threads=1)
-    assert (summary["done"], summary["failed"]) == (6, 0)
+    assert (summary["done"], summary["failed"]) == (9, 0)
     frame = tracking.runs_frame("tune-lr-cpu-quick")
-    assert len(frame) == 6 and frame.lr.nunique() == 6
+    assert len(frame) == 9 and frame.lr.nunique() == 9
     assert frame.lr.between(3e-4, 3e-2).all()
     for shape, group in frame.groupby("tune"):
         assert len(group) == 3
@@ -225,4 +246,8 @@ def test_tune_samples_lr_per_shape_and_tags_each_shapes_best(capsys):
     assert run_sweep(config)["enqueued"] == 0  # trials are enqueued once, never topped up again
     assert main(["sweep", "status", str(SWEEPS / "tune-lr-cpu.yaml"), "--quick", "--output", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == 6 and {row["state"] for row in rows} == {"COMPLETE"}
+    assert len(rows) == 9 and {row["state"] for row in rows} == {"COMPLETE"}
+    # the lr law through the three shapes' optima, read from the tracked trials
+    assert main(["fit", "--experiment", "tune-lr-cpu-quick", "--law", "lr", "--bootstrap", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "lr: lr_opt(C) = a·C^b" in out and "fitted to the optima of 3 tuned shapes:" in out

@@ -175,3 +175,15 @@ def test_sigterm_to_the_launcher_stops_its_workers_and_leaves_nothing_running():
     assert run_sweep(path, threads=1)["done"] == 1
     (run,) = _one_finished_run_per_key(path).values()
     assert run["run_id"] == left["run_id"] and run["metrics"]["perf/resumed_from_step"] >= 10
+
+
+def test_a_trial_its_owner_completed_before_the_reaper_failed_it_still_counts():
+    from optuna.trial import TrialState, create_trial
+
+    from scaling.sweep import _superseded
+
+    # The reaper marks 'requeued' first, then its tell(FAIL) is refused: the owner finished.
+    completed = create_trial(state=TrialState.COMPLETE, value=2.5, user_attrs={"requeued": True})
+    reaped = create_trial(state=TrialState.FAIL, user_attrs={"requeued": True})
+    empty = create_trial(state=TrialState.FAIL, user_attrs={"empty": True})
+    assert [_superseded(t) for t in (completed, reaped, empty)] == [False, True, True]
