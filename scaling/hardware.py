@@ -124,10 +124,11 @@ def set_threads(dist: Distributed) -> None:
 
 
 # Below this many non-embedding parameters, bf16 autocast on a CPU was measured slower than
-# fp32 (context 128, batches of 3-14 sequences, one thread: 0.61x at 51K and 0.74x at 442K
-# parameters), the casts costing more than the smaller matmuls save; above it, faster
-# (1.2-2.1x at 1M-5M parameters, context 256, 16 sequences).
-CPU_BF16_MIN_PARAMS = 1_000_000
+# fp32: the casts cost more than the smaller matmuls save (context 128, 4 layers, 1 thread:
+# 0.74x at 10K parameters and 1 sequence per step, 1.03x at 79K and 4 sequences). Above it,
+# with attention in bf16 matmuls (model._explicit_attention), faster: 1.38x at 100K
+# (context 256, 8 sequences, 2 threads), 1.54x at 448K (context 128, 14 sequences).
+CPU_BF16_MIN_PARAMS = 100_000
 
 
 def resolve_precision(precision: str, device: torch.device, params: int | None = None) -> str:

@@ -228,7 +228,7 @@ def test_run_result_is_a_plain_record():
 
 
 def test_auto_precision_on_cpu_keeps_small_models_in_fp32():
-    """bf16 autocast measured slower than fp32 below 1M parameters on CPU; auto follows that."""
+    """bf16 autocast measured slower than fp32 below 100K parameters on CPU; auto follows that."""
     from scaling.hardware import CPU_BF16_MIN_PARAMS
 
     cpu = torch.device("cpu")
