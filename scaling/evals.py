@@ -36,7 +36,6 @@ This module knows nothing about tracking: :func:`evaluate` returns plain floats 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -46,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from scaling.errors import DataError
+from scaling.sources import jsonl_records
 from scaling.suites import BUILTIN_TASKS, Item, Task, builtin_task
 
 if TYPE_CHECKING:
@@ -139,13 +139,7 @@ def load_task(path: str | Path) -> Task:
             "digits, '_', '-' and '.'; rename the file"
         )
     items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}: line {number} is not JSON ({error.msg}); fix the line") from None
+    for number, record in jsonl_records(path, "evals.tasks"):
         items.append(_item_from_record(record, str(path), number))
     if not items:
         raise DataError(f"{path}: no items; write one JSON object per line")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import json
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from scaling.errors import DataError
 if TYPE_CHECKING:
     from scaling.config import DataConfig, SyntheticConfig
 
-__all__ = ["Document", "MarkovSource", "read_documents"]
+__all__ = ["Document", "MarkovSource", "jsonl_records", "read_documents"]
 
 @dataclass
 class Document:
@@ -87,15 +88,26 @@ def _directory_documents(path: Path, pattern: str) -> list[Document]:
     return [Document(p.relative_to(path).as_posix(), _read_text(p)) for p in files]
 
 
-def _jsonl_documents(path: Path, text_field: str) -> list[Document]:
-    documents = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+def jsonl_records(path: Path, field_name: str = "data.source") -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of every non-blank line of a UTF-8 JSONL file.
+
+    Raises
+    ------
+    DataError
+        If the file cannot be read, is not UTF-8 text, or a line is not JSON (naming the line).
+    """
+    for number, line in enumerate(_read_text(path, field_name).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            yield number, json.loads(line)
         except json.JSONDecodeError as error:
             raise DataError(f"{path}: line {number} is not JSON ({error.msg}); fix the line") from None
+
+
+def _jsonl_documents(path: Path, text_field: str) -> list[Document]:
+    documents = []
+    for number, record in jsonl_records(path):
         if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
             raise DataError(
                 f"{path}: line {number} has no text field {text_field!r}; "
