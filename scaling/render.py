@@ -58,7 +58,7 @@ def _pm(value: float, lo: float, hi: float) -> str:
     from scaling.formatting import format_interval
 
     spread = max(abs(value - lo), abs(hi - value)) if _finite(lo) and _finite(hi) else math.nan
-    if not spread > 1e-9 * abs(value):  # no bootstrap, or a band of zero width
+    if not spread > 1e-6 * abs(value):  # no bootstrap, or a band of zero width (to rounding)
         return f"{value:.4g}"
     return format_interval(value, lo, hi)
 
