@@ -492,6 +492,8 @@ def backtest_cuts(compute: np.ndarray, n_params: int) -> list[float]:
     [16.0]
     >>> backtest_cuts(np.array([1.0, 2.0, 4.0]), 3)
     []
+    >>> backtest_cuts(np.array([1.0] * 3 + [4.0] * 3 + [16.0] * 3), 3)  # three seeds each
+    [16.0]
     """
     values = np.sort(np.asarray(compute, dtype=float))
     if values.size == 0:
@@ -500,7 +502,9 @@ def backtest_cuts(compute: np.ndarray, n_params: int) -> list[float]:
     def usable(cut: float) -> bool:
         return int((values < cut).sum()) > n_params and bool((values >= cut).any())
 
-    quantiles = np.exp(np.quantile(np.log(values), [0.5, 0.625, 0.75]))
+    # exp(log(x)) can land a hair above x: clip, or repeated runs at the top compute (seeds)
+    # would leave a quantile with no run at or above it
+    quantiles = np.minimum(np.exp(np.quantile(np.log(values), [0.5, 0.625, 0.75])), values[-1])
     snapped = sorted({float(values[values >= q].min()) for q in quantiles})
     cuts = [cut for cut in snapped if usable(cut)]
     if not cuts:
