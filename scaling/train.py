@@ -220,9 +220,11 @@ def _optimizer(model: GPT, train: TrainConfig, device: torch.device) -> torch.op
             "weight_decay": train.weight_decay * scales.hidden_weight_decay,
             "eps": ADAM_EPS * scales.hidden_eps,
         })  # fmt: skip
+    # The fused kernel updates every parameter in one pass: 6% faster steps at 0.1M-1M
+    # parameters on CPU (benchmarks/train_throughput.py), and the usual choice on GPUs.
     return torch.optim.AdamW(
         groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=ADAM_EPS,
-        fused=device.type == "cuda",
+        fused=device.type in ("cuda", "cpu"),
     )
 
 
@@ -417,7 +419,7 @@ def train(
                 (loss / plan.accumulation).backward()
                 loss_sum += loss.detach()
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
