@@ -369,16 +369,16 @@ def build_report(
             f"Learning curves are not shown: this report was built from {inputs.source}, "
             "which holds final values only. Build it from the MLflow experiment to see them."
         )
-    budget = _budget_6nd(split.proxies, target_row, x, target_x)
+    budget = _budget_on("flops", split.proxies, target_row, x, target_x)
     axis, isoflop = _isoflop_profiles(split.proxies)
     if isoflop.empty:
         notes["isoflop"] = (
             "The sweep has no IsoFLOP runs (three or more model sizes at one compute budget)."
         )
     else:
-        axis_budget = budget if axis == "flops" else _budget_on(axis, split.proxies, target_row, x, target_x)
         figures["isoflop"], notes["isoflop_law"] = _isoflop_figure(
-            isoflop, split.proxies, axis_budget, interval, n_bootstrap, seed, flops=axis
+            isoflop, split.proxies, _budget_on(axis, split.proxies, target_row, x, target_x),
+            interval, n_bootstrap, seed, flops=axis,
         )
     figures["residuals"] = residuals_data(result, split.proxies, x=x, y=y)
     if not tune_trials(inputs.runs).empty:
@@ -512,19 +512,6 @@ def backtest_cuts(compute: np.ndarray, n_params: int) -> list[float]:
     return cuts
 
 
-def _budget_6nd(
-    proxies: pd.DataFrame, target_row: pd.Series | None, x: str, target_x: float
-) -> float:
-    """The target budget as C = 6ND, the compute Chinchilla's allocation is written in."""
-    if x == "flops":
-        return target_x
-    if target_row is not None and _finite(target_row.get("flops")):
-        return float(target_row["flops"])
-    if "flops" in proxies.columns:  # convert with the proxies' ratio of 6ND to x
-        return target_x * float(np.median(proxies["flops"] / proxies[x]))
-    return target_x
-
-
 def _isoflop_profiles(proxies: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """(compute column, profiles): 6ND, Chinchilla's axis, unless more runs form IsoFLOP
     profiles on exact FLOPs (an ``isoflop`` sweep fixes exact budgets, whose 6ND differ with
@@ -539,12 +526,17 @@ def _isoflop_profiles(proxies: pd.DataFrame) -> tuple[str, pd.DataFrame]:
 def _budget_on(
     axis: str, proxies: pd.DataFrame, target_row: pd.Series | None, x: str, target_x: float
 ) -> float:
-    """The target budget in the compute column ``axis``."""
+    """The target budget ``target_x`` (on the law's axis ``x``) in the compute column ``axis``:
+    the target's own value, else converted with the proxies' median ratio of ``axis`` to
+    ``x``; unchanged when the proxies lack ``axis``. ``flops`` (6ND) is the compute
+    Chinchilla's allocation is written in."""
     if x == axis:
         return target_x
     if target_row is not None and _finite(target_row.get(axis)):
         return float(target_row[axis])
-    return target_x * float(np.median(proxies[axis] / proxies[x]))  # the proxies' ratio
+    if axis in proxies.columns:
+        return target_x * float(np.median(proxies[axis] / proxies[x]))
+    return target_x
 
 
 def _isoflop_figure(
@@ -572,12 +564,15 @@ def _isoflop_figure(
     points = law.points
     grid = np.geomspace(min(points["flops"].min(), budget), max(points["flops"].max(), budget), 50)
     if flops == "flops":
-        tokens_opt, tokens_law, b = points["flops"] / (6.0 * points["params_opt"]), law.tokens_opt, law.b
+        tokens_opt, tokens_law = points["flops"] / (6.0 * points["params_opt"]), law.tokens_opt
         b_text = _pm(law.b, *law.b_interval)
     else:
         tokens_opt = _tokens_on_profiles(profiles, points["flops"], points["params_opt"])
         b, log_k = np.polyfit(np.log(points["flops"]), np.log(tokens_opt), 1)
-        tokens_law = lambda c: np.exp(log_k) * np.asarray(c, dtype=float) ** b  # noqa: E731
+
+        def tokens_law(compute: Any) -> np.ndarray:  # D_opt = k·C^b through the optima
+            return np.exp(log_k) * np.asarray(compute, dtype=float) ** b
+
         b_text = f"{b:.2f}"
     data["optima"] = pd.DataFrame(
         {"flops": points["flops"], "params_opt": points["params_opt"], "tokens_opt": tokens_opt}

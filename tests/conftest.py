@@ -30,3 +30,15 @@ def _token_cache(tmp_path_factory):
 
 # Real PostgreSQL and mlflow-server fixtures (tests/services.py); skipped where absent.
 from services import mlflow_server, postgres_server  # noqa: E402, F401
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids OpenMP spin contention,
+    which made these runs 5x slower; train() never raises a caller's lower setting."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -15,13 +15,7 @@ from scaling.hparams import coord_check, coord_slopes
 from scaling.model import GPT, GPTConfig
 from scaling.train import ADAM_EPS, _optimizer, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SYNTHETIC = {"source": "synthetic", "eval_fraction": 0.2, "eval_tokens": 4096,

@@ -14,16 +14,7 @@ from scaling.model import GPTConfig, model_counts
 from scaling.hardware import resolve_precision
 from scaling.train import RunResult, load_model, lr_multiplier, train
 
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP spin contention,
-    which made these runs 5x slower; train() never raises a caller's lower setting."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SYNTHETIC = {"source": "synthetic", "eval_fraction": 0.2, "eval_tokens": 16_384,

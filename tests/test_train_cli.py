@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from scaling.cli import main
 
@@ -14,13 +13,7 @@ FLAGS = ["--set", "model.n_layer=1", "--set", "model.d_model=32", "--set", "mode
          "--set", "data.synthetic.tokens=20000", "--set", "data.eval_tokens=2048",
          "--set", "train.tokens=5120", "--set", "train.batch_tokens=512"]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_train_from_flags_prints_json_and_saves_final_weights(capsys, tmp_path):
