@@ -18,7 +18,7 @@ from scaling.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Distributed", "pick_device", "set_threads", "resolve_precision", "device_peak_flops",
+__all__ = ["Distributed", "pick_device", "device_name", "set_threads", "resolve_precision", "device_peak_flops",
            "GPU_PEAK_FLOPS"]
 
 # Dense peak FLOP/s of one accelerator by precision (vendor datasheets, no sparsity).
@@ -91,21 +91,37 @@ class Distributed:
 
 
 def pick_device(name: str, dist: Distributed) -> torch.device:
+    """The device this process trains on, made current. A bare 'cuda' gets an index: torch
+    refuses to make an index-less CUDA device current, and RNG state is saved per GPU."""
     import torch
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device = {name!r} but no CUDA GPU is visible; use 'cpu'")
-        if dist.world > 1 and name == "cuda":
-            name = f"cuda:{dist.local_rank}"
-    elif name != "cpu":
-        raise ConfigError(f"train.device = {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    device = torch.device(name)
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device = torch.device(device_name(name, dist.local_rank, available))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
+
+
+def device_name(name: str, local_rank: int, gpus: int) -> str:
+    """``train.device`` resolved to 'cpu' or 'cuda:N' for a process of ``local_rank`` on a
+    machine with ``gpus`` visible GPUs: 'auto' takes a GPU when there is one, and 'auto' or
+    'cuda' take the local rank's GPU (the first visible one outside ``torchrun``)."""
+    if name == "auto":
+        name = "cuda" if gpus else "cpu"
+    if name == "cpu":
+        return name
+    kind, sep, index = name.partition(":")
+    if kind != "cuda" or (sep and not index.isdigit()):
+        raise ConfigError(f"train.device = {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if not gpus:
+        raise ConfigError(f"train.device = {name!r} but no CUDA GPU is visible; use 'cpu'")
+    number = int(index) if sep else local_rank
+    if number >= gpus:
+        raise ConfigError(
+            f"train.device = {name!r} but only {gpus} GPU(s) are visible (cuda:0 to "
+            f"cuda:{gpus - 1}); use one of those or 'auto'"
+        )
+    return f"cuda:{number}"
 
 
 def set_threads(dist: Distributed) -> None:

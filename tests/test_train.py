@@ -11,7 +11,7 @@ from scaling.config import RunSpec
 from scaling.data import prepare_data
 from scaling.errors import ConfigError, DivergedError
 from scaling.model import GPTConfig, model_counts
-from scaling.hardware import resolve_precision
+from scaling.hardware import device_name, resolve_precision
 from scaling.train import RunResult, load_model, lr_multiplier, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -103,9 +103,10 @@ def test_schedule_warms_up_then_decays_to_the_floor_over_the_run():
 
 
 def test_gradient_accumulation_matches_one_big_batch():
+    # On the CPU in fp32, to 1e-5: a GPU's TF32 matmuls round differently per micro batch.
     whole, split = Recorder(), Recorder()
-    a = train(tiny_spec(tokens=512 * 12, log_every=1), whole)
-    b = train(tiny_spec(tokens=512 * 12, log_every=1, micro_batch_tokens=128), split)
+    a = train(tiny_spec(tokens=512 * 12, log_every=1, device="cpu"), whole)
+    b = train(tiny_spec(tokens=512 * 12, log_every=1, micro_batch_tokens=128, device="cpu"), split)
     assert [x for _, x in split.series("train/loss")] == pytest.approx(
         [x for _, x in whole.series("train/loss")], abs=1e-5)
     assert b.final_eval_loss == pytest.approx(a.final_eval_loss, abs=1e-5)
@@ -169,6 +170,35 @@ def test_bad_run_settings_get_one_clear_error_and_write_nothing(tmp_path, train_
 def test_asking_for_a_missing_gpu_is_an_error():
     with pytest.raises(ConfigError, match=r"train.device = 'cuda' but no CUDA GPU is visible"):
         train(tiny_spec(device="cuda"))
+
+
+@pytest.mark.parametrize(
+    ("name", "local_rank", "gpus", "expected"),
+    [
+        ("auto", 0, 0, "cpu"),
+        ("auto", 0, 1, "cuda:0"),  # an index-less 'cuda' cannot be made the current device
+        ("cuda", 0, 1, "cuda:0"),
+        ("cuda", 3, 4, "cuda:3"),  # torchrun's local rank picks the GPU
+        ("cuda:1", 0, 2, "cuda:1"),
+        ("cpu", 1, 2, "cpu"),
+    ],
+)
+def test_the_device_resolves_to_one_indexed_gpu_or_the_cpu(name, local_rank, gpus, expected):
+    assert device_name(name, local_rank, gpus) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "gpus", "message"),
+    [
+        ("cuda:2", 2, r"train.device = 'cuda:2' but only 2 GPU\(s\) are visible \(cuda:0 to cuda:1\)"),
+        ("cuda:x", 2, r"train.device = 'cuda:x': use 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        ("cuda:0", 0, r"train.device = 'cuda:0' but no CUDA GPU is visible; use 'cpu'"),
+        ("mps", 0, r"train.device = 'mps': use 'auto'"),
+    ],
+)
+def test_a_device_that_is_not_there_is_one_clear_error(name, gpus, message):
+    with pytest.raises(ConfigError, match=message):
+        device_name(name, 0, gpus)
 
 
 def test_a_vocabulary_smaller_than_the_data_is_refused():

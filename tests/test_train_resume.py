@@ -25,12 +25,14 @@ RUN = {
     "data": {"source": "synthetic", "eval_fraction": 0.2, "eval_tokens": 4096,
              "synthetic": {"tokens": 50_000, "alphabet": 8, "order": 1}},
     "train": {"tokens": 32 * 16 * 120, "batch_tokens": 32 * 16, "lr": 1e-2,
-              "precision": "fp32", "checkpoint_every": 5, "eval_every": 60},
+              "precision": "fp32", "checkpoint_every": 5, "eval_every": 60,
+              "device": "cpu"},  # the 1e-4 promises are CPU fp32's (tests/test_cuda.py: GPU)
 }
 
 
 def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1")
     env.pop("WORLD_SIZE", None)
     return env
 
