@@ -134,6 +134,14 @@ class ModelConfig(StrictModel):
 _OPTIONAL_MODEL_FIELDS = {"parametrization": "standard", "base_d_model": None, "base_n_layer": None}
 
 
+def _file_digest(path: str) -> str | None:
+    """SHA-256 of a file's bytes; None when it is missing (the run then fails with the path)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def _model_payload(model: ModelConfig) -> dict[str, Any]:
     """The model config as JSON values, without optional fields left at their defaults."""
     payload = model.model_dump(mode="json")
@@ -270,7 +278,8 @@ class RunSpec(StrictModel):
 
         The name, sweep and role are labels, and device/checkpoint/compile settings change
         only how the run executes, so none of them enters the key. Capability tasks enter it
-        only when there are some, so runs without them keep the keys they always had.
+        only when there are some, so runs without them keep the keys they always had; a task
+        file enters with a hash of its contents, so editing it makes its runs new runs.
         """
         payload = {
             "model": _model_payload(self.model),
@@ -279,6 +288,9 @@ class RunSpec(StrictModel):
         }
         if self.evals.tasks:
             payload["evals"] = self.evals.model_dump(mode="json")
+            files = {task: _file_digest(task) for task in self.evals.tasks if task.endswith(".jsonl")}
+            if files:
+                payload["task_files"] = files
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -285,6 +285,18 @@ def test_runs_without_tasks_keep_their_run_keys_and_params():
     assert scored.run_key != RunSpec(evals={"tasks": ["copy"], "n_items": 7}).run_key
 
 
+def test_editing_a_task_file_changes_the_run_key(tmp_path):
+    task = tmp_path / "arith.jsonl"
+    task.write_text('{"prompt": "1+1=", "answer": "2"}\n')
+    spec = RunSpec(evals={"tasks": [str(task)]})
+    first = spec.run_key
+    assert RunSpec(evals={"tasks": [str(task)]}).run_key == first  # same file, same run
+    task.write_text('{"prompt": "1+2=", "answer": "3"}\n')
+    assert spec.run_key != first  # a sweep re-scores instead of reusing stale scores
+    task.write_text('{"prompt": "1+1=", "answer": "2"}\n')
+    assert spec.run_key == first
+
+
 # ----------------------------------------------------------------------------- in a run
 
 SYNTHETIC = {"source": "synthetic", "eval_fraction": 0.2, "eval_tokens": 1024,
