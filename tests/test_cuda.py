@@ -9,10 +9,6 @@ in fp32 on the CPU, the synthetic source's exact entropy, and the datasheet peak
 from __future__ import annotations
 
 import math
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -23,6 +19,7 @@ from scaling.data import prepare_data
 from scaling.hardware import GPU_PEAK_FLOPS, resolve_precision
 from scaling.model import GPT, GPTConfig, model_counts
 from scaling.train import _optimizer, load_model, train
+from test_train_resume import sigkill_at_first_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -107,18 +104,7 @@ def test_a_sigkilled_gpu_run_resumes_to_the_uninterrupted_loss(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(resumable.model_dump(mode="json")))
     checkpoints = tmp_path / "ck"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "scaling", "train", str(config), "--checkpoint-dir", str(checkpoints)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 180
-    while not (checkpoints / "last.pt").exists():
-        assert child.poll() is None, "the run ended before it wrote a checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint within 180 s"
-        time.sleep(0.005)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    assert not (checkpoints / "final.pt").exists()
+    sigkill_at_first_checkpoint(config, checkpoints, timeout=180)
 
     resumed = train(resumable, checkpoint_dir=checkpoints)
     assert 0 < resumed.resumed_from_step < 150

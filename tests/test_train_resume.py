@@ -37,6 +37,23 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def sigkill_at_first_checkpoint(config: Path, checkpoints: Path, timeout: float = 120) -> None:
+    """Start ``scaling train config`` in a child process and SIGKILL it as soon as it has
+    written its first checkpoint: a crash mid-run, with no chance to clean up."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "scaling", "train", str(config), "--checkpoint-dir", str(checkpoints)],
+        env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    while not (checkpoints / "last.pt").exists():
+        assert child.poll() is None, "the run ended before it wrote a checkpoint"
+        assert time.monotonic() < deadline, f"no checkpoint within {timeout:g} s"
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (checkpoints / "final.pt").exists()
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     old = torch.get_num_threads()
@@ -52,19 +69,7 @@ def test_a_sigkilled_run_resumes_to_the_uninterrupted_loss(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(RUN))
     checkpoints = tmp_path / "ck"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "scaling", "train", str(config), "--checkpoint-dir",
-         str(checkpoints)],
-        env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while not (checkpoints / "last.pt").exists():
-        assert child.poll() is None, "the run ended before it wrote a checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.005)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    assert not (checkpoints / "final.pt").exists()
+    sigkill_at_first_checkpoint(config, checkpoints)
 
     logged = []
     resumed = train(spec, lambda step, metrics: logged.append(step), checkpoint_dir=checkpoints)
