@@ -501,6 +501,20 @@ class TargetConfig(StrictModel):
     tokens: int | None = Field(None, gt=0, description="explicit budget; wins over tokens_per_param")
 
 
+class ForecastConfig(StrictModel):
+    """How ``scaling demo`` forecasts the sweep's target from its proxies."""
+
+    law: Literal["gpt4", "power"] = Field(
+        "gpt4",
+        description="gpt4: L = a·C^b + c; power: L = a·C^b, for ladders too far above the "
+                    "loss floor for c to be pinned down",
+    )
+    fit_range: Literal["auto", "all"] = Field(
+        "auto", description="auto: leave out the smallest proxies when the proxies' own backtest "
+                            "predicts the largest better without them",
+    )
+
+
 class SweepConfig(StrictModel):
     """A whole sweep file: names, shared recipe, and the families of runs to launch.
 
@@ -518,6 +532,7 @@ class SweepConfig(StrictModel):
     isoflop: IsoflopConfig | None = None
     tune: TuneConfig | None = None
     target: TargetConfig | None = None
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig)
     quick: dict[str, Any] | None = Field(None, description="toy overrides for tests and demos")
     _source: str = PrivateAttr("<sweep>")  # the file it came from, for error messages
 
@@ -528,9 +543,10 @@ class SweepConfig(StrictModel):
 
     @property
     def config_hash(self) -> str:
-        """A 16-hex-digit hash of the validated sweep (its ``quick`` section aside): every run
-        of the sweep is tagged with it, so a report can say which sweep file produced it."""
-        text = json.dumps(self.model_dump(mode="json", exclude={"quick"}), sort_keys=True)
+        """A 16-hex-digit hash of the validated sweep (its ``quick`` and ``forecast`` sections
+        aside, which change no run): every run of the sweep is tagged with it, so a report can
+        say which sweep file produced it."""
+        text = json.dumps(self.model_dump(mode="json", exclude={"quick", "forecast"}), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def with_source(self, source: str | Path) -> SweepConfig:

@@ -129,9 +129,9 @@ def run_demo(
     tracking_uri: str = "sqlite:///mlflow.db",
     storage: str | None = None,
     workers: int = 1,
-    law: str = "gpt4",
+    law: str | None = None,
     x: str = "flops_exact",
-    fit_range: str = "auto",
+    fit_range: str | None = None,
     interval: float = 0.9,
     n_bootstrap: int = 1000,
     report_dir: str | Path | None = None,
@@ -149,10 +149,12 @@ def run_demo(
     tracking_uri, storage, workers
         As for :func:`scaling.sweep.run_sweep`.
     law, x : str
-        The law fitted to the proxies and the run-table column it extrapolates along.
-    fit_range : {"auto", "all"}
+        The law fitted to the proxies and the run-table column it extrapolates along; the
+        law is the sweep file's ``forecast.law`` when None.
+    fit_range : {"auto", "all"}, optional
         ``"auto"`` leaves out the smallest proxies when the proxies' own backtest predicts
-        the largest better without them (:func:`scaling.compare.split_runs`).
+        the largest better without them (:func:`scaling.compare.split_runs`); the sweep
+        file's ``forecast.fit_range`` when None.
     interval : float
         Coverage of the forecast interval.
     n_bootstrap : int
@@ -187,6 +189,8 @@ def run_demo(
     timings: dict[str, float] = {}
     path = Path(sweep) if sweep is not None else default_sweep_path()
     config = load_sweep(path, quick=quick)
+    law = law or config.forecast.law
+    fit_range = fit_range or config.forecast.fit_range
     fitted_law = get_law(law)
     target_x = _target_x(config, x)
     directory = Path(report_dir) if report_dir is not None else Path("reports") / config.name

@@ -341,7 +341,7 @@ LAWS: dict[str, Law] = {
         ),
         Law(
             name="power",
-            formula="y = a·x^b",
+            formula="L(C) = a·C^b",
             param_names=("a", "b"),
             log_params=frozenset({"a"}),
             x=("flops_exact",),
@@ -349,7 +349,8 @@ LAWS: dict[str, Law] = {
             bounds={"a": (-300.0, 300.0), "b": (-10.0, 10.0)},
             log_model=_power_model,
             start_grid=_power_starts,
-            description="Plain power law, a straight line in log-log axes.",
+            description="Plain power law in compute, no irreducible term (Kaplan et al. 2020's "
+                        "L(C)): a straight line in log-log axes.",
         ),
         Law(
             name="kaplan_n",

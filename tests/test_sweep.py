@@ -50,9 +50,9 @@ def test_demo_is_a_ladder_of_six_proxies_and_a_far_larger_target():
     (target,) = [s for s in specs if s.role == "target"]
     assert len(proxies) >= 6
     for spec in specs:  # tokens = 20 x N, N from the model's own count
-        N = _counts(spec.model.n_layer, spec.model.d_model, spec.model.n_head, 128)["params"]
+        N = _counts(spec.model.n_layer, spec.model.d_model, spec.model.n_head, 64)["params"]
         assert spec.train.tokens == round(20 * N)
-        assert (spec.model.n_layer, spec.model.context, spec.data.tokenizer) == (4, 128, "bytes")
+        assert (spec.model.n_layer, spec.model.context, spec.data.tokenizer) == (4, 64, "bytes")
     rows = {row["name"]: row for row in plan(config)}
     exact = sorted(rows[s.name]["C_exact"] for s in proxies)
     six_nd = sorted(rows[s.name]["C"] for s in proxies)
@@ -61,6 +61,16 @@ def test_demo_is_a_ladder_of_six_proxies_and_a_far_larger_target():
     assert rows[target.name]["C"] / six_nd[-1] >= 20
     batches = [s.train.batch_tokens for s in sorted(proxies, key=lambda s: s.model.d_model)]
     assert batches == sorted(batches) and batches[0] < batches[-1]  # batch grows with size
+
+
+def test_the_forecast_section_changes_no_run_and_defaults_to_gpt4():
+    demo = load_sweep(SWEEPS / "demo.yaml")
+    assert (demo.forecast.law, demo.forecast.fit_range) == ("power", "auto")
+    plain = demo.model_copy(update={"forecast": type(demo.forecast)()})
+    assert plain.forecast.law == "gpt4"
+    # Runs are tagged with the config hash: how they are forecast is not part of it.
+    assert plain.config_hash == demo.config_hash
+    assert [s.run_key for s in expand(plain)] == [s.run_key for s in expand(demo)]
 
 
 def test_quick_section_is_a_toy_version_with_its_own_experiment():
@@ -143,6 +153,8 @@ BAD = [
     ({"ladder": {"shapes": [{"d_model": 8}], "tokens_per_param": [1], "seeds": [0, 1, 0]}},
      r"bad.yaml: ladder: seeds = \[0, 1, 0\] repeats a seed; list each seed once"),
     ({}, r"bad.yaml: the sweep runs nothing; add a ladder, isoflop, tune or target section"),
+    ({"ladder": {"shapes": [{"d_model": 8}], "tokens_per_param": [1]}, "forecast": {"law": "chinchilla"}},
+     r"bad.yaml: forecast.law = 'chinchilla': Input should be 'gpt4' or 'power'"),
 ]  # fmt: skip
 
 
