@@ -18,8 +18,8 @@ from scaling.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Distributed", "pick_device", "device_name", "set_threads", "resolve_precision", "device_peak_flops",
-           "GPU_PEAK_FLOPS"]
+__all__ = ["Distributed", "pick_device", "device_name", "set_threads", "resolve_precision",
+           "device_peak_flops", "GPU_PEAK_FLOPS"]
 
 # Dense peak FLOP/s of one accelerator by precision (vendor datasheets, no sparsity).
 GPU_PEAK_FLOPS = {
