@@ -80,10 +80,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def demo_command(sweep, quick, workers, storage, report_dir, tracking_uri, output):
     """Train proxies, predict a bigger run before training it, train it, and compare.
 
-    Runs the demo sweep on the embedded corpus (byte tokens, CPU or GPU), fits the law its
-    forecast section names on the proxies' exact compute (the demo's: L(C) = a*C^b; GPT-4's
-    a*C^b + c with 'forecast: {law: gpt4}'), prints the forecast with its 90% interval,
-    trains the target, writes reports/demo/ and prints one headline line.
+    Runs the demo sweep on the embedded corpus (byte tokens, CPU or GPU), fits the GPT-4
+    law L(C) = a*C^b + c on the proxies' exact compute (or the law the sweep file's
+    'forecast:' section names), prints the forecast with its 90% interval, trains the
+    target, writes reports/demo/ and prints one headline line.
     Finished runs are reused, so a second call takes seconds.
 
     \b

@@ -29,7 +29,7 @@ def test_quick_demo_runs_the_whole_job_then_reuses_every_run(tmp_path, capsys):
     assert forecast["predicted"] == pytest.approx(first["predicted"])
     assert forecast["target_x"] == pytest.approx(target["flops_exact"])
     assert forecast["n_trained"] == 6 and 4 <= forecast["n_proxies"] <= 6
-    assert forecast["law"] == "power"  # the sweep file's forecast.law
+    assert forecast["law"] == "gpt4"  # the sweep file's forecast.law
     assert first["actual"] == pytest.approx(target["loss"])
     assert first["relative_error"] == pytest.approx(first["predicted"] / first["actual"] - 1)
     assert first["headline"].startswith("target-d32-L2-4xN: predicted loss")

@@ -65,12 +65,12 @@ def test_demo_is_a_ladder_of_six_proxies_and_a_far_larger_target():
 
 def test_the_forecast_section_changes_no_run_and_defaults_to_gpt4():
     demo = load_sweep(SWEEPS / "demo.yaml")
-    assert (demo.forecast.law, demo.forecast.fit_range) == ("power", "auto")
-    plain = demo.model_copy(update={"forecast": type(demo.forecast)()})
-    assert plain.forecast.law == "gpt4"
+    assert (demo.forecast.law, demo.forecast.fit_range) == ("gpt4", "auto")
+    assert load_sweep(SWEEPS / "tpp10-cpu.yaml").forecast.law == "gpt4"  # no section: the default
+    power = demo.model_copy(update={"forecast": type(demo.forecast)(law="power", fit_range="all")})
     # Runs are tagged with the config hash: how they are forecast is not part of it.
-    assert plain.config_hash == demo.config_hash
-    assert [s.run_key for s in expand(plain)] == [s.run_key for s in expand(demo)]
+    assert power.config_hash == demo.config_hash
+    assert [s.run_key for s in expand(power)] == [s.run_key for s in expand(demo)]
 
 
 def test_quick_section_is_a_toy_version_with_its_own_experiment():
