@@ -159,21 +159,21 @@ def run_ours(size: str, steps: int, case: str, device: torch.device, sequences: 
              warmup: int) -> tuple[dict, int]:
     layers, d, heads, lr = SIZES[size]
     precision, _, compiled = case.partition("+")
-    log_every = warmup or 0  # 0: the trainer's default, about 100 lines per run
     spec = RunSpec(
         name=f"bench-{size}",
         model={"n_layer": layers, "d_model": d, "n_head": heads, "context": CONTEXT},
         data={"eval_tokens": 32_768},
         train={"tokens": steps * sequences * CONTEXT, "batch_tokens": sequences * CONTEXT,
                "lr": lr, "precision": precision, "eval_every": 10**9, "device": str(device),
-               "compile": bool(compiled), "log_every": log_every},
+               "compile": bool(compiled), "log_every": warmup},  # 0: the trainer's default
     )
     rates: list[float] = []
-    result = train(spec, lambda step, metrics: rates.append(metrics.get("perf/tokens_per_s", 0.0)))
+    result = train(spec, lambda step, metrics: rates.extend(
+        [metrics["perf/tokens_per_s"]] if "perf/tokens_per_s" in metrics else []))
     if warmup:
-        # Every log line covers log_every = warmup steps; the first holds the warm-up. Equal
-        # token counts per interval, so the rate over the rest is their harmonic mean.
-        steady = [rate for rate in rates[1:] if rate > 0]
+        # Every throughput line covers log_every = warmup steps; the first holds the warm-up.
+        # Equal token counts per interval, so the rate over the rest is their harmonic mean.
+        steady = rates[1:]
         tokens_per_s = len(steady) / sum(1 / rate for rate in steady)
     else:
         tokens_per_s = result.tokens_per_s

@@ -506,8 +506,8 @@ class ForecastConfig(StrictModel):
 
     law: Literal["gpt4", "power"] = Field(
         "gpt4",
-        description="gpt4: L = a·C^b + c; power: L = a·C^b, for ladders too far above the "
-                    "loss floor for c to be pinned down",
+        description="gpt4: L = a·C^b + c; power: L = a·C^b, which needs no floor from the "
+                    "proxies but undershoots the further it extrapolates",
     )
     fit_range: Literal["auto", "all"] = Field(
         "auto", description="auto: leave out the smallest proxies when the proxies' own backtest "
