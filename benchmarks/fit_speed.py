@@ -2,7 +2,7 @@
 
 Times, in one run on one machine:
 
-1. ``scaling.fit.fit`` (all starts optimised together, successive halving over starts,
+1. ``scaling.laws.fitting.fit`` (all starts optimised together, successive halving over starts,
    best candidates polished), without bootstrap;
 2. the same with every start run to convergence (``screen=False``);
 3. a plain loop: one ``scipy.optimize.minimize(method="L-BFGS-B")`` per start on a scalar
@@ -71,8 +71,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    from scaling.fit import fit, huber_objective
-    from scaling.laws import get_law
+    from scaling.laws.fitting import fit, huber_objective
+    from scaling.laws.forms import get_law
     from scaling.table import load_csv
 
     frame = load_csv(DATA).sort_values("loss").iloc[:-5]

@@ -27,8 +27,8 @@ import time
 import numpy as np
 import torch
 
-from scaling.config import RunSpec
-from scaling.train import train
+from scaling.config.run import RunSpec
+from scaling.training.loop import train
 
 N_LAYER, N_HEAD, CONTEXT, SEQUENCES = 2, 4, 64, 8
 

@@ -24,8 +24,8 @@ def calibrate(model: dict, train: dict, data: dict, threads: int) -> float:
     """Training tokens per second of the benchmark shape, from a short run (not counted)."""
     import torch
 
-    from scaling.config import RunSpec
-    from scaling.train import train as train_run
+    from scaling.config.run import RunSpec
+    from scaling.training.loop import train as train_run
 
     torch.set_num_threads(threads)
     probe = RunSpec(model=model, data=data, train={**train, "tokens": train["batch_tokens"] * 30})
@@ -40,9 +40,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     args = parser.parse_args()
 
-    from scaling import tracking
-    from scaling.config import SweepConfig
-    from scaling.sweep import run_sweep
+    from scaling.config.sweep import SweepConfig
+    from scaling.sweeps import tracking
+    from scaling.sweeps.queue import run_sweep
 
     model = {"n_layer": 2, "d_model": 48, "n_head": 4, "context": 64}
     train = {"batch_tokens": 1024, "lr": 3e-3, "checkpoint_every": 100, "device": "cpu"}

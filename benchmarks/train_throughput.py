@@ -1,6 +1,6 @@
 """Training throughput of the proxy trainer against a plain PyTorch reference loop.
 
-Prints one JSON line per case: tokens/s of ``scaling.train.train`` for three model sizes
+Prints one JSON line per case: tokens/s of ``scaling.training.loop.train`` for three model sizes
 (about 0.1M, 1M and 5M non-embedding parameters, byte vocabulary, context 256) in fp32, bf16
 and the default precision ('auto'), and of a reference written below the way a newcomer would
 write it (a minimal GPT of the same shape, eager fp32, explicit attention, a standard training
@@ -37,11 +37,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from scaling.config import RunSpec
-from scaling.data import eval_sequences, prepare_data, sample_batch
-from scaling.hardware import device_peak_flops, resolve_precision
-from scaling.model import GPT, GPTConfig, model_counts
-from scaling.train import lr_multiplier, train
+from scaling.config.run import RunSpec
+from scaling.training.data import eval_sequences, prepare_data, sample_batch
+from scaling.training.hardware import device_peak_flops, resolve_precision
+from scaling.training.loop import lr_multiplier, train
+from scaling.training.model import GPT, GPTConfig, model_counts
 
 SIZES = {  # name: (n_layer, d_model, n_head, lr); N = 12·L·d² + small terms
     "small": (2, 64, 2, 3e-3),  # ~0.1M

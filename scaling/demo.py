@@ -53,8 +53,8 @@ class DemoResult:
     forecast : dict
         The forecast written before the target was trained: law, x column, target x,
         predicted loss and its interval, the fit summary, and under ``capabilities`` each
-        task's forecast (:func:`scaling.capability.forecast_tasks`).
-    comparison : scaling.compare.Comparison
+        task's forecast (:func:`scaling.laws.capability.forecast_tasks`).
+    comparison : scaling.reporting.comparison.Comparison
         Predicted against actual for the target: the loss, then each task's forecasts.
     report_dir : Path
         Where ``index.html`` and ``report.md`` were written.
@@ -96,17 +96,17 @@ def _headline_task(forecasts: list[Any]) -> Any:
 
 
 def _forecast_line(forecast: Any) -> str:
-    from scaling.render import _pm
+    from scaling.formatting import format_band
 
     return (
-        f"{forecast.task} accuracy {_pm(forecast.predicted, forecast.lo, forecast.hi)} "
+        f"{forecast.task} accuracy {format_band(forecast.predicted, forecast.lo, forecast.hi)} "
         f"({forecast.interval:.0%} interval; {forecast.method} on {forecast.n_proxies} proxies)"
     )
 
 
 def _target_x(config: Any, x: str) -> float:
     """The target's position on the law's axis, from the sweep plan (no training needed)."""
-    from scaling.sweep import plan
+    from scaling.sweeps.planning import plan
 
     columns = {"flops_exact": "C_exact", "flops": "C", "params": "N", "tokens": "D"}
     if x not in columns:
@@ -147,13 +147,13 @@ def run_demo(
     quick : bool
         Use the sweep file's ``quick:`` toy sizes (for tests; accuracy is not the point).
     tracking_uri, storage, workers
-        As for :func:`scaling.sweep.run_sweep`.
+        As for :func:`scaling.sweeps.queue.run_sweep`.
     law, x : str
         The law fitted to the proxies and the run-table column it extrapolates along; the
         law is the sweep file's ``forecast.law`` when None.
     fit_range : {"auto", "all"}, optional
         ``"auto"`` leaves out the smallest proxies when the proxies' own backtest predicts
-        the largest better without them (:func:`scaling.compare.split_runs`); the sweep
+        the largest better without them (:func:`scaling.reporting.comparison.split_runs`); the sweep
         file's ``forecast.fit_range`` when None.
     interval : float
         Coverage of the forecast interval.
@@ -164,7 +164,7 @@ def run_demo(
     say : callable
         Receives each line worth showing a person (stages, the forecast, the headline).
     progress : callable, optional
-        Passed to :func:`scaling.sweep.run_sweep` for live progress.
+        Passed to :func:`scaling.sweeps.queue.run_sweep` for live progress.
 
     Returns
     -------
@@ -175,15 +175,16 @@ def run_demo(
     ConfigError, DataError, TrackingError, StorageError, FitError
         From the stages, before anything is trained where the problem is in the inputs.
     """
-    from scaling import tracking
-    from scaling.capability import compare_forecasts, forecast_tasks
-    from scaling.compare import compare, split_runs
-    from scaling.fit import fit
-    from scaling.formatting import format_flops, format_interval
-    from scaling.laws import get_law
-    from scaling.render import _pm
-    from scaling.report import make_report
-    from scaling.sweep import load_sweep, run_sweep
+    from scaling.formatting import format_band, format_flops, format_interval
+    from scaling.laws.capability import forecast_tasks
+    from scaling.laws.fitting import fit
+    from scaling.laws.forms import get_law
+    from scaling.laws.selection import split_runs
+    from scaling.reporting.comparison import compare, compare_forecasts
+    from scaling.reporting.publish import make_report
+    from scaling.sweeps import tracking
+    from scaling.sweeps.planning import load_sweep
+    from scaling.sweeps.queue import run_sweep
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -273,7 +274,7 @@ def run_demo(
     for row in comparison.metrics[1:]:
         if headline_task is not None and row.metric == headline_task.column:
             say(f"    capability check: {row.metric} predicted "
-                f"{_pm(row.predicted, row.lo, row.hi)}, actual {row.actual:.3g}")
+                f"{format_band(row.predicted, row.lo, row.hi)}, actual {row.actual:.3g}")
     timings["compare_s"] = time.perf_counter() - stage
 
     say(f"4/4 writing the report to {directory}")

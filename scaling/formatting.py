@@ -5,15 +5,28 @@ three leading digits of the error; 100-354 keep two significant digits, 355-949 
 950-999 round up to 1000 and keep two. The value is rounded to the same decimal place.
 Large or small numbers share one power of ten: ``(1.23 ± 0.05)e18``.
 
-Also here: compact counts (``442K``, ``70B``) for parameters and tokens, and compact
+Also here: a value with its interval or alone (:func:`format_band`), compact counts (``442K``, ``70B``) for parameters and tokens, and compact
 scientific numbers (``1.2e18``) for FLOPs.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["format_value_error", "format_interval", "format_count", "format_flops"]
+import numpy as np
+
+__all__ = [
+    "format_value_error",
+    "format_interval",
+    "format_band",
+    "format_range",
+    "format_count",
+    "format_flops",
+    "is_finite",
+    "json_safe",
+]
 
 # Plain notation for numbers whose leading digit sits between 10^-3 and 10^4 (0.00123 .. 99999).
 _PLAIN_EXPONENTS = range(-3, 5)
@@ -169,3 +182,43 @@ def format_flops(x: float, digits: int = 2) -> str:
         return f"{x:g}"
     mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
     return f"{mantissa}e{int(exponent)}"
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy numbers as Python numbers and non-finite floats as None (JSON null)."""
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def format_band(value: float, lo: float, hi: float) -> str:
+    """``value`` with its interval (:func:`format_interval`), or the value alone when the
+    interval is missing or of zero width (no bootstrap).
+
+    >>> format_band(2.5, 2.4, 2.7), format_band(2.5, 2.5, 2.5)
+    ('2.50 +0.20/-0.10', '2.5')
+    """
+    spread = max(abs(value - lo), abs(hi - value)) if is_finite(lo) and is_finite(hi) else math.nan
+    if not spread > 1e-6 * abs(value):  # no bootstrap, or a band of zero width (to rounding)
+        return f"{value:.4g}"
+    return format_interval(value, lo, hi)
+
+
+def format_range(bounds: tuple[float, float], show: Any) -> str:
+    """``"lo to hi"`` with ``show`` applied to each bound; ``"none"`` when either is missing."""
+    lo, hi = bounds
+    return "none" if not (is_finite(lo) and is_finite(hi)) else f"{show(lo)} to {show(hi)}"
+
+
+def is_finite(value: Any) -> bool:
+    """True for a number (or numeric string) that is finite; False for None, NaN, text."""
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

@@ -1,7 +1,7 @@
 """The run table: the one contract between what was trained and what is fitted.
 
 One row per run, snake_case columns (DESIGN.md). It comes from MLflow
-(:func:`scaling.tracking.runs_frame`) or from a CSV of anyone's runs (:func:`load_csv`).
+(:func:`scaling.sweeps.tracking.runs_frame`) or from a CSV of anyone's runs (:func:`load_csv`).
 This module checks columns and coerces values to numbers; it fits nothing.
 """
 
@@ -148,3 +148,5 @@ def load_csv(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: the table has a header but no runs")
     numeric = [column for column in frame.columns if column in NUMERIC_COLUMNS]
     return coerce_numeric(frame, numeric, str(path))
+
+

@@ -7,6 +7,10 @@ import os
 
 import pytest
 
+# tests/helpers.py holds the helpers several test modules share (test modules never import
+# each other); its asserts report their values like a test's.
+pytest.register_assert_rewrite("helpers")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cwd(tmp_path, monkeypatch):

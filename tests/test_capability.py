@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling.capability import (
-    compare_forecasts,
+from scaling.cli.main import main
+from scaling.laws.capability import (
     floored_accuracy,
     forecast_task,
     forecast_tasks,
     task_column,
     task_names,
 )
-from scaling.cli import main
+from scaling.reporting.comparison import compare_forecasts
 
 # Truth: GPT-4's form for the pass rate, a·C^b + c for the task's NLL, a sigmoid from NLL to
 # accuracy (falling with the NLL), 200 items.

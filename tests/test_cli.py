@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scaling.cli import REFERENCE_END, REFERENCE_START, cli_reference, main
+from scaling.cli.main import REFERENCE_END, REFERENCE_START, cli_reference, main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from test_report_data import synthetic_curve, synthetic_runs, true_loss
+from helpers import synthetic_curve, synthetic_runs, true_loss
 
-from scaling.compare import Crossing, compare, first_crossing
 from scaling.errors import DataError, FitError
 from scaling.formatting import format_count
+from scaling.reporting.comparison import Crossing, compare, first_crossing
 
 N_BOOTSTRAP = 100  # enough for a 90% interval to be stable to a few percent
 
@@ -102,7 +102,8 @@ def test_a_capability_metric_is_compared_with_its_own_law(table):
 
     proxies = proxies.assign(humaneval_neg_log_pass_rate=capability(proxies["flops_exact"]))
     target = target.copy()
-    target["humaneval_neg_log_pass_rate"] = float(capability(target["flops_exact"]))
+    # The target sits 10% above the law: the prediction is the law's value, not the target's.
+    target["humaneval_neg_log_pass_rate"] = 1.1 * float(capability(target["flops_exact"]))
     result = compare(
         proxies, target, metrics={"humaneval_neg_log_pass_rate": "capability"},
         n_bootstrap=N_BOOTSTRAP, seed=0,
@@ -110,7 +111,12 @@ def test_a_capability_metric_is_compared_with_its_own_law(table):
     assert [m.metric for m in result.metrics] == ["loss", "humaneval_neg_log_pass_rate"]
     metric = result.metrics[1]
     assert metric.law == "capability"
-    assert metric.predicted == pytest.approx(metric.actual, rel=1e-3)
+    assert metric.target_x == target["flops_exact"]
+    assert metric.predicted == pytest.approx(40.0 * target["flops_exact"] ** -0.1, rel=1e-3)
+    assert metric.actual == target["humaneval_neg_log_pass_rate"]
+    assert metric.relative_error == pytest.approx(1 / 1.1 - 1, rel=1e-2)
+    fitted = result.fits["humaneval_neg_log_pass_rate"].params_
+    assert (fitted["alpha"], fitted["k"]) == (pytest.approx(40.0, rel=1e-3), pytest.approx(0.1, rel=1e-3))
 
 
 def test_a_target_without_a_final_loss_is_one_clear_error(table):
@@ -150,8 +156,8 @@ def test_too_few_proxies_for_the_law_is_a_fit_error(table):
 def test_auto_fit_range_leaves_out_plateau_proxies_with_the_reason():
     import pandas as pd
 
-    from scaling.compare import split_runs
     from scaling.errors import ConfigError
+    from scaling.laws.selection import split_runs
 
     flops = np.logspace(10, 12, 8)
     loss = 2.0 * (flops / 1e10) ** -0.2 + 1.0

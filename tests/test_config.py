@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaling.config import ModelConfig, RunSpec, load_run_spec, load_yaml, validate
+from scaling.config.run import ModelConfig, RunSpec, load_run_spec, load_yaml, validate
 from scaling.errors import ConfigError
 
 

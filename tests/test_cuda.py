@@ -13,13 +13,13 @@ import math
 import pytest
 import torch
 import yaml
+from helpers import sigkill_at_first_checkpoint
 
-from scaling.config import RunSpec
-from scaling.data import prepare_data
-from scaling.hardware import GPU_PEAK_FLOPS, resolve_precision
-from scaling.model import GPT, GPTConfig, model_counts
-from scaling.train import _optimizer, load_model, train
-from test_train_resume import sigkill_at_first_checkpoint
+from scaling.config.run import RunSpec
+from scaling.training.data import prepare_data
+from scaling.training.hardware import GPU_PEAK_FLOPS, resolve_precision
+from scaling.training.loop import build_optimizer, load_model, train
+from scaling.training.model import GPT, GPTConfig, model_counts
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -87,7 +87,7 @@ def test_adamw_is_fused_on_the_gpu_and_steps_the_weights():
     device = torch.device("cuda")
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, d_model=32, n_head=2, context=16, vocab_size=8)).to(device)
-    optimizer = _optimizer(model, spec().train, device)
+    optimizer = build_optimizer(model, spec().train, device)
     assert optimizer.defaults["fused"] is True
     before = model.blocks[0].mlp.fc.weight.detach().clone()
     x = torch.randint(0, 8, (4, 17), device=device)

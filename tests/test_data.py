@@ -8,18 +8,18 @@ import math
 import numpy as np
 import pytest
 
-from scaling import data as data_module
-from scaling.config import DataConfig, SyntheticConfig
-from scaling.data import (
+from scaling.config.run import DataConfig, SyntheticConfig
+from scaling.errors import DataError
+from scaling.training import data as data_module
+from scaling.training.data import (
     ByteTokenizer,
     JsonTokenizer,
-    MarkovSource,
     cache_dir,
     eval_sequences,
     prepare_data,
     sample_batch,
 )
-from scaling.errors import DataError
+from scaling.training.sources import MarkovSource
 
 
 @pytest.fixture(autouse=True)

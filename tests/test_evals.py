@@ -11,18 +11,18 @@ import pytest
 import torch
 from torch import nn
 
-from scaling.config import EvalsConfig, RunSpec, validate
-from scaling.data import ByteTokenizer
+from scaling.config.run import EvalsConfig, RunSpec, validate
 from scaling.errors import ConfigError, DataError
-from scaling.evals import (
+from scaling.evals.scoring import (
     SHOT_SEPARATOR,
     evaluate,
     load_task,
     prompt_tokens,
     score_task,
 )
-from scaling.suites import Item, Task, builtin_task
-from scaling.model import GPTConfig
+from scaling.evals.tasks import Item, Task, builtin_task
+from scaling.training.data import ByteTokenizer
+from scaling.training.model import GPTConfig
 
 BYTES = ByteTokenizer()
 
@@ -314,7 +314,7 @@ def symbol_run(tmp_path, *items: dict, **evals) -> RunSpec:
 
 
 def test_a_run_scores_its_tasks_at_the_end_and_optionally_at_evaluations(tmp_path):
-    from scaling.train import train
+    from scaling.training.loop import train
 
     torch.set_num_threads(1)
     items = [{"prompt": "\u0001\u0002\u0003", "answer": "\u0004\u0005"},
@@ -332,7 +332,7 @@ def test_a_run_scores_its_tasks_at_the_end_and_optionally_at_evaluations(tmp_pat
 
 
 def test_a_task_that_cannot_be_scored_fails_the_run_before_it_trains(tmp_path):
-    from scaling.train import train
+    from scaling.training.loop import train
 
     spec = symbol_run(tmp_path, {"prompt": "\u0001" * 20, "answer": "\u0002"})
     logged = []

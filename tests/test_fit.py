@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import besiroglu_points
 
-import scaling.fit as fit_module
+import scaling.laws.fitting as fit_module
 from scaling.errors import FitError, NotFittedError
-from scaling.fit import FitResult, backtest, fit
-from scaling.laws import get_law
+from scaling.laws.backtesting import backtest
+from scaling.laws.fitting import FitResult, fit
+from scaling.laws.forms import get_law
 from scaling.table import load_csv
 
 DATA = Path(__file__).parent / "data" / "chinchilla_points.csv"
@@ -78,8 +80,7 @@ def test_noiseless_gpt4_is_exact():
 
 @pytest.fixture(scope="module")
 def chinchilla_points():
-    frame = load_csv(DATA)
-    return frame.sort_values("loss").iloc[:-5]  # Besiroglu et al. drop the 5 highest losses
+    return besiroglu_points(load_csv(DATA))  # Besiroglu et al. drop the 5 highest losses
 
 
 @pytest.fixture(scope="module")
@@ -352,7 +353,7 @@ def test_non_finite_everywhere():
 def test_batched_lbfgs_matches_scipy_per_problem_with_bounds():
     from scipy.optimize import minimize
 
-    from scaling.optimize import minimize_batched
+    from scaling.laws.optimizer import minimize_batched
 
     # Rosenbrock problems with different centres; the box cuts some optima off (x <= 1.5).
     centres = np.array([[1.0, 1.0], [2.0, 4.0], [-1.0, 1.0], [0.5, 0.25]])
@@ -379,7 +380,7 @@ def test_batched_lbfgs_matches_scipy_per_problem_with_bounds():
 
 
 def test_screening_keeps_the_best_problems():
-    from scaling.optimize import minimize_batched
+    from scaling.laws.optimizer import minimize_batched
 
     targets = np.linspace(0, 10, 100)[:, None]
 
@@ -398,8 +399,8 @@ def test_a_single_x_column_may_be_given_as_a_string():
     import numpy as np
     import pandas as pd
 
-    from scaling.fit import fit
-    from scaling.laws import get_law
+    from scaling.laws.fitting import fit
+    from scaling.laws.forms import get_law
 
     flops = np.logspace(15, 19, 8)
     frame = pd.DataFrame({"flops": flops, "loss": 2.0 * flops**-0.05 + 1.5})
@@ -414,7 +415,7 @@ def test_fit_range_leaves_out_plateau_runs_and_keeps_a_clean_law_whole():
     import numpy as np
     import pandas as pd
 
-    from scaling.backtest import select_fit_range
+    from scaling.laws.backtesting import select_fit_range
 
     flops = np.logspace(10, 12, 8)
     clean = 2.0 * (flops / 1e10) ** -0.2 + 1.0
@@ -431,7 +432,7 @@ def test_fit_range_leaves_out_plateau_runs_and_keeps_a_clean_law_whole():
 def test_fit_range_needs_runs_to_hold_out():
     import pandas as pd
 
-    from scaling.backtest import select_fit_range
+    from scaling.laws.backtesting import select_fit_range
 
     frame = pd.DataFrame({"flops_exact": [1e10, 1e11, 1e12, 1e13], "loss": [3.0, 2.5, 2.2, 2.0]})
     with pytest.raises(FitError, match=r"4 runs are too few to choose a fit range for law 'gpt4': it needs 4 to fit plus 1 to hold out"):

@@ -8,10 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling.cli import main
+from scaling.cli.main import main
 from scaling.errors import FitError
-from scaling.fit import fit
-from scaling.hparams import best_of_tuned, law_table, recommend, tune_optima
+from scaling.laws.fitting import fit
+from scaling.laws.hparams import (
+    best_of_tuned,
+    law_table,
+    recommend,
+    tune_optima,
+)
 
 # lr_opt(C) = A·C^B and L(C) = 10·C^-0.05 + 1 at the optimum; a trial at lr pays
 # CURVATURE·ln(lr/lr_opt)² (a parabola in log lr, as measured lr sweeps look near the optimum).
@@ -124,13 +129,13 @@ def test_fit_and_predict_commands_use_the_tuned_optima(capsys):
     assert "DeepSeek LLM's published laws (reference only): lr 0.000986" in capsys.readouterr().out
 
     trials().assign(tune=None).to_csv("empty.csv", index=False)
-    assert main(["fit", "--csv", "empty.csv", "--law", "lr"]) != 0
+    assert main(["fit", "--csv", "empty.csv", "--law", "lr"]) == 2  # a FitError's exit code
     assert "no finished tune trials" in capsys.readouterr().err
 
 
 def test_the_report_of_a_tune_sweep_shows_loss_against_lr_the_optima_and_the_law():
-    from scaling.render import render_markdown
-    from scaling.report import build_report, inputs_from_csv
+    from scaling.reporting.render import render_markdown
+    from scaling.reporting.report import build_report, inputs_from_csv
 
     trials(noise=0.002).to_csv("tune.csv", index=False)
     report = build_report(inputs_from_csv("tune.csv"), target_flops=1e16, n_bootstrap=100, date="2026-01-01")

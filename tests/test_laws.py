@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scaling.errors import FitError
-from scaling.laws import LAWS, get_law, vector_jacobian
+from scaling.laws.forms import LAWS, get_law, vector_jacobian
 
 EXPECTED = {
     "gpt4", "power", "kaplan_n", "kaplan_d", "kaplan_nd", "chinchilla", "capability", "sigmoid", "lr",

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from scaling.config import ModelConfig
+from scaling.config.run import ModelConfig
 from scaling.errors import ConfigError
-from scaling.model import GPT, CausalSelfAttention, GPTConfig, model_counts
+from scaling.training.model import GPT, CausalSelfAttention, GPTConfig, model_counts
 
 
 def small(**overrides) -> GPTConfig:

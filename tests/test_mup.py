@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from scaling.config import ModelConfig, RunSpec, TrainConfig, validate
+from scaling.config.run import ModelConfig, RunSpec, TrainConfig, validate
 from scaling.errors import ConfigError
-from scaling.hparams import coord_check, coord_slopes
-from scaling.model import GPT, GPTConfig
-from scaling.train import ADAM_EPS, _optimizer, train
+from scaling.training.coordinates import coord_check, coord_slopes
+from scaling.training.loop import ADAM_EPS, build_optimizer, train
+from scaling.training.model import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -63,7 +63,7 @@ def test_a_wider_deeper_mup_model_applies_the_table():
     assert float(model.blocks[0].mlp.proj.weight.detach().std()) == pytest.approx(0.01 / 2, rel=0.02)
     assert float(model.wte.weight.detach().std()) == pytest.approx(0.02, rel=0.02)
 
-    optimizer = _optimizer(model, TrainConfig(lr=1e-2, weight_decay=0.1), torch.device("cpu"))
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-2, weight_decay=0.1), torch.device("cpu"))
     matrices, vectors, hidden = optimizer.param_groups
     assert matrices["lr"] == 1e-2 and matrices["weight_decay"] == 0.1
     assert vectors["lr"] == 1e-2 and vectors["weight_decay"] == 0.0
@@ -76,7 +76,7 @@ def test_a_wider_deeper_mup_model_applies_the_table():
 
 def test_the_standard_optimizer_keeps_its_two_groups():
     model = GPT(GPTConfig(n_layer=1, d_model=16, n_head=2, context=8, vocab_size=16))
-    optimizer = _optimizer(model, TrainConfig(lr=1e-3), torch.device("cpu"))
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-3), torch.device("cpu"))
     assert len(optimizer.param_groups) == 2
 
 
@@ -136,7 +136,7 @@ def test_gpt_config_checks_the_base_shape_too():
 def test_check_coords_command_prints_the_slopes_and_writes_the_figure(capsys):
     from pathlib import Path
 
-    from scaling.cli import main
+    from scaling.cli.main import main
 
     args = ["check-coords", "--widths", "16,32,64", "--depths", "1,2", "--steps", "3", "--plot", "c.png"]
     assert main(args + ["--output", "json"]) == 0
@@ -144,7 +144,7 @@ def test_check_coords_command_prints_the_slopes_and_writes_the_figure(capsys):
     assert len(payload["slopes"]) == 2 * 2 * 5 and Path("c.png").read_bytes()[:4] == b"\x89PNG"
     assert main(args) == 0
     assert "growth of log2(activation size) per doubling" in capsys.readouterr().out
-    assert main(["check-coords", "--widths", "32"]) != 0
+    assert main(["check-coords", "--widths", "32"]) == 2  # a ConfigError's exit code
     assert "--widths '32': give two or more positive integers, e.g. '32,64,128'" in capsys.readouterr().err
 
 

@@ -4,27 +4,21 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import besiroglu_points
 
-from scaling.cli import main
+from scaling.cli.main import main
 from scaling.errors import FitError
-from scaling.fit import FitResult, fit
-from scaling.predict import (
-    approach1,
-    approach2,
-    approach3,
-    compute_optimal,
-    best_runs,
-    hyperparameters,
-    two_step,
-    load_fit,
-    predict_run,
-    save_fit,
-)
+from scaling.laws.allocation import approach1, approach2, approach3, compute_optimal
+from scaling.laws.fitting import FitResult, fit
+from scaling.laws.hparams import best_runs, hyperparameters
+from scaling.laws.prediction import predict_run, two_step
+from scaling.laws.saved import load_fit, save_fit
 from scaling.table import load_csv
 
 DATA = Path(__file__).parent / "data" / "chinchilla_points.csv"
@@ -32,7 +26,7 @@ DATA = Path(__file__).parent / "data" / "chinchilla_points.csv"
 
 @pytest.fixture(scope="module")
 def points():
-    return load_csv(DATA).sort_values("loss").iloc[:-5]
+    return besiroglu_points(load_csv(DATA))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +50,10 @@ def test_compute_optimal_matches_brute_force(chinchilla):
     assert best.tokens_interval[0] < best.tokens < best.tokens_interval[1]
     assert best.loss_interval[0] < best.loss < best.loss_interval[1]
     assert best.tokens_per_param == pytest.approx(best.tokens / best.params)
-    assert json.dumps(best.to_dict())
+    saved = json.loads(json.dumps(best.to_dict(), allow_nan=False))  # JSON-safe: no NaN left
+    assert (saved["params"], saved["tokens"], saved["loss"]) == (best.params, best.tokens, best.loss)
+    assert saved["params_interval"] == list(best.params_interval)
+    assert saved["loss_interval"] == list(best.loss_interval)
 
 
 def test_approach3_exponents(chinchilla):
@@ -81,7 +78,10 @@ def test_approaches_1_and_2_agree_with_chinchilla(points):
         assert law.a_interval[0] <= law.a <= law.a_interval[1]
         assert law.b == pytest.approx(1 - law.a)
         assert law.points["flops"].size >= 3
-        assert json.dumps(law.to_dict())
+        saved = json.loads(json.dumps(law.to_dict(), allow_nan=False))  # JSON-safe: no NaN left
+        assert (saved["approach"], saved["a"], saved["b"]) == (law.approach, law.a, law.b)
+        assert saved["a_interval"] == list(law.a_interval)
+        assert saved["points"]["flops"] == law.points["flops"].tolist()
     assert (first.approach, second.approach) == (1, 2)
 
 
@@ -98,10 +98,12 @@ def test_approach2_recovers_a_known_allocation():
 
 
 def test_approach_errors(points, chinchilla):
+    from scaling.errors import DataError
+
     few = points.iloc[:5]
     with pytest.raises(FitError, match=r"approach 2 found \d compute-optimal point\(s\), needs 3"):
         approach2(few, n_bootstrap=0)
-    with pytest.raises(Exception, match=r"missing column\(s\) flops_exact"):
+    with pytest.raises(DataError, match=r"run table: missing column\(s\) flops_exact \(columns present: params, "):
         approach1(points, flops="flops_exact")
     bad = points.copy()
     bad.iloc[0, bad.columns.get_loc("loss")] = -1.0
@@ -240,11 +242,23 @@ def test_fit_command_json_and_save(capsys):
 
 
 def test_fit_command_table(capsys):
-    code = main(["fit", "--csv", str(DATA), "--law", "gpt4", "--x", "flops", "--bootstrap", "50"])
+    from scaling.formatting import format_interval
+
+    args = ["fit", "--csv", str(DATA), "--law", "gpt4", "--x", "flops", "--bootstrap", "50"]
+    code = main(args)
     out = capsys.readouterr().out
     assert code == 0
     assert "gpt4: L(C) = a·C^b + c" in out
-    assert " ± " in out or "+" in out
+    # One line per parameter: its value and bootstrap interval as `value +up/-down` (or
+    # `value ± error` when symmetric) at the 95% level, the numbers of the same fit's JSON.
+    assert main([*args, "--output", "json"]) == 0
+    fitted = json.loads(capsys.readouterr().out)["fit"]
+    assert list(fitted["params"]) == ["a", "b", "c"] and fitted["interval"] == 0.95
+    lines = out.splitlines()
+    for name, p in fitted["params"].items():
+        shown = format_interval(p["value"], p["lower"], p["upper"])
+        assert re.fullmatch(r"-?[\d.]+ (± [\d.]+|\+[\d.]+/-[\d.]+)", shown), shown
+        assert f"  {name:>8} = {shown}  (95%)" in lines, out
     assert "245 runs" in out
 
 

@@ -11,12 +11,11 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from test_report_data import synthetic_curve, synthetic_runs
+from helpers import synthetic_curves, synthetic_runs
 
-from scaling.render import write_report
-from scaling.report import ReportInputs, build_report
+from scaling.reporting.render import write_report
+from scaling.reporting.report import ReportInputs, build_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -42,11 +41,7 @@ pytestmark = [
 def test_html_report_opens_offline_with_every_image_loaded(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     runs = synthetic_runs()
-    curves = {
-        row.run_id: synthetic_curve(row.loss, row.tokens)
-        for row in runs.itertuples()
-        if np.isfinite(row.loss)
-    }
+    curves = synthetic_curves(runs)
     inputs = ReportInputs(runs, "synthetic", "MLflow experiment synthetic", curves=curves)
     out = write_report(build_report(inputs, n_bootstrap=50, date="2026-01-01"), tmp_path / "report")
 

@@ -1,7 +1,7 @@
 """Report inputs and plot data: a synthetic run table from a known law, checked against it.
 
-``synthetic_runs`` is shared with the other report and compare tests (pytest puts this
-directory on ``sys.path``).
+``synthetic_runs`` and ``synthetic_curve`` live in ``tests/helpers.py``, shared with the other
+report and compare tests.
 """
 
 from __future__ import annotations
@@ -9,81 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import ISOFLOP_BUDGETS, synthetic_curve, synthetic_runs
 
 from scaling.errors import DataError
-from scaling.compare import split_runs
-from scaling.figures import isoflop_data, learning_curves_data
-
-# The law the synthetic runs follow: L(C) = a * C^b + c on flops_exact (GPT-4's form).
-TRUTH = {"a": 60.0, "b": -0.12, "c": 1.8}
-EXACT_OVER_6ND = 1.15  # flops_exact / flops of these small models (embeddings, attention)
-ISOFLOP_BUDGETS = (1e14, 1e15, 1e16)  # 6ND FLOPs of the IsoFLOP profiles
-
-
-def true_loss(flops_exact):
-    return TRUTH["a"] * np.asarray(flops_exact, float) ** TRUTH["b"] + TRUTH["c"]
-
-
-def synthetic_runs(*, n_ladder=10, isoflop=True, extras=True, target=True, noise=0.003, seed=0):
-    """A run table that follows :data:`TRUTH`, with the rows a real sweep has.
-
-    Ladder proxies at 20 tokens per parameter; optionally three IsoFLOP profiles (sizes
-    N*/2 to 4N* around N* = sqrt(C/120), the others above the law by 2% x log(N/N*)^2, so
-    N_opt is proportional to C^0.5 by construction); a diverged run, a
-    run still running and a finished run without a loss; and the target at ~100x the
-    largest proxy's compute, 0.5% above the law.
-    """
-    rng = np.random.default_rng(seed)
-    rows = []
-
-    def add(name, role, params, tokens, loss, status="FINISHED", failure=None):
-        flops = 6.0 * params * tokens
-        rows.append(
-            {
-                "run_id": f"run{len(rows):02d}",
-                "run_key": f"key{len(rows):02d}",
-                "name": name,
-                "sweep": "synthetic",
-                "role": role,
-                "status": status,
-                "failure": failure,
-                "params": float(params),
-                "tokens": float(tokens),
-                "flops": flops,
-                "flops_exact": EXACT_OVER_6ND * flops,
-                "loss": loss,
-            }
-        )
-
-    for params in np.geomspace(2e5, 5e6, n_ladder):
-        exact = EXACT_OVER_6ND * 6.0 * params * 20 * params
-        loss = float(true_loss(exact) * np.exp(noise * rng.standard_normal()))
-        add(f"N{params:.2g}-20xN", "proxy", params, 20 * params, loss)
-    if isoflop:
-        # Compute-optimal size at 20 tokens per parameter: C = 6 N (20 N) => N* = sqrt(C / 120).
-        for budget in ISOFLOP_BUDGETS:
-            best = np.sqrt(budget / 120.0)
-            for params in best * np.array([0.5, 1.0, 2.0, 4.0]):
-                penalty = 1 + 0.02 * np.log(params / best) ** 2
-                add(f"N{params:.2g}-C{budget:.0e}", "proxy", params, budget / (6.0 * params),
-                    float(true_loss(EXACT_OVER_6ND * budget) * penalty
-                          * np.exp(noise * rng.standard_normal())))
-    if extras:
-        add("N3e6-diverged", "proxy", 3e6, 6e7, np.nan, "FAILED", "diverged: loss nan at step 120")
-        add("N4e6-running", "proxy", 4e6, 8e7, np.nan, "RUNNING")
-        add("N1e6-noloss", "proxy", 1e6, 2e7, np.nan)
-    if target:
-        params = 5e7
-        exact = EXACT_OVER_6ND * 6.0 * params * 20 * params
-        add("N5e7-target", "target", params, 20 * params, float(true_loss(exact) * 1.005))
-    return pd.DataFrame(rows)
-
-
-def synthetic_curve(final_loss, tokens, *, start_loss=6.0, n_points=20):
-    """An eval-loss curve falling from ``start_loss`` to ``final_loss`` at ``tokens``."""
-    seen = np.linspace(tokens / n_points, tokens, n_points)
-    value = final_loss + (start_loss - final_loss) * (1 - seen / tokens) ** 2
-    return pd.DataFrame({"step": np.arange(1, n_points + 1), "tokens": seen, "value": value})
+from scaling.laws.selection import split_runs
+from scaling.reporting.figures import isoflop_data, learning_curves_data
 
 
 def test_split_keeps_finished_proxies_and_says_why_others_are_left_out():
@@ -165,7 +95,7 @@ def test_learning_curves_skip_runs_without_a_curve():
 
 
 def test_isoflop_profiles_on_exact_flops_give_approach_2_and_d_opt_on_that_axis():
-    from scaling.report import _isoflop_figure, _isoflop_profiles
+    from scaling.reporting.report import _isoflop_figure, _isoflop_profiles
 
     rows = []
     for budget in (1e11, 1e12, 1e13):  # exact FLOPs, as an isoflop sweep sets them

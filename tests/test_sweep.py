@@ -1,4 +1,4 @@
-"""scaling.sweep: plans, bad input, and small sweeps end to end with the real trainer."""
+"""scaling.sweeps.queue: plans, bad input, and small sweeps end to end with the real trainer."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import math
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import ladder_proxy_count, write_sweep
 
-from scaling import tracking
-from scaling.cli import main
-from scaling.config import ModelConfig
+from scaling.cli.main import main
+from scaling.config.run import ModelConfig
 from scaling.errors import ConfigError, StorageError, TrackingError
-from scaling.model import GPTConfig, model_counts
-from scaling.sweep import expand, load_sweep, plan, run_sweep, status, worker
+from scaling.sweeps import tracking
+from scaling.sweeps.planning import expand, load_sweep, plan
+from scaling.sweeps.queue import run_sweep, status, worker
+from scaling.training.model import GPTConfig, model_counts
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 
@@ -22,12 +23,6 @@ SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 def _counts(n_layer, d_model, n_head, context, vocab=256):
     config = ModelConfig(n_layer=n_layer, d_model=d_model, n_head=n_head, context=context)
     return model_counts(GPTConfig.from_model_config(config, vocab))
-
-
-def _write(data: dict, name: str = "sweep.yaml") -> Path:
-    path = Path(name)
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 TINY = {
@@ -43,12 +38,14 @@ TINY = {
 # ------------------------------------------------------------------------------ the plan --
 
 
-def test_demo_is_a_ladder_of_six_proxies_and_a_far_larger_target():
+def test_demo_is_a_ladder_of_every_listed_shape_and_a_far_larger_target():
     config = load_sweep(SWEEPS / "demo.yaml")
     specs = expand(config)
     proxies = [s for s in specs if s.role == "proxy"]
     (target,) = [s for s in specs if s.role == "target"]
-    assert len(proxies) >= 6
+    # one proxy per shape the file lists (eight at 20 tokens per parameter), none lost or doubled
+    assert len(proxies) == ladder_proxy_count(SWEEPS / "demo.yaml")
+    assert len({s.model.d_model for s in proxies}) == len(proxies)
     for spec in specs:  # tokens = 20 x N, N from the model's own count
         N = _counts(spec.model.n_layer, spec.model.d_model, spec.model.n_head, 64)["params"]
         assert spec.train.tokens == round(20 * N)
@@ -78,7 +75,7 @@ def test_quick_section_is_a_toy_version_with_its_own_experiment():
     assert config.name == "demo-quick"
     assert max(spec.train.tokens for spec in expand(config)) < 150_000
     with pytest.raises(ConfigError, match=r"sweep.yaml: no quick section; add 'quick:'"):
-        load_sweep(_write(TINY), quick=True)
+        load_sweep(write_sweep(TINY), quick=True)
 
 
 def test_isoflop_tokens_come_from_budget_over_exact_flops_per_token():
@@ -103,7 +100,7 @@ def test_gpt2_ladder_spans_10m_to_350m_and_a_1_3b_target():
 
 
 def test_ladder_seeds_repeat_every_run_with_its_own_seed():
-    config = load_sweep(_write({**TINY, "ladder": {**TINY["ladder"], "seeds": [0, 3]}}))
+    config = load_sweep(write_sweep({**TINY, "ladder": {**TINY["ladder"], "seeds": [0, 3]}}))
     proxies = [(spec.name, spec.train.seed) for spec in expand(config) if spec.role == "proxy"]
     assert proxies == [("d8-L1-1xN-s0", 0), ("d8-L1-1xN-s3", 3),
                        ("d12-L1-1xN-s0", 0), ("d12-L1-1xN-s3", 3)]
@@ -161,7 +158,7 @@ BAD = [
 @pytest.mark.parametrize(("section", "message"), BAD)
 def test_invalid_sweep_file_is_one_line_exit_2_and_nothing_enqueued(section, message, capsys):
     base = {"name": "bad", "model": {"n_layer": 1, "n_head": 2, "context": 16}, "train": {"batch_tokens": 64}}
-    path = _write({**base, **section}, "bad.yaml")
+    path = write_sweep({**base, **section}, "bad.yaml")
     assert main(["sweep", "run", str(path)]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1
@@ -173,21 +170,21 @@ def test_same_run_under_two_names_and_unreadable_tokenizer_are_rejected():
     N = _counts(1, 8, 2, 16)["params"]
     same = {**TINY, "ladder": {"tokens_per_param": [1], "tokens": [N], "shapes": [{"d_model": 8}]}}
     with pytest.raises(ConfigError, match=rf"sweep.yaml: ladder.shapes.0 \(d8-L1-{N}tok\) is the same run as d8-L1-1xN; remove one of them"):
-        load_sweep(_write(same))
+        load_sweep(write_sweep(same))
     missing = {**TINY, "data": {"tokenizer": "no/tokenizer.json"}}
     with pytest.raises(ConfigError, match=r"data.tokenizer = 'no/tokenizer.json' is not 'bytes', 'bpe' or a readable tokenizer.json; fix the path or set model.vocab_size"):
-        load_sweep(_write(missing))
+        load_sweep(write_sweep(missing))
 
 
 def test_unknown_role_is_rejected():
     with pytest.raises(ConfigError, match=r"roles = \['proxies'\]: unknown role; use 'proxy' and/or 'target'"):
-        run_sweep(_write(TINY), roles=("proxies",))
+        run_sweep(write_sweep(TINY), roles=("proxies",))
 
 
 def test_unreachable_tracking_or_storage_fails_before_training():
     from services import free_port
 
-    path = _write(TINY)
+    path = write_sweep(TINY)
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TrackingError, match=r"cannot reach the MLflow tracking server"):
         run_sweep(path, tracking_uri=url)
@@ -200,7 +197,7 @@ def test_unreachable_tracking_or_storage_fails_before_training():
 
 
 def test_worker_without_a_launched_sweep_says_to_start_it():
-    path = _write(TINY)
+    path = write_sweep(TINY)
     with pytest.raises(StorageError, match=r"no study tiny/proxy in .*optuna.journal; start the sweep with 'scaling sweep run FILE' first"):
         worker(path)
 
@@ -221,7 +218,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(capsys):
 
 @pytest.mark.slow
 def test_roles_run_separately_each_once_and_a_rerun_reuses_everything():
-    path = _write(TINY)
+    path = write_sweep(TINY)
     first = run_sweep(path, roles=("proxy",), threads=1)
     assert (first["done"], first["failed"], first["enqueued"]) == (2, 0, 2)
     assert tracking.runs_frame("tiny", role="target").empty
@@ -234,7 +231,7 @@ def test_roles_run_separately_each_once_and_a_rerun_reuses_everything():
     assert len(frame) == 3 and set(frame.status) == {"FINISHED"}
     assert sorted(frame.run_key) == sorted(spec.run_key for spec in expand(load_sweep(path)))
     assert set(frame.config_hash) == {load_sweep(path).config_hash}
-    assert load_sweep(_write({**TINY, "description": "edited"})).config_hash != frame.config_hash[0]
+    assert load_sweep(write_sweep({**TINY, "description": "edited"})).config_hash != frame.config_hash[0]
     assert list(frame.columns[: len(tracking.RUN_COLUMNS)]) == tracking.RUN_COLUMNS
     assert frame.loss.between(0, math.log(256) * 2).all() and (frame.bpb > 0).all()
     assert (frame.flops == 6 * frame.params * frame.tokens).all()

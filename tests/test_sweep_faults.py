@@ -15,16 +15,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import write_sweep
 
-from scaling import tracking
-from scaling.sweep import expand, load_sweep, run_sweep, status, worker
-
-
-def _write(data: dict, name: str = "sweep.yaml") -> Path:
-    path = Path(name)
-    path.write_text(yaml.safe_dump(data))
-    return path
+from scaling.sweeps import tracking
+from scaling.sweeps.planning import expand, load_sweep
+from scaling.sweeps.queue import run_sweep, status, worker
 
 
 def _one_finished_run_per_key(path: Path, **where) -> dict[str, dict]:
@@ -60,9 +55,9 @@ def test_sigkilled_worker_resumes_into_the_same_run_and_nothing_is_duplicated():
         "train": {"batch_tokens": 64, "checkpoint_every": 10, "eval_every": 100, "log_every": 10},
         "ladder": {"tokens": [64 * 1000], "shapes": [{"d_model": 8}, {"d_model": 12}]},
     }
-    path = _write(sweep)
+    path = write_sweep(sweep)
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "scaling.cli", "sweep", "run", str(path), "--threads", "1"],
+        [sys.executable, "-m", "scaling", "sweep", "run", str(path), "--threads", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -101,7 +96,7 @@ def test_three_workers_on_postgres_and_mlflow_server_train_each_run_exactly_once
         "train": {"batch_tokens": 64, "eval_every": 20},
         "ladder": {"tokens_per_param": [1, 2], "shapes": [{"d_model": 8}, {"d_model": 12}, {"d_model": 16}]},
     }
-    path = _write(sweep)
+    path = write_sweep(sweep)
     summary = run_sweep(path, workers=3, storage=storage, tracking_uri=mlflow_server, threads=1)
     assert (summary["done"], summary["failed"], summary["workers_started"]) == (6, 0, 3)
     runs = _one_finished_run_per_key(path, tracking_uri=mlflow_server)
@@ -130,9 +125,9 @@ def _one_checkpointed_run(name: str) -> dict:
 @pytest.mark.slow
 def test_sigterm_ends_the_run_killed_and_the_launcher_resumes_it():
     sweep = _one_checkpointed_run("sigterm")
-    path = _write(sweep)
+    path = write_sweep(sweep)
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "scaling.cli", "sweep", "run", str(path), "--threads", "1", "--output", "json"],
+        [sys.executable, "-m", "scaling", "sweep", "run", str(path), "--threads", "1", "--output", "json"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -153,9 +148,9 @@ def test_sigterm_ends_the_run_killed_and_the_launcher_resumes_it():
 @pytest.mark.slow
 def test_sigterm_to_the_launcher_stops_its_workers_and_leaves_nothing_running():
     sweep = _one_checkpointed_run("stop-launcher")
-    path = _write(sweep)
+    path = write_sweep(sweep)
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "scaling.cli", "sweep", "run", str(path), "--threads", "1"],
+        [sys.executable, "-m", "scaling", "sweep", "run", str(path), "--threads", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -180,7 +175,7 @@ def test_sigterm_to_the_launcher_stops_its_workers_and_leaves_nothing_running():
 def test_a_trial_its_owner_completed_before_the_reaper_failed_it_still_counts():
     from optuna.trial import TrialState, create_trial
 
-    from scaling.sweep import _superseded
+    from scaling.sweeps.queue import _superseded
 
     # The reaper marks 'requeued' first, then its tell(FAIL) is refused: the owner finished.
     completed = create_trial(state=TrialState.COMPLETE, value=2.5, user_attrs={"requeued": True})

@@ -1,4 +1,4 @@
-"""scaling.tracking: one MLflow run per RunSpec, the run table, curves and report runs.
+"""scaling.sweeps.tracking: one MLflow run per RunSpec, the run table, curves and report runs.
 
 The same assertions run against a sqlite file and (marked slow) a real ``mlflow server``.
 """
@@ -9,9 +9,9 @@ import math
 
 import pytest
 
-from scaling import tracking
-from scaling.config import RunSpec
+from scaling.config.run import RunSpec
 from scaling.errors import TrackingError
+from scaling.sweeps import tracking
 
 SUMMARY = {
     "final/eval_loss": 2.5,
@@ -88,7 +88,7 @@ def test_metrics_are_buffered_and_all_arrive(uri):
 def test_failures_are_marked_with_their_reason(sqlite_uri):
     uri = sqlite_uri
     tracking.setup_experiment("track", tracking_uri=uri)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="out of memory"):  # the logger re-raises it
         with tracking.RunLogger(_spec("boom"), tracking_uri=uri) as failed:
             failed.log(1, {"train/loss": 3.0})
             raise RuntimeError("out of memory")
@@ -113,10 +113,11 @@ def test_resume_reopens_the_same_run(sqlite_uri):
     uri = sqlite_uri
     tracking.setup_experiment("track-resume", tracking_uri=uri)
     spec = _spec(sweep="track-resume")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stopped:
         with tracking.RunLogger(spec, tracking_uri=uri) as first:
             first.log(1, {"train/loss": 3.0})
             raise SystemExit(143)
+    assert stopped.value.code == 143  # re-raised as it was
     assert tracking.run_status(first.run_id, tracking_uri=uri) == "KILLED"
     with tracking.RunLogger(spec, tracking_uri=uri, run_id=first.run_id) as second:
         second.log(2, {"train/loss": 2.0})

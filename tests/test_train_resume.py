@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
-import torch
 import yaml
+from helpers import sigkill_at_first_checkpoint, subprocess_env
 
-from scaling.config import RunSpec
-from scaling.data import prepare_data
-from scaling.train import train
+from scaling.config.run import RunSpec
+from scaling.training.data import prepare_data
+from scaling.training.loop import train
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # as the subprocesses (OMP_NUM_THREADS=1)
+
 RUN = {
     "name": "resume",
     "model": {"n_layer": 2, "d_model": 32, "n_head": 2, "context": 32},
@@ -28,38 +25,6 @@ RUN = {
               "precision": "fp32", "checkpoint_every": 5, "eval_every": 60,
               "device": "cpu"},  # the 1e-4 promises are CPU fp32's (tests/test_cuda.py: GPU)
 }
-
-
-def subprocess_env() -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1")
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
-def sigkill_at_first_checkpoint(config: Path, checkpoints: Path, timeout: float = 120) -> None:
-    """Start ``scaling train config`` in a child process and SIGKILL it as soon as it has
-    written its first checkpoint: a crash mid-run, with no chance to clean up."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", "scaling", "train", str(config), "--checkpoint-dir", str(checkpoints)],
-        env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + timeout
-    while not (checkpoints / "last.pt").exists():
-        assert child.poll() is None, "the run ended before it wrote a checkpoint"
-        assert time.monotonic() < deadline, f"no checkpoint within {timeout:g} s"
-        time.sleep(0.005)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    assert not (checkpoints / "final.pt").exists()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # same as the subprocesses (OMP_NUM_THREADS=1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.mark.slow
@@ -85,8 +50,8 @@ def test_a_sigkilled_run_resumes_to_the_uninterrupted_loss(tmp_path):
 DDP_SCRIPT = """
 import faulthandler, json, sys
 faulthandler.dump_traceback_later(90, exit=True)  # a hang fails with the stack, not silently
-from scaling.config import RunSpec
-from scaling.train import train
+from scaling.config.run import RunSpec
+from scaling.training.loop import train
 losses = {}
 spec = RunSpec.model_validate(json.loads(sys.argv[1]))
 result = train(spec, lambda step, m: losses.__setitem__(step, m["train/loss"]) if "train/loss" in m else None)

@@ -130,7 +130,7 @@ def report_command(experiment, csv_path, target, target_flops, law, output_dir, 
       scaling report --experiment demo -o reports/demo/
       scaling report --csv runs.csv --target-flops 1e21
     """
-    from scaling.report import make_report
+    from scaling.reporting.publish import make_report
 
     path = make_report(
         experiment=experiment, csv=csv_path, target=target, target_flops=target_flops, law=law,
@@ -164,8 +164,8 @@ def compare_command(experiment, target, law, metrics, fail_above, n_bootstrap, s
     Example:
       scaling compare --experiment demo --target 3f2a9c... --fail-above 5
     """
-    from scaling.compare import compare_experiment
-    from scaling.render import comparison_text
+    from scaling.reporting.comparison import compare_experiment
+    from scaling.reporting.render import comparison_text
 
     comparison = compare_experiment(
         experiment, target, tracking_uri=tracking_uri, law=law, metrics=list(metrics) or None,
@@ -193,7 +193,7 @@ def _run_table(csv: str | None, experiment: str | None, tracking_uri: str):
         from scaling.table import load_csv
 
         return load_csv(csv), str(csv)
-    from scaling.tracking import runs_frame
+    from scaling.sweeps.tracking import runs_frame
 
     return runs_frame(experiment, tracking_uri=tracking_uri), f"experiment {experiment!r}"
 
@@ -233,7 +233,7 @@ def _fit_lines(summary: dict[str, Any]) -> list[str]:
 @cli.command("fit")
 @click.option("--csv", help="Run table as a CSV file (one row per run).")
 @click.option("--experiment", help="MLflow experiment (= sweep name) to read the runs from.")
-@click.option("--law", default="gpt4", show_default=True, help="Law to fit (see scaling.laws.LAWS).")
+@click.option("--law", default="gpt4", show_default=True, help="Law to fit (see scaling.laws.forms.LAWS).")
 @click.option("--x", "x_columns", help="Comma-separated x columns, e.g. 'flops' (default: the law's).")
 @click.option("--y", "y_column", help="Column to fit (default: the law's, usually 'loss'), or a "
               "metric such as task/copy/neg_log_pass_rate.")
@@ -253,9 +253,10 @@ def fit_command(
       scaling fit --csv chinchilla_points.csv --law chinchilla --backtest 1e20 --save fit.json
       scaling fit --experiment demo --law capability --y task/copy/neg_log_pass_rate
     """
-    from scaling.fit import backtest, fit
-    from scaling.hparams import law_table
-    from scaling.predict import save_fit
+    from scaling.laws.backtesting import backtest
+    from scaling.laws.fitting import fit
+    from scaling.laws.hparams import law_table
+    from scaling.laws.saved import save_fit
 
     frame, source = _run_table(csv, experiment, tracking_uri)
     frame = law_table(law, frame, seed=seed, source=source)  # tuned shapes: optima or best trials
@@ -331,9 +332,11 @@ def predict_command(
       scaling predict --csv runs.csv --law gpt4 --x flops --params 70e9 --tokens 1.4e12
     """
     from scaling.errors import ConfigError
-    from scaling.fit import fit
-    from scaling.hparams import law_table, recommend, tune_trials
-    from scaling.predict import compute_optimal, load_fit, predict_run
+    from scaling.laws.allocation import compute_optimal
+    from scaling.laws.fitting import fit
+    from scaling.laws.hparams import law_table, recommend, tune_trials
+    from scaling.laws.prediction import predict_run
+    from scaling.laws.saved import load_fit
 
     if fit_file and (csv or experiment):
         raise ConfigError("give --fit FILE or --csv/--experiment to fit on the fly, not both")
@@ -366,7 +369,7 @@ def _optional_chinchilla(frame, n_bootstrap: int, source: str):
     """The Chinchilla fit behind the compute-optimal N and D, or None where the runs cannot
     carry it (e.g. three tuned shapes for five parameters): the loss prediction stands alone."""
     from scaling.errors import FitError
-    from scaling.fit import fit
+    from scaling.laws.fitting import fit
 
     try:
         return fit("chinchilla", frame, n_bootstrap=n_bootstrap, source=source)
@@ -534,7 +537,7 @@ def sweep_run(file, workers, devices, storage, tracking_uri, roles, quick, threa
       scaling sweep run sweeps/demo.yaml --workers 2 --roles proxy
       scaling sweep run sweeps/gpt2-ladder-gpu.yaml --dry-run
     """
-    from scaling import sweep as sweeps
+    from scaling.sweeps import queue as sweeps
 
     config = sweeps.load_sweep(file, quick=quick)
     if dry_run:
@@ -569,7 +572,7 @@ def sweep_worker(file, storage, tracking_uri, roles, quick, threads) -> None:
       scaling sweep worker sweeps/gpt2-ladder-gpu.yaml \
         --storage postgresql://user@db/optuna --tracking-uri http://mlflow:5000
     """
-    from scaling import sweep as sweeps
+    from scaling.sweeps import queue as sweeps
 
     counts = sweeps.worker(file, storage=storage, tracking_uri=tracking_uri, roles=_split(roles), threads=threads, quick=quick)
     _emit_json(counts)
@@ -589,7 +592,7 @@ def sweep_status(file, storage, tracking_uri, roles, quick, output) -> None:
     Example:
       scaling sweep status sweeps/demo.yaml
     """
-    from scaling import sweep as sweeps
+    from scaling.sweeps import queue as sweeps
 
     rows = sweeps.status(file, storage=storage, tracking_uri=tracking_uri, roles=_split(roles), quick=quick)
     if output == "json":
@@ -616,11 +619,11 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _train_with_progress(spec: Any, checkpoint_dir: str | None) -> Any:
-    """Run :func:`scaling.train.train` under a rich progress bar (loss, tokens/s, ETA)."""
+    """Run :func:`scaling.training.loop.train` under a rich progress bar (loss, tokens/s, ETA)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from scaling.train import train
+    from scaling.training.loop import train
 
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -663,7 +666,7 @@ def train_command(config: str | None, overrides: tuple[str, ...], checkpoint_dir
       scaling train --set model.d_model=64 --set model.n_layer=2 --set train.tokens=200000
       scaling train run.yaml --checkpoint-dir checkpoints/target
     """
-    from scaling.config import load_run_spec
+    from scaling.config.run import load_run_spec
 
     spec = load_run_spec(config, _parse_overrides(overrides))
     result = _train_with_progress(spec, checkpoint_dir)
@@ -694,18 +697,18 @@ def _metric_column(name: str | None) -> str | None:
 
 def _task_forecasts(frame, result, budget: float, interval: float, n_bootstrap: int) -> list:
     """Each task's forecasts at the budget of a loss prediction, on the loss law's compute axis."""
-    from scaling.capability import forecast_tasks
+    from scaling.laws.capability import forecast_tasks
 
     x = result.x_[0] if len(result.x_) == 1 and result.x_[0] in ("flops", "flops_exact") else "flops"
     return forecast_tasks(frame, budget, x=x, interval=interval, n_bootstrap=n_bootstrap)[0]
 
 
 def _task_lines(forecasts: list) -> list[str]:
-    from scaling.render import _pm
+    from scaling.formatting import format_band
 
     return [
         f"  {f.column} at {f.x} = {f.target_x:.3g}: "
-        f"{_pm(f.predicted, f.lo, f.hi)} ({round(100 * f.interval)}%, {f.method})"
+        f"{format_band(f.predicted, f.lo, f.hi)} ({round(100 * f.interval)}%, {f.method})"
         for f in forecasts
     ]
 
@@ -735,8 +738,9 @@ def capability_command(experiment, csv, flops, target, tasks, x_column, interval
       scaling capability --experiment demo --flops 3e14
       scaling capability --experiment demo --target 3f2a9c...
     """
-    from scaling.capability import compare_forecasts, forecast_tasks
     from scaling.errors import ConfigError
+    from scaling.laws.capability import forecast_tasks
+    from scaling.reporting.comparison import compare_forecasts
 
     frame, _ = _run_table(csv, experiment, tracking_uri)
     if (flops is None) == (target is None):
@@ -806,8 +810,8 @@ def check_coords_command(widths, depths, n_head, lr, steps, plot, output):
     """
     from pathlib import Path
 
-    from scaling.figures import draw_coord_check, figure_png
-    from scaling.hparams import coord_check, coord_slopes
+    from scaling.reporting.figures import draw_coord_check, figure_png
+    from scaling.training.coordinates import coord_check, coord_slopes
 
     table = coord_check(_integers(widths, "--widths"), _integers(depths, "--depths"),
                         n_head=n_head, lr=lr, steps=steps)

@@ -1,11 +1,11 @@
 """Capability suites run on a trained model: zero-, one- and few-shot prompts, exact match,
 sampled pass rates, and multiple choice by log-likelihood.
 
-A task is a list of items (:class:`~scaling.suites.Item`). A *completion* item has a prompt
+A task is a list of items (:class:`~scaling.evals.tasks.Item`). A *completion* item has a prompt
 and the expected answer; a *choice* item has a prompt, several choices and the index of the
 correct one. Tasks come from JSONL files (one item per line, :func:`load_task`) or are built
 from the held-out split of the run's corpus (``copy``, ``next_line``, ``closing``: see
-:mod:`scaling.suites`); :func:`build_tasks` gathers those a run lists.
+:mod:`scaling.evals.tasks`); :func:`build_tasks` gathers those a run lists.
 
 Scores per task (:func:`evaluate`, keys of :data:`METRICS`):
 
@@ -44,16 +44,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from scaling.config.run import BUILTIN_TASKS
 from scaling.errors import DataError
-from scaling.sources import jsonl_records
-from scaling.suites import BUILTIN_TASKS, Item, Task, builtin_task
+from scaling.evals.tasks import Item, Task, builtin_task
+from scaling.textfiles import jsonl_records
 
 if TYPE_CHECKING:
     import torch
 
-    from scaling.config import EvalsConfig
-    from scaling.data import PreparedData, Tokenizer
-    from scaling.model import GPT
+    from scaling.config.run import EvalsConfig
+    from scaling.training.data import PreparedData, Tokenizer
+    from scaling.training.model import GPT
 
 __all__ = [
     "BUILTIN_TASKS",

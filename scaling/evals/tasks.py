@@ -10,7 +10,7 @@ never from training text, and every item fits the model's context:
 - ``closing``: complete the brackets and quotes a line of code left open, then end the line;
   on a corpus with too few such lines (prose), end a sentence: its last word and the stop.
 
-Scoring them is :mod:`scaling.evals`'s business.
+Scoring them is :mod:`scaling.evals.scoring`'s business.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scaling.config.run import BUILTIN_TASKS
 from scaling.errors import ConfigError, DataError
 
 __all__ = ["BUILTIN_TASKS", "Item", "Task", "builtin_task", "open_structure"]
 
-BUILTIN_TASKS = ("copy", "next_line", "closing")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ answer the same question as :func:`compute_optimal` — how to split a budget C 
    bin is taken as compute-optimal, and N_opt(C) is a power-law fit through those runs;
 2. IsoFLOP profiles: in each group of runs at (nearly) the same compute, a parabola of loss
    in log N gives N_opt for that C; a power law through those minima gives N_opt(C);
-3. the parametric fit L(N, D) = E + A/N^α + B/D^β (:func:`scaling.fit.fit` with
+3. the parametric fit L(N, D) = E + A/N^α + B/D^β (:func:`scaling.laws.fitting.fit` with
    ``"chinchilla"``), whose constrained minimum is closed-form (Hoffmann et al. 2022, eq. 4):
    N_opt = G·(C/6)^a, D_opt = G^-1·(C/6)^b, G = (αA/(βB))^(1/(α+β)), a = β/(α+β),
    b = α/(α+β).
@@ -18,18 +18,18 @@ bootstrap parameters for approach 3 and :func:`compute_optimal`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from scaling.errors import FitError
-from scaling.fit import FitResult
-from scaling.laws import get_law
+from scaling.formatting import json_safe
+from scaling.laws.fitting import FitResult
+from scaling.laws.forms import get_law
+from scaling.laws.intervals import quantile_interval
 from scaling.table import coerce_numeric, require_columns
 
 __all__ = [
@@ -39,12 +39,6 @@ __all__ = [
     "approach1",
     "approach2",
     "approach3",
-    "predict_run",
-    "hyperparameters",
-    "best_runs",
-    "two_step",
-    "save_fit",
-    "load_fit",
 ]
 
 
@@ -77,7 +71,7 @@ class Allocation:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe values (NaN becomes None)."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 @dataclass
@@ -123,27 +117,7 @@ class AllocationLaw:
         """JSON-safe values (arrays become lists)."""
         out = asdict(self)
         out["points"] = {k: np.asarray(v).tolist() for k, v in self.points.items()}
-        return _json_safe(out)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def _quantiles(samples: np.ndarray, interval: float) -> tuple[float, float]:
-    samples = samples[np.isfinite(samples)]
-    if samples.size == 0:
-        return (float("nan"), float("nan"))
-    tail = (1 - interval) / 2
-    return float(np.quantile(samples, tail)), float(np.quantile(samples, 1 - tail))
+        return json_safe(out)
 
 
 def _require_chinchilla(result: FitResult, what: str) -> None:
@@ -192,7 +166,7 @@ def compute_optimal(flops: float, result: FitResult, interval: float = 0.9) -> A
 
     Examples
     --------
-    >>> from scaling.fit import FitResult
+    >>> from scaling.laws.fitting import FitResult
     >>> result = FitResult.from_dict(_reference_fit())
     >>> best = compute_optimal(5.76e23, result)
     >>> f"{best.params:.3g} {best.tokens:.3g}"  # Hoffmann et al.'s rounded fit at Gopher's budget
@@ -209,9 +183,9 @@ def compute_optimal(flops: float, result: FitResult, interval: float = 0.9) -> A
         params=float(n_opt),
         tokens=float(d_opt),
         loss=float(loss),
-        params_interval=_quantiles(np.asarray(n_s), interval),
-        tokens_interval=_quantiles(np.asarray(d_s), interval),
-        loss_interval=_quantiles(np.asarray(l_s), interval),
+        params_interval=quantile_interval(np.asarray(n_s), interval),
+        tokens_interval=quantile_interval(np.asarray(d_s), interval),
+        loss_interval=quantile_interval(np.asarray(l_s), interval),
         tokens_per_param=float(d_opt / n_opt),
         interval=interval,
     )
@@ -249,8 +223,8 @@ def approach3(result: FitResult, interval: float = 0.9) -> AllocationLaw:
         a=float(a),
         b=float(b),
         coefficient=float(G * 6.0**-a),
-        a_interval=_quantiles(np.asarray(a_s), interval),
-        b_interval=_quantiles(np.asarray(b_s), interval),
+        a_interval=quantile_interval(np.asarray(a_s), interval),
+        b_interval=quantile_interval(np.asarray(b_s), interval),
         n_bootstrap=len(result.bootstrap_theta_),
         interval=interval,
     )
@@ -326,8 +300,8 @@ def _approach_from_points(number, finder, frame, flops, n_bootstrap, seed, inter
         a=a,
         b=1.0 - a,
         coefficient=coefficient,
-        a_interval=_quantiles(draws, interval),
-        b_interval=tuple(1.0 - v for v in reversed(_quantiles(draws, interval))),
+        a_interval=quantile_interval(draws, interval),
+        b_interval=tuple(1.0 - v for v in reversed(quantile_interval(draws, interval))),
         points={"flops": 10**centres, "params_opt": 10**n_opt},
         n_bootstrap=int(draws.size),
         interval=interval,
@@ -389,190 +363,3 @@ def approach2(
     )
 
 
-def predict_run(
-    result: FitResult,
-    *,
-    flops: float | None = None,
-    params: float | None = None,
-    tokens: float | None = None,
-    interval: float = 0.9,
-) -> dict[str, Any]:
-    """Predict one run from a fit: by its budget C, or by its size N and tokens D.
-
-    A one-x law of compute reads C (or 6·N·D when N and D are given). A law of (N, D) reads
-    N and D, or, given only C, is evaluated at the compute-optimal N and D.
-
-    Returns
-    -------
-    dict
-        ``law``, ``y``, ``flops``, ``params``, ``tokens`` (None when unknown), ``value``,
-        ``lower``, ``upper``, ``interval`` and ``extrapolation`` (how many times beyond the
-        largest fitted x the prediction lies).
-
-    Raises
-    ------
-    FitError
-        If neither C nor both N and D are given, or the law needs inputs not given.
-    """
-    if flops is None and (params is None or tokens is None):
-        raise FitError("give --flops C, or both --params N and --tokens D")
-    if flops is None:
-        flops = 6.0 * params * tokens
-    x_cols = result.x_
-    if len(x_cols) == 1:
-        value, (lower, upper) = result.predict(np.array([flops]), interval=interval)
-    elif set(x_cols) == {"params", "tokens"} or result.law_.name in ("chinchilla", "kaplan_nd"):
-        if params is None or tokens is None:
-            if result.law_.name != "chinchilla":
-                raise FitError(f"law {result.law_.name!r} needs --params N and --tokens D")
-            best = compute_optimal(flops, result, interval)
-            params, tokens = best.params, best.tokens
-        value, (lower, upper) = result.predict(([params], [tokens]), interval=interval)
-    else:
-        raise FitError(f"law {result.law_.name!r} with x {x_cols} cannot be predicted from C, N, D")
-    largest = {"flops": flops, "flops_exact": flops, "params": params, "tokens": tokens}
-    stretch = [largest[c] / result.x_range_[c][1] for c in x_cols
-               if c in largest and largest[c] is not None and c in result.x_range_]
-    return _json_safe({
-        "law": result.law_.name,
-        "y": result.y_,
-        "flops": float(flops),
-        "params": None if params is None else float(params),
-        "tokens": None if tokens is None else float(tokens),
-        "value": float(value[0]),
-        "lower": float(lower[0]),
-        "upper": float(upper[0]),
-        "interval": interval,
-        "extrapolation": float(max(stretch)) if stretch else None,
-    })
-
-
-def two_step(
-    loss_fit: FitResult, metric_fit: FitResult, x, interval: float = 0.9, band: str = "fit"
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """Two-step prediction, compute -> loss -> metric (Llama 3, the OLMo ladder).
-
-    ``loss_fit`` maps the x of a run (e.g. C) to its loss; ``metric_fit`` (usually the
-    ``sigmoid`` law, x = loss) maps the loss to a downstream metric. The band pairs the
-    i-th bootstrap draw of each fit, so both uncertainties carry through. With
-    ``band="run"`` each step's draw also takes a log residual of its own fit (seeded), as
-    :meth:`FitResult.predict` does: the band where one new run's metric lies.
-
-    Returns
-    -------
-    point : ndarray
-    (lower, upper) : tuple of ndarray
-
-    Raises
-    ------
-    FitError
-        If ``metric_fit`` does not read a single x column (the loss).
-    """
-    if len(metric_fit.x_) != 1:
-        raise FitError(
-            f"two_step: the metric law must read one column (the loss), got {', '.join(metric_fit.x_)}"
-        )
-    loss, _ = loss_fit.predict(x, interval=interval)
-    point = metric_fit.predict(loss, interval=interval)[0]
-    n = min(len(loss_fit.bootstrap_theta_), len(metric_fit.bootstrap_theta_))
-    if n == 0:
-        nan = np.full_like(point, np.nan)
-        return point, (nan, nan.copy())
-    if band not in ("fit", "run"):
-        raise FitError(f"band = {band!r}; choose 'fit' (the curve) or 'run' (one new run)")
-    rng = np.random.default_rng(metric_fit.seed)
-
-    def scatter(fit: FitResult, log_draws: np.ndarray) -> np.ndarray:
-        if band == "fit" or not fit.log_residuals_.size:
-            return np.exp(log_draws)
-        return np.exp(log_draws - rng.choice(fit.log_residuals_, size=log_draws.shape))
-
-    arrays = loss_fit._x_arrays(x)
-    loss_draws = scatter(loss_fit, loss_fit.law_.log_model(loss_fit.bootstrap_theta_[:n], arrays)[0])  # (n, m)
-    metric_draws = scatter(metric_fit, np.stack(
-        [metric_fit.law_.log_model(metric_fit.bootstrap_theta_[i : i + 1], [loss_draws[i]])[0][0]
-         for i in range(n)]
-    ))
-    tail = (1 - interval) / 2
-    return point, (np.quantile(metric_draws, tail, axis=0), np.quantile(metric_draws, 1 - tail, axis=0))
-
-
-def best_runs(
-    frame: pd.DataFrame, *, flops: str = "flops", bin_decades: float = 0.1, source: str = "run table"
-) -> pd.DataFrame:
-    """The lowest-loss run in each compute bin: the points a hyperparameter law is fitted to.
-
-    A sweep over learning rates (or batch sizes) at several budgets gives many runs per
-    budget; the ``lr`` and ``batch`` laws describe the best one, as DeepSeek LLM did.
-    ``fit("lr", best_runs(frame))`` fits lr_opt(C) = a·C^b.
-
-    Raises
-    ------
-    DataError
-        If ``flops`` or ``loss`` is missing or not numeric.
-
-    Examples
-    --------
-    >>> frame = pd.DataFrame({"flops": [1e18, 1e18, 1e19, 1e19], "lr": [1e-3, 3e-3, 1e-3, 3e-3],
-    ...                       "loss": [3.0, 2.9, 2.5, 2.6]})
-    >>> best_runs(frame)["lr"].tolist()
-    [0.003, 0.001]
-    """
-    require_columns(frame, [flops, "loss"], source)
-    table = coerce_numeric(frame, [flops, "loss"], source)
-    table = table[np.isfinite(table["loss"]) & (table[flops] > 0)]
-    bins = np.round(np.log10(table[flops].to_numpy(dtype=float)) / bin_decades)
-    best = table.groupby(bins, sort=True)["loss"].idxmin()
-    return table.loc[best.to_numpy()].reset_index(drop=True)
-
-
-def hyperparameters(
-    flops: float, lr: Mapping[str, float] | None = None, batch: Mapping[str, float] | None = None
-) -> dict[str, float]:
-    """Learning rate and batch size (tokens) for budget ``flops`` from power laws a·C^b.
-
-    Defaults are DeepSeek LLM's published laws (their units: C in FLOPs, batch in tokens);
-    pass ``params_`` of fitted ``lr``/``batch`` laws to use your own.
-
-    Examples
-    --------
-    >>> hp = hyperparameters(1e20)
-    >>> round(hp["lr"], 5), f"{hp['batch_tokens']:.3g}"
-    (0.00099, '1.02e+06')
-    """
-    lr = lr or get_law("lr").reference
-    batch = batch or get_law("batch").reference
-    return {
-        "lr": float(lr["a"] * flops ** lr["b"]),
-        "batch_tokens": float(batch["a"] * flops ** batch["b"]),
-    }
-
-
-def save_fit(result: FitResult, path: str | Path) -> Path:
-    """Write a fit to a JSON file that :func:`load_fit` reads back (predicts the same)."""
-    path = Path(path)
-    if not hasattr(result, "theta_"):
-        raise FitError("only a fitted result can be saved; call fit(frame) first")
-    path.write_text(json.dumps(result.to_dict(), indent=1, sort_keys=True))
-    return path
-
-
-def load_fit(path: str | Path) -> FitResult:
-    """Read a fit written by :func:`save_fit` (or ``scaling fit --save FILE``).
-
-    Raises
-    ------
-    FitError
-        If the file is missing, not JSON, or not a saved fit.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FitError(f"{path}: no such fit file; write one with 'scaling fit --save {path}'")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        reason = error.msg if hasattr(error, "msg") else error
-        raise FitError(f"{path}: not a JSON fit file ({reason})") from None
-    if not isinstance(data, dict):
-        raise FitError(f"{path}: not a saved fit (expected a JSON object)")
-    return FitResult.from_dict(data, source=str(path))

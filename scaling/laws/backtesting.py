@@ -1,7 +1,7 @@
 """Backtests: fit below a compute cut, predict the runs above it, measure the error.
 
 An expanding window over several cuts shows how the extrapolation error shrinks as the
-fitted runs reach closer to the predicted ones. Re-exported as ``scaling.fit.backtest``.
+fitted runs reach closer to the predicted ones. Re-exported as ``scaling.laws.fitting.backtest``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.errors import FitError
-from scaling.laws import Law, get_law
+from scaling.laws.forms import Law, get_law
 from scaling.table import coerce_numeric
 
 __all__ = ["BacktestResult", "FitRange", "backtest", "select_fit_range"]
@@ -32,7 +32,7 @@ class BacktestResult:
     interval_ : float
         Level of the prediction bands whose coverage is measured.
     band_ : str
-        ``"run"`` or ``"fit"`` (see :meth:`scaling.fit.FitResult.predict`).
+        ``"run"`` or ``"fit"`` (see :meth:`scaling.laws.fitting.FitResult.predict`).
     rows_ : dict of str -> ndarray
         One entry per (cut, held-out run): ``cut``, ``run``, the x columns, ``observed``,
         ``predicted``, ``lower``, ``upper``, ``relative_error`` ((predicted − observed) /
@@ -107,7 +107,7 @@ def backtest(
     n_bootstrap, interval, seed, delta
         Passed to each fold's fit; ``interval`` is the band whose coverage is measured.
     band : {"run", "fit"}
-        Which band (see :meth:`scaling.fit.FitResult.predict`) the coverage is measured
+        Which band (see :meth:`scaling.laws.fitting.FitResult.predict`) the coverage is measured
         against: ``"run"`` includes the run-to-run scatter seen in the fitted runs.
 
     Returns
@@ -119,7 +119,11 @@ def backtest(
     FitError
         If the cut column is missing, or a cut leaves no held-out run or too few runs to fit.
     """
-    from scaling.fit import fit, run_arrays, x_columns  # scaling.fit re-exports this module
+    from scaling.laws.fitting import (  # scaling.laws.fitting re-exports this module
+        fit,
+        run_arrays,
+        x_columns,
+    )
 
     law = get_law(law)
     x_cols = x_columns(law, x)
@@ -271,7 +275,7 @@ def select_fit_range(
     >>> choice.dropped, bool(choice.min_x == flops[2])
     (2, True)
     """
-    from scaling.fit import fit, x_columns
+    from scaling.laws.fitting import fit, x_columns
 
     law = get_law(law) if isinstance(law, str) else law
     columns = x_columns(law, x)

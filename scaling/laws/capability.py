@@ -1,13 +1,13 @@
 """Capability forecasts: a task's score at a larger budget, from the proxies' scores.
 
-Each task the proxies were scored on (:mod:`scaling.evals`, run-table columns
+Each task the proxies were scored on (:mod:`scaling.evals.scoring`, run-table columns
 ``task_<name>_<metric>``) is forecast two ways, side by side:
 
 1. **GPT-4's form**: −E[log pass_rate] = α·C^(−k) (law ``capability``), fitted to the task's
    ``neg_log_pass_rate`` against compute;
 2. **two steps** (Llama 3, the OLMo ladder): compute -> the task's NLL of the correct answer
    (law ``gpt4``, a·C^b + c), then NLL -> accuracy (law ``sigmoid``), composed by
-   :func:`scaling.predict.two_step`, whose band pairs the bootstrap draws of both steps.
+   :func:`scaling.laws.allocation.two_step`, whose band pairs the bootstrap draws of both steps.
 
 Bands are for one run's value (the law's bootstrap and the proxies' scatter around it), as
 the loss forecast's are: the target is one run.
@@ -15,7 +15,7 @@ the loss forecast's are: the target is one run.
 The sigmoid is fitted on log residuals, so it needs positive accuracies: an accuracy of 0
 (no item right) is fitted, and compared, as half an item right, 0.5 / items.
 
-This module reads no files and no MLflow: it takes a run table, as :mod:`scaling.fit` does.
+This module reads no files and no MLflow: it takes a run table, as :mod:`scaling.laws.fitting` does.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ __all__ = [
     "floored_accuracy",
     "forecast_task",
     "forecast_tasks",
-    "compare_forecasts",
 ]
 
 NLL_LAW = "gpt4"  # step 1, compute -> task NLL: the loss's own law, with its irreducible term
@@ -171,7 +170,7 @@ def forecast_task(
         Coverage of the bands, for one run's value: the bootstrap of the fits (paired through
         both steps of the chain) and the proxies' scatter around each law.
     n_bootstrap, seed
-        As for :func:`scaling.fit.fit`.
+        As for :func:`scaling.laws.fitting.fit`.
 
     Returns
     -------
@@ -183,8 +182,8 @@ def forecast_task(
     FitError
         If too few proxies have the task's scores, or a law cannot be fitted.
     """
-    from scaling.fit import fit
-    from scaling.predict import two_step
+    from scaling.laws.fitting import fit
+    from scaling.laws.prediction import two_step
 
     columns = {m: task_column(task, m) for m in ("neg_log_pass_rate", "nll", "accuracy", "items")}
     table = _usable(proxies, [x, *columns.values()])
@@ -237,26 +236,3 @@ def forecast_tasks(
     return forecasts, skipped
 
 
-def compare_forecasts(forecasts: Sequence[TaskForecast], target_row: Mapping[str, Any]) -> list:
-    """Each forecast beside the target run's value, as :class:`scaling.compare.MetricComparison`
-    rows (accuracy floored as it was fitted). Forecasts whose metric the target lacks, or
-    holds as 0, are left out (a relative error needs a positive value).
-    """
-    from scaling.compare import MetricComparison, _finite
-
-    rows = []
-    for forecast in forecasts:
-        actual = target_row.get(forecast.column)
-        if not _finite(actual):
-            continue
-        actual = float(actual)
-        if forecast.metric == "accuracy":
-            items = target_row.get(task_column(forecast.task, "items"))
-            actual = float(floored_accuracy(actual, items)) if _finite(items) else actual
-        if actual <= 0:
-            continue
-        rows.append(MetricComparison(
-            forecast.column, forecast.method, forecast.x, forecast.target_x, forecast.predicted,
-            forecast.lo, forecast.hi, forecast.interval, actual,
-        ))  # fmt: skip
-    return rows

@@ -3,12 +3,12 @@
 The method (Besiroglu et al. 2024's reading of Chinchilla's approach 3, used for every law):
 Huber loss (delta 1e-3) of log(predicted) − log(observed), positive parameters in log
 space, L-BFGS from every point of a grid of starts, keep the best; intervals from a
-bootstrap over runs. All starts are optimised together (:mod:`scaling.optimize`), and the
+bootstrap over runs. All starts are optimised together (:mod:`scaling.laws.optimizer`), and the
 bootstrap resamples are too: a resample is the same problem with integer weights per run.
 
 This module reads no files and no MLflow: it takes a run table (a DataFrame).
 Chinchilla's three approaches to the compute-optimal allocation, which build on these
-fits, are in :mod:`scaling.predict`.
+fits, are in :mod:`scaling.laws.allocation`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from scaling.errors import FitError, NotFittedError
-from scaling.laws import Law, get_law, vector_jacobian
-from scaling.optimize import minimize_batched
+from scaling.laws.forms import Law, get_law, vector_jacobian
+from scaling.laws.optimizer import minimize_batched
 from scaling.table import coerce_numeric, require_columns
 
 __all__ = [
@@ -46,7 +46,7 @@ _N_POLISH = 8
 
 
 def huber_objective(law: Law, xs: Sequence[np.ndarray], y: np.ndarray, delta: float, weights=None):
-    """Batched objective for :func:`scaling.optimize.minimize_batched`.
+    """Batched objective for :func:`scaling.laws.optimizer.minimize_batched`.
 
     Returns ``fun(theta, rows) -> (f, g)``: for each problem, the (weighted) sum over runs of
     the Huber loss of ``log_pred - log y`` and its analytic gradient. ``weights``, when given,
@@ -141,7 +141,7 @@ class FitResult:
     Parameters
     ----------
     law : str or Law
-        Law name (see :data:`scaling.laws.LAWS`) or object.
+        Law name (see :data:`scaling.laws.forms.LAWS`) or object.
     x : sequence of str, optional
         Run-table columns for the law's x values (default: the law's).
     y : str, optional
@@ -584,9 +584,3 @@ def fit(
         law, x=x, y=y, n_bootstrap=n_bootstrap, seed=seed, delta=delta, interval=interval,
         screen=screen,
     ).fit(frame, source=source)
-
-
-
-# Backtests live in their own module (the concern "how well does it extrapolate") and are
-# re-exported here, so ``scaling.fit.backtest`` is the one entry point for fitting code.
-from scaling.backtest import BacktestResult, backtest  # noqa: E402

@@ -2,7 +2,7 @@
 
 A :class:`Law` says what it is (name, formula, parameter names), what it reads from the run
 table (x columns, y column) and how to start fitting it (bounds, a grid of starts). It does
-not optimise: :mod:`scaling.fit` does.
+not optimise: :mod:`scaling.laws.fitting` does.
 
 Every law is written as ``log y = f(theta, x)`` so that the fitting objective (Huber loss of
 log residuals) and its gradient are the same for all of them. Positive parameters are fitted

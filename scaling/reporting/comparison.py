@@ -6,7 +6,7 @@ the relative error, whether the actual value lies inside the prediction interval
 first evaluation at which the target's learning curve went below the prediction.
 
 This module holds the logic only: it never draws and never prints. Reading the runs from
-MLflow goes through :mod:`scaling.tracking` (:func:`compare_experiment`).
+MLflow goes through :mod:`scaling.sweeps.tracking` (:func:`compare_experiment`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaling.errors import ConfigError, DataError, FitError
+from scaling.errors import DataError, FitError
+from scaling.formatting import is_finite
+from scaling.laws.capability import floored_accuracy, task_column
+from scaling.laws.selection import run_label, split_runs
 
 __all__ = [
     "Crossing",
@@ -27,11 +30,10 @@ __all__ = [
     "Comparison",
     "first_crossing",
     "fill_tokens",
-    "RunSplit",
-    "split_runs",
     "compare",
     "capability_columns",
     "compare_experiment",
+    "compare_forecasts",
 ]
 
 
@@ -148,7 +150,7 @@ class Comparison:
     n_proxies : int
         Proxy runs the laws were fitted on.
     fits : dict
-        The fitted law for each metric, by metric name (:class:`scaling.fit.FitResult`).
+        The fitted law for each metric, by metric name (:class:`scaling.laws.fitting.FitResult`).
     """
 
     run_id: str
@@ -205,7 +207,7 @@ def first_crossing(curve: pd.DataFrame, threshold: float) -> Crossing | None:
     Parameters
     ----------
     curve : DataFrame
-        Columns ``step``, ``tokens`` and ``value`` (as :func:`scaling.tracking.learning_curve`
+        Columns ``step``, ``tokens`` and ``value`` (as :func:`scaling.sweeps.tracking.learning_curve`
         returns), one row per evaluation.
     threshold : float
         The predicted final loss.
@@ -235,179 +237,6 @@ def first_crossing(curve: pd.DataFrame, threshold: float) -> Crossing | None:
     first = reached.iloc[0]
     fraction = float(first["tokens"]) / last_tokens if last_tokens > 0 else math.nan
     return Crossing(float(first["step"]), float(first["tokens"]), float(first["value"]), fraction)
-
-
-# Runs logged by the toolkit itself (reports) are not training runs.
-_NOT_TRAINING_ROLES = {"report", "sweep"}
-
-
-@dataclass(frozen=True)
-class RunSplit:
-    """The run table split into what is fitted, what is predicted and what is left out.
-
-    Attributes
-    ----------
-    proxies : DataFrame
-        Finished proxy runs with usable values: the law is fitted on these.
-    target : Series or None
-        The large run's row, when the table has one.
-    excluded : DataFrame
-        Columns ``run``, ``status`` and ``reason``: every run left out, and why.
-    """
-
-    proxies: pd.DataFrame
-    target: pd.Series | None
-    excluded: pd.DataFrame
-
-
-def _run_label(row: Mapping[str, Any]) -> str:
-    for key in ("name", "run_key", "run_id"):
-        value = row.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return "?"
-
-
-def split_runs(
-    runs: pd.DataFrame,
-    *,
-    x: str = "flops",
-    y: str = "loss",
-    target: str | None = None,
-    fit_range: str = "all",
-    law: str = "gpt4",
-) -> RunSplit:
-    """Split a run table into the proxies to fit, the target and the runs left out.
-
-    A run is left out when it did not finish (its ``failure`` reason is given when the table
-    has one), has no value of ``x`` or ``y``, or has a non-positive one (a power law cannot
-    use it). The target is the run ``target`` (by ``run_id`` or ``run_key``) or, when None,
-    the one run whose ``role`` is ``target``.
-
-    Parameters
-    ----------
-    runs : DataFrame
-        The run table.
-    x, y : str
-        Columns the law reads.
-    target : str, optional
-        Run id (or run key) of the large run.
-    fit_range : {"all", "auto"}
-        ``"auto"`` also leaves out the smallest proxies when a backtest on the proxies alone
-        predicts the largest one better without them (:func:`scaling.backtest.select_fit_range`
-        with ``law``); ``"all"`` fits every usable proxy.
-    law : str
-        The law whose fit range is chosen (``fit_range="auto"`` only).
-
-    Returns
-    -------
-    RunSplit
-
-    Raises
-    ------
-    DataError
-        If ``target`` is not in the table, or the table marks several runs as targets.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> runs = pd.DataFrame({"run_id": ["a", "b", "c"],
-    ...                      "status": ["FINISHED", "FAILED", "FINISHED"],
-    ...                      "flops": [1e15, 2e15, 4e15], "loss": [3.0, None, 2.8]})
-    >>> split = split_runs(runs)
-    >>> list(split.proxies["run_id"]), split.excluded["reason"].tolist()
-    (['a', 'c'], ['status FAILED'])
-    """
-    runs = runs.reset_index(drop=True)
-    role = runs["role"].astype(str) if "role" in runs.columns else pd.Series("proxy", runs.index)
-    is_target = pd.Series(False, index=runs.index)
-    if target is not None:
-        for key in ("run_id", "run_key"):
-            if key in runs.columns:
-                is_target |= runs[key].astype(str) == target
-        if not is_target.any():
-            raise DataError(
-                f"run table has no run {target!r}; pass a run_id (or run_key) from the table"
-            )
-    else:
-        is_target = role == "target"
-        if is_target.sum() > 1:
-            raise DataError(
-                f"run table marks {int(is_target.sum())} runs as role 'target'; "
-                "pick one with --target RUN_ID"
-            )
-    target_row = runs[is_target].iloc[0] if is_target.any() else None
-
-    reasons: list[str | None] = []
-    for _, row in runs.iterrows():
-        status = str(row.get("status", "FINISHED"))
-        failure = row.get("failure")
-        if row.name in runs.index[is_target]:
-            reasons.append(None)
-        elif role[row.name] in _NOT_TRAINING_ROLES:
-            reasons.append(None)
-        elif status != "FINISHED":
-            has_failure = isinstance(failure, str) and failure
-            reasons.append(f"{status.lower()}: {failure}" if has_failure else f"status {status}")
-        elif role[row.name] != "proxy":
-            reasons.append(f"role {role[row.name]!r} (only proxies are fitted)")
-        else:
-            reasons.append(_unusable(row, x, y))
-    reason = pd.Series(reasons, index=runs.index, dtype=object)
-    used = reason.isna() & ~is_target & ~role.isin(_NOT_TRAINING_ROLES)
-    left_out = reason.notna()
-    excluded = pd.DataFrame(
-        {
-            "run": [_run_label(row) for _, row in runs[left_out].iterrows()],
-            "status": runs.loc[left_out, "status"].astype(str).tolist()
-            if "status" in runs.columns
-            else ["FINISHED"] * int(left_out.sum()),
-            "reason": reason[left_out].tolist(),
-        }
-    )
-    proxies = runs[used].reset_index(drop=True)
-    if fit_range == "auto":
-        proxies, excluded = _fit_range(proxies, excluded, law=law, x=x, y=y)
-    elif fit_range != "all":
-        raise ConfigError(f"fit_range = {fit_range!r}: use 'all' or 'auto'")
-    return RunSplit(proxies, target_row, excluded)
-
-
-def _fit_range(
-    proxies: pd.DataFrame, excluded: pd.DataFrame, *, law: str, x: str, y: str
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Leave out the smallest proxies when the proxies' own backtest says the law fits better
-    without them; they join ``excluded`` with the reason and the backtest errors."""
-    from scaling.backtest import select_fit_range
-
-    chosen = select_fit_range(law, proxies, x=x, y=y)
-    if chosen.dropped == 0:
-        return proxies, excluded
-    order = proxies.sort_values(x)
-    dropped, kept = order.iloc[: chosen.dropped], order.iloc[chosen.dropped :]
-    errors = ", ".join(f"{e * 100:+.1f}%" for e in chosen.errors)
-    reason = (
-        f"below the fit range: leaving out the {chosen.dropped} smallest proxies predicted the "
-        f"largest best (held-out error with 0, 1, 2... left out: {errors})"
-    )
-    more = pd.DataFrame(
-        {
-            "run": [_run_label(row) for _, row in dropped.iterrows()],
-            "status": ["FINISHED"] * len(dropped),
-            "reason": [reason] * len(dropped),
-        }
-    )
-    return kept.reset_index(drop=True), pd.concat([excluded, more], ignore_index=True)
-
-
-def _unusable(row: Mapping[str, Any], x: str, y: str) -> str | None:
-    for column in (x, y):
-        value = pd.to_numeric(pd.Series([row.get(column)]), errors="coerce").iloc[0]
-        if pd.isna(value):
-            return f"no {column}"
-        if value <= 0:
-            return f"{column} = {value:g} is not positive"
-    return None
 
 
 def fill_tokens(curve: pd.DataFrame, total_tokens: float | None = None) -> pd.DataFrame:
@@ -446,7 +275,7 @@ def fill_tokens(curve: pd.DataFrame, total_tokens: float | None = None) -> pd.Da
     known = np.isfinite(tokens) & (steps > 0)
     if known.any():
         per_step = float(np.median(tokens[known] / steps[known]))
-    elif _finite(total_tokens) and len(steps) and steps.max() > 0:
+    elif is_finite(total_tokens) and len(steps) and steps.max() > 0:
         per_step = float(total_tokens) / float(steps.max())
     else:
         return out
@@ -503,7 +332,7 @@ def compare(
         One row of the run table for the large run: it needs the law's ``x`` column and a
         final ``loss``.
     law : str, default "gpt4"
-        Name of the law fitted to the loss (see :func:`scaling.laws.get_law`).
+        Name of the law fitted to the loss (see :func:`scaling.laws.forms.get_law`).
     x : str, optional
         Run-table column to extrapolate along; the law's own default when None.
     curve : DataFrame, optional
@@ -535,8 +364,8 @@ def compare(
     >>> comparison = compare(proxies, runs.loc[runs.role == "target"].iloc[0])  # doctest: +SKIP
     >>> print(comparison.headline())  # doctest: +SKIP
     """
-    from scaling.fit import fit
-    from scaling.laws import get_law
+    from scaling.laws.fitting import fit
+    from scaling.laws.forms import get_law
     from scaling.table import require_columns
 
     row = dict(target_row)
@@ -575,7 +404,7 @@ def compare(
             )
         )
         fits[metric] = result
-    return Comparison(name, _run_label(row) if row.get("name") else name, tuple(rows),
+    return Comparison(name, run_label(row) if row.get("name") else name, tuple(rows),
                       len(proxies_frame), fits)
 
 
@@ -592,7 +421,7 @@ def capability_columns(frame: pd.DataFrame) -> list[str]:
     >>> capability_columns(pd.DataFrame({"loss": [3.0], "humaneval_neg_log_pass_rate": [2.1]}))
     ['humaneval_neg_log_pass_rate']
     """
-    from scaling.laws import get_law
+    from scaling.laws.forms import get_law
 
     suffix = get_law("capability").y
     return [
@@ -629,7 +458,7 @@ def compare_experiment(
     metrics : sequence of str, optional
         Capability-metric columns compared with the ``capability`` law as well; by default
         every column :func:`capability_columns` finds outside the tasks the runs were scored
-        on, whose forecasts (:mod:`scaling.capability`: GPT-4's form and the two-step
+        on, whose forecasts (:mod:`scaling.laws.capability`: GPT-4's form and the two-step
         accuracy, fitted on every finished proxy) are always compared.
     interval, n_bootstrap, seed
         As for :func:`compare`.
@@ -648,9 +477,8 @@ def compare_experiment(
         If the experiment has no run ``target``, or the target has no final loss.
     """
     from scaling.errors import TrackingError
-    from scaling.tracking import learning_curve, runs_frame
-
-    from scaling.laws import get_law
+    from scaling.laws.forms import get_law
+    from scaling.sweeps.tracking import learning_curve, runs_frame
 
     runs = runs_frame(experiment, tracking_uri=tracking_uri, status=None)
     if not (runs["run_id"] == target).any():
@@ -670,7 +498,7 @@ def compare_experiment(
         curve = None
     if metrics is None:  # the tasks' own columns are forecast below, both ways
         metrics = [c for c in capability_columns(proxies)
-                   if _finite(target_row.get(c)) and not c.startswith("task_")]
+                   if is_finite(target_row.get(c)) and not c.startswith("task_")]
     comparison = compare(
         proxies, target_row, law=law, curve=curve, metrics={m: "capability" for m in metrics},
         interval=interval, n_bootstrap=n_bootstrap, seed=seed,
@@ -681,21 +509,38 @@ def compare_experiment(
 
 def _with_tasks(comparison: Comparison, proxies: pd.DataFrame, target_row: Any, **settings: Any) -> Comparison:
     """The comparison with each capability task's forecasts (every finished proxy scored on
-    it, :func:`scaling.capability.forecast_tasks`) against the target's scores appended."""
+    it, :func:`scaling.laws.capability.forecast_tasks`) against the target's scores appended."""
     from dataclasses import replace
 
-    from scaling.capability import compare_forecasts, forecast_tasks
+    from scaling.laws.capability import forecast_tasks
+    from scaling.reporting.comparison import compare_forecasts
 
     x = settings.pop("x")
-    if not _finite(target_row.get(x)):
+    if not is_finite(target_row.get(x)):
         return comparison
     forecasts, _ = forecast_tasks(proxies, float(target_row[x]), x=x, **settings)
     rows = tuple(compare_forecasts(forecasts, target_row))
     return replace(comparison, metrics=comparison.metrics + rows)
 
 
-def _finite(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
+def compare_forecasts(forecasts: Sequence[Any], target_row: Mapping[str, Any]) -> list:
+    """Each capability forecast (:class:`~scaling.laws.capability.TaskForecast`) beside the
+    target run's value, as :class:`MetricComparison` rows (accuracy floored as it was fitted). Forecasts whose metric the target lacks, or
+    holds as 0, are left out (a relative error needs a positive value).
+    """
+    rows = []
+    for forecast in forecasts:
+        actual = target_row.get(forecast.column)
+        if not is_finite(actual):
+            continue
+        actual = float(actual)
+        if forecast.metric == "accuracy":
+            items = target_row.get(task_column(forecast.task, "items"))
+            actual = float(floored_accuracy(actual, items)) if is_finite(items) else actual
+        if actual <= 0:
+            continue
+        rows.append(MetricComparison(
+            forecast.column, forecast.method, forecast.x, forecast.target_x, forecast.predicted,
+            forecast.lo, forecast.hi, forecast.interval, actual,
+        ))  # fmt: skip
+    return rows

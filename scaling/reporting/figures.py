@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaling.compare import _run_label
+from scaling.laws.selection import run_label
 
 __all__ = [
     "FIGURES",
+    "predict_arrays",
     "loss_vs_compute_data",
     "learning_curves_data",
     "isoflop_data",
@@ -39,9 +40,10 @@ __all__ = [
 # --------------------------------------------------------------------------- figure data
 
 
-def _predict(
+def predict_arrays(
     result: Any, at: np.ndarray, interval: float, band: str = "fit"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``result.predict`` at ``at`` as three float arrays: point, lower and upper bound."""
     point, (lo, hi) = result.predict(np.asarray(at, dtype=float), interval=interval, band=band)
     return (np.asarray(point, float), np.asarray(lo, float), np.asarray(hi, float))
 
@@ -88,13 +90,13 @@ def loss_vs_compute_data(
     """
     xs = proxies[x].to_numpy(float)
     grid = np.geomspace(xs.min(), max(xs.max(), target_x), n_points)
-    point, lo, hi = _predict(result, grid, interval)
-    at_point, at_lo, at_hi = _predict(result, np.array([target_x]), interval, band="run")
+    point, lo, hi = predict_arrays(result, grid, interval)
+    at_point, at_lo, at_hi = predict_arrays(result, np.array([target_x]), interval, band="run")
 
     def points(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(
             {
-                "run": [_run_label(r) for _, r in runs.iterrows()],
+                "run": [run_label(r) for _, r in runs.iterrows()],
                 "x": runs[x].to_numpy(float),
                 "y": runs[y].to_numpy(float),
             }
@@ -147,7 +149,7 @@ def learning_curves_data(
         parts.append(
             pd.DataFrame(
                 {
-                    "run": _run_label({**row.to_dict(), "run_id": run_id}),
+                    "run": run_label({**row.to_dict(), "run_id": run_id}),
                     "run_id": run_id,
                     "role": role,
                     "flops": float(row.get("flops", math.nan)),
@@ -235,7 +237,7 @@ def residuals_data(result: Any, proxies: pd.DataFrame, *, x: str, y: str) -> pd.
     predicted = np.asarray(result.predict(xs)[0], float)
     frame = pd.DataFrame(
         {
-            "run": [_run_label(r) for _, r in proxies.iterrows()],
+            "run": [run_label(r) for _, r in proxies.iterrows()],
             "x": xs,
             "observed": observed,
             "predicted": predicted,
@@ -250,7 +252,7 @@ def lr_tuning_data(
     source: str = "run table",
 ) -> dict[str, Any]:
     """Data of the tuning figure: loss against lr per tuned shape, each shape's optimum
-    (:func:`scaling.hparams.tune_optima`) and the lr law fitted through them.
+    (:func:`scaling.laws.hparams.tune_optima`) and the lr law fitted through them.
 
     Returns
     -------
@@ -265,8 +267,8 @@ def lr_tuning_data(
         If ``runs`` holds no finished tune trials.
     """
     from scaling.errors import FitError
-    from scaling.fit import fit
-    from scaling.hparams import tune_optima, tune_trials
+    from scaling.laws.fitting import fit
+    from scaling.laws.hparams import tune_optima, tune_trials
 
     optima = tune_optima(runs, seed=seed, interval=interval, source=source)
     trials = tune_trials(runs)[["tune", "flops", "lr", "loss"]].astype({"flops": float, "lr": float, "loss": float})
@@ -279,7 +281,7 @@ def lr_tuning_data(
         out["note"] = f"No lr law: {error}."
         return out
     grid = np.geomspace(optima["flops"].min(), optima["flops"].max(), 50)
-    point, lo, hi = _predict(result, grid, interval)
+    point, lo, hi = predict_arrays(result, grid, interval)
     out["law"] = pd.DataFrame({"flops": grid, "lr": point, "lo": lo, "hi": hi})
     out["fit"] = result
     return out
@@ -435,7 +437,7 @@ def draw_lr_tuning(data: Mapping[str, Any]) -> Any:
 
 
 def draw_coord_check(table: pd.DataFrame) -> Any:
-    """The coord check (:func:`scaling.hparams.coord_check`): activation size against width
+    """The coord check (:func:`scaling.laws.hparams.coord_check`): activation size against width
     (top) and depth (bottom), one panel per parametrisation, one line per layer."""
     names = list(dict.fromkeys(table["parametrization"]))
     fig = _figure(4.0 * len(names), 6.4)

@@ -1,4 +1,4 @@
-"""Rendering a :class:`~scaling.report.Report`: Markdown, self-contained HTML, terminal text.
+"""Rendering a :class:`~scaling.reporting.report.Report`: Markdown, self-contained HTML, terminal text.
 
 A report is first turned into a list of blocks (headings, paragraphs, lists, tables,
 images) by :func:`blocks`; :func:`render_markdown` and :func:`render_html` render the same
@@ -23,12 +23,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from scaling.compare import _finite, _run_label
 from scaling.errors import DataError
-from scaling.figures import FIGURES, draw_all
+from scaling.formatting import (
+    format_band,
+    format_count,
+    format_flops,
+    format_interval,
+    is_finite,
+)
+from scaling.laws.selection import run_label
+from scaling.reporting.figures import FIGURES, draw_all
 
 if TYPE_CHECKING:
-    from scaling.report import Report
+    from scaling.reporting.report import Report
 
 __all__ = ["blocks", "render_markdown", "render_html", "write_report", "comparison_text"]
 
@@ -42,35 +49,14 @@ def _g(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def _flops(value: float) -> str:
-    from scaling.formatting import format_flops
-
-    return format_flops(value, digits=3)
-
-
-def _count(value: float) -> str:
-    from scaling.formatting import format_count
-
-    return format_count(value)
-
-
-def _pm(value: float, lo: float, hi: float) -> str:
-    from scaling.formatting import format_interval
-
-    spread = max(abs(value - lo), abs(hi - value)) if _finite(lo) and _finite(hi) else math.nan
-    if not spread > 1e-6 * abs(value):  # no bootstrap, or a band of zero width (to rounding)
-        return f"{value:.4g}"
-    return format_interval(value, lo, hi)
-
-
 def _headline(report: Report) -> list[Block]:
     law = report.law
     blocks: list[Block] = [
         (
             "p",
-            f"At {report.x} = {_flops(report.target_x)} ({report.target_note}), the law "
+            f"At {report.x} = {format_flops(report.target_x, digits=3)} ({report.target_note}), the law "
             f"{law.formula} fitted on {len(report.split.proxies)} proxy runs predicts a final "
-            f"{report.y} of {_pm(report.predicted, report.lo, report.hi)} "
+            f"{report.y} of {format_band(report.predicted, report.lo, report.hi)} "
             f"({report.interval:.0%} interval for one run {_g(report.lo, 4)} to "
             f"{_g(report.hi, 4)}).",
         )
@@ -85,7 +71,7 @@ def _headline(report: Report) -> list[Block]:
         if row.crossing is not None:
             text += (
                 " Its learning curve first reached the predicted loss at "
-                f"{_count(row.crossing.tokens)} tokens (step {row.crossing.step:.0f}, "
+                f"{format_count(row.crossing.tokens)} tokens (step {row.crossing.step:.0f}, "
                 f"{row.crossing.fraction:.0%} of training)."
             )
         elif row.has_curve:
@@ -133,7 +119,7 @@ def blocks(report: Report) -> list[Block]:
     ratio = report.target_x / float(span.max())
     out += _figure_blocks(
         report, "loss_vs_compute", 1,
-        f"Proxies span {report.x} = {_flops(span.min())} to {_flops(span.max())}; the "
+        f"Proxies span {report.x} = {format_flops(span.min(), digits=3)} to {format_flops(span.max(), digits=3)}; the "
         f"prediction is {_g(ratio)}x the largest proxy's compute. The band is the "
         f"{report.interval:.0%} bootstrap interval of the law; the error bar at the target adds "
         "the proxies' scatter around it, which one run also has.",
@@ -221,8 +207,8 @@ def _tuning_blocks(report: Report, number: int) -> list[Block]:
         "through them. The loss law above is fitted to each shape's best trial.",
     )
     table = pd.DataFrame({
-        "shape": optima["tune"], "trials": optima["trials"], "C": [_flops(v) for v in optima["flops"]],
-        "lr_opt": [_pm(*values) for values in zip(optima["lr"], optima["lr_lower"], optima["lr_upper"])],
+        "shape": optima["tune"], "trials": optima["trials"], "C": [format_flops(v, digits=3) for v in optima["flops"]],
+        "lr_opt": [format_band(*values) for values in zip(optima["lr"], optima["lr_lower"], optima["lr_upper"])],
         "how": optima["method"], "best loss": optima["loss"],
     })  # fmt: skip
     out.append(_frame_table(table))
@@ -232,7 +218,7 @@ def _tuning_blocks(report: Report, number: int) -> list[Block]:
     else:
         a, b = result.params_["a"], result.params_["b"]
         (a_lo, a_hi), (b_lo, b_hi) = result.intervals_["a"], result.intervals_["b"]
-        out.append(("p", f"lr_opt(C) = a·C^b with a = {_pm(a, a_lo, a_hi)}, b = {_pm(b, b_lo, b_hi)} "
+        out.append(("p", f"lr_opt(C) = a·C^b with a = {format_band(a, a_lo, a_hi)}, b = {format_band(b, b_lo, b_hi)} "
                          f"({report.interval:.0%} intervals, {len(optima)} shapes)."))
     return out
 
@@ -242,14 +228,14 @@ def _inputs_blocks(report: Report) -> list[Block]:
     proxies = split.proxies
     items = [
         f"Source: {report.inputs.source}.",
-        f"Proxy runs fitted: {len(proxies)}, compute spent {_flops(float(proxies[x].sum()))} FLOPs "
-        f"({x}), from {_flops(float(proxies[x].min()))} to {_flops(float(proxies[x].max()))} each.",
+        f"Proxy runs fitted: {len(proxies)}, compute spent {format_flops(float(proxies[x].sum()), digits=3)} FLOPs "
+        f"({x}), from {format_flops(float(proxies[x].min()), digits=3)} to {format_flops(float(proxies[x].max()), digits=3)} each.",
     ]
     if split.target is not None:
         target = split.target
-        spent = f", compute {_flops(float(target[x]))} FLOPs" if _finite(target.get(x)) else ""
+        spent = f", compute {format_flops(float(target[x]), digits=3)} FLOPs" if is_finite(target.get(x)) else ""
         status = target.get("status", "FINISHED")
-        items.append(f"Target run: {_run_label(target)} (status {status}{spent}).")
+        items.append(f"Target run: {run_label(target)} (status {status}{spent}).")
     else:
         items.append("Target run: none in the run table.")
     items.append(f"Runs left out: {len(split.excluded)}.")
@@ -411,14 +397,7 @@ def write_report(report: Report, directory: str | os.PathLike[str]) -> Path:
     return directory
 
 
-def _range(bounds: tuple[float, float], show: Any) -> str:
-    lo, hi = bounds
-    return "none" if not (_finite(lo) and _finite(hi)) else f"{show(lo)} to {show(hi)}"
-
-
 def _parameter_table(report: Report) -> Block:
-    from scaling.formatting import format_interval
-
     summary = report.fit.summary()
     rows = []
     for name, p in summary["params"].items():
@@ -454,7 +433,7 @@ def _diagnostics(report: Report) -> list[str]:
 
 
 def comparison_text(comparison: Any) -> str:
-    """A :class:`scaling.compare.Comparison` as terminal text: the headline, then a table.
+    """A :class:`scaling.reporting.comparison.Comparison` as terminal text: the headline, then a table.
 
     One row per metric: predicted ± half interval, the interval, actual, relative error,
     inside or not, and where the learning curve reached the prediction.
@@ -465,11 +444,11 @@ def comparison_text(comparison: Any) -> str:
     rows = []
     for row in comparison.metrics:
         if row.crossing is not None:
-            reached = f"{_count(row.crossing.tokens)} tokens ({row.crossing.fraction:.0%})"
+            reached = f"{format_count(row.crossing.tokens)} tokens ({row.crossing.fraction:.0%})"
         else:
             reached = "never" if row.has_curve else "no curve"
         rows.append([
-            row.metric, row.law, _pm(row.predicted, row.lo, row.hi),
+            row.metric, row.law, format_band(row.predicted, row.lo, row.hi),
             f"{_g(row.lo, 4)} to {_g(row.hi, 4)}", _g(row.actual, 4),
             f"{row.relative_error * 100:+.1f}%", "yes" if row.inside else "no", reached,
         ])

@@ -6,17 +6,16 @@ Three layers, kept apart so each can be tested on its own:
    :class:`ReportInputs`: the run table, learning curves when tracked, provenance.
 2. **Content** (here) — :func:`build_report` fits the law on the proxies and returns a
    :class:`Report`: the prediction, tables, and the data of every figure
-   (:mod:`scaling.figures`) as plain DataFrames.
-3. **Rendering** (:mod:`scaling.render`) — Markdown, self-contained HTML and the atomic
-   writer; :mod:`scaling.figures` draws the figures.
+   (:mod:`scaling.reporting.figures`) as plain DataFrames.
+3. **Rendering** (:mod:`scaling.reporting.render`) — Markdown, self-contained HTML and the atomic
+   writer; :mod:`scaling.reporting.figures` draws the figures.
 
-:func:`make_report` does all three and logs the report to the sweep's MLflow experiment.
+:func:`scaling.reporting.publish.make_report` does all three and logs the report to the sweep's MLflow experiment.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,17 +25,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaling.compare import RunSplit, _finite, _run_label, fill_tokens, split_runs
-from scaling.figures import (
-    _predict,
+from scaling.formatting import (
+    format_band,
+    format_count,
+    format_flops,
+    format_range,
+    is_finite,
+)
+from scaling.laws.hparams import best_of_tuned, tune_trials
+from scaling.laws.selection import RunSplit, run_label, split_runs
+from scaling.reporting.comparison import fill_tokens
+from scaling.reporting.figures import (
     isoflop_data,
     learning_curves_data,
     loss_vs_compute_data,
     lr_tuning_data,
+    predict_arrays,
     residuals_data,
 )
-from scaling.hparams import best_of_tuned, tune_trials
-from scaling.render import _count, _flops, _pm, _range, write_report
 
 __all__ = [
     "ReportInputs",
@@ -46,7 +52,6 @@ __all__ = [
     "inputs_from_experiment",
     "build_report",
     "backtest_cuts",
-    "make_report",
 ]
 
 
@@ -139,7 +144,12 @@ def inputs_from_experiment(experiment: str, *, tracking_uri: str) -> ReportInput
         If the experiment does not exist or cannot be read.
     """
     from scaling.errors import TrackingError
-    from scaling.tracking import TAG_FAILURE, learning_curve, run_tags, runs_frame
+    from scaling.sweeps.tracking import (
+        TAG_FAILURE,
+        learning_curve,
+        run_tags,
+        runs_frame,
+    )
 
     runs = runs_frame(experiment, tracking_uri=tracking_uri, status=None).reset_index(drop=True)
     # The run table has no failure column: the reason is the run's scaling.failure tag.
@@ -179,7 +189,7 @@ class Report:
     inputs : ReportInputs
         Where the runs came from.
     law : Law
-        The law fitted (:func:`scaling.laws.get_law`).
+        The law fitted (:func:`scaling.laws.forms.get_law`).
     x, y : str
         Run-table columns the law reads and predicts.
     split : RunSplit
@@ -201,7 +211,7 @@ class Report:
     optimal : DataFrame or None
         Compute-optimal N and D for the target budget (None: ``notes["optimal"]`` says why).
     figures : dict
-        Figure name to its plot data (see :mod:`scaling.figures`).
+        Figure name to its plot data (see :mod:`scaling.reporting.figures`).
     notes : dict
         Sentences by section: ``learning_curves``/``isoflop`` (why a figure is missing),
         ``isoflop_law`` (approach 2's N_opt(C)), ``optimal`` (the allocation's source or
@@ -211,7 +221,7 @@ class Report:
         ISO date printed in the footer.
     capabilities : DataFrame or None
         Each task's forecasts at ``target_x`` beside the target's scores, one row per metric
-        (:mod:`scaling.capability`); None when no run was scored on a task.
+        (:mod:`scaling.laws.capability`); None when no run was scored on a task.
     """
 
     inputs: ReportInputs
@@ -265,7 +275,7 @@ def build_report(
     inputs : ReportInputs
         The run table and provenance (:func:`inputs_from_csv`, :func:`inputs_from_experiment`).
     law : str, default "gpt4"
-        Law of one compute column to fit (see :func:`scaling.laws.get_law`).
+        Law of one compute column to fit (see :func:`scaling.laws.forms.get_law`).
     target : str, optional
         ``run_id`` of the large run; by default the table's one run with role ``target``.
     target_flops : float, optional
@@ -280,7 +290,7 @@ def build_report(
         Date printed in the footer; today (UTC) when None. Fixed in golden tests.
     fit_range : {"all", "auto"}
         ``"auto"`` leaves out the smallest proxies when the proxies' own backtest predicts
-        the largest better without them (see :func:`scaling.compare.split_runs`).
+        the largest better without them (see :func:`scaling.reporting.comparison.split_runs`).
 
     Returns
     -------
@@ -296,10 +306,10 @@ def build_report(
         If the law is unknown, reads more than one column, or cannot be fitted to the
         proxies (too few runs).
     """
-    from scaling.compare import MetricComparison, first_crossing
     from scaling.errors import ConfigError, FitError
-    from scaling.fit import fit
-    from scaling.laws import get_law
+    from scaling.laws.fitting import fit
+    from scaling.laws.forms import get_law
+    from scaling.reporting.comparison import MetricComparison, first_crossing
 
     if target is not None and target_flops is not None:
         raise ConfigError("--target and --target-flops both given; pass one of them")
@@ -328,11 +338,11 @@ def build_report(
     actual = None
     if target_flops is not None:
         target_x = float(target_flops)
-        target_note = f"the requested budget ({x} = {_flops(target_x)})"
-    elif target_row is not None and _finite(target_row.get(x)):
-        label = _run_label(target_row)
+        target_note = f"the requested budget ({x} = {format_flops(target_x, digits=3)})"
+    elif target_row is not None and is_finite(target_row.get(x)):
+        label = run_label(target_row)
         target_x, target_note = float(target_row[x]), f"the target run {label}"
-        actual = float(target_row[y]) if _finite(target_row.get(y)) else None
+        actual = float(target_row[y]) if is_finite(target_row.get(y)) else None
         if actual is None:
             notes["target"] = (
                 f"The target run {label} has no final {y} yet (status "
@@ -344,11 +354,11 @@ def build_report(
         if target_row is not None:
             target_note = f"{DEFAULT_EXTRAPOLATION:g}x the largest proxy"
             notes["target"] = (
-                f"The target run {_run_label(target_row)} has no {x}, so the report predicts "
+                f"The target run {run_label(target_row)} has no {x}, so the report predicts "
                 f"for {DEFAULT_EXTRAPOLATION:g}x the largest proxy instead; pass --target-flops."
             )
     # One run's band (law and run-to-run scatter): the target is one run.
-    (predicted,), (lo,), (hi,) = _predict(result, np.array([target_x]), interval, band="run")
+    (predicted,), (lo,), (hi,) = predict_arrays(result, np.array([target_x]), interval, band="run")
 
     figures: dict[str, Any] = {
         "loss_vs_compute": loss_vs_compute_data(
@@ -415,7 +425,8 @@ def _capabilities(
 ) -> pd.DataFrame | None:  # fmt: skip
     """Each task's forecasts at the target's compute (fitted on every finished proxy scored
     on it) and the target's scores, as a table; tasks that cannot be fitted go to ``notes``."""
-    from scaling.capability import compare_forecasts, forecast_tasks, task_names
+    from scaling.laws.capability import forecast_tasks, task_names
+    from scaling.reporting.comparison import compare_forecasts
 
     if not task_names(runs):
         return None
@@ -430,8 +441,8 @@ def _capabilities(
         "task": [f.task for f in forecasts],
         "metric": [f.metric for f in forecasts],
         "law": [f.method for f in forecasts],
-        "forecast": [_pm(f.predicted, f.lo, f.hi) for f in forecasts],
-        f"{interval:.0%} interval": [_range((f.lo, f.hi), lambda v: f"{v:.4g}") for f in forecasts],
+        "forecast": [format_band(f.predicted, f.lo, f.hi) for f in forecasts],
+        f"{interval:.0%} interval": [format_range((f.lo, f.hi), lambda v: f"{v:.4g}") for f in forecasts],
         "actual": [f"{actual[f.column].actual:.4g}" if f.column in actual else "" for f in forecasts],
         "error": [f"{actual[f.column].relative_error:+.1%}" if f.column in actual else "" for f in forecasts],
     })  # fmt: skip
@@ -442,8 +453,8 @@ def _backtest(
 ) -> tuple[pd.DataFrame | None, str]:
     """Per-cut backtest table, or None and the reason it could not be run."""
     from scaling.errors import FitError
-    from scaling.fit import backtest
     from scaling.formatting import format_flops
+    from scaling.laws.backtesting import backtest
 
     cuts = backtest_cuts(proxies[x].to_numpy(float), law.n_params)
     if not cuts:
@@ -477,7 +488,7 @@ def _backtest(
 def backtest_cuts(compute: np.ndarray, n_params: int) -> list[float]:
     """Compute cuts for the backtest: fit the runs below a cut, predict those at or above.
 
-    The cuts of :func:`scaling.fit.backtest` (50%, 62.5% and 75% quantiles of log compute,
+    The cuts of :func:`scaling.laws.fitting.backtest` (50%, 62.5% and 75% quantiles of log compute,
     an expanding window), each moved up to the next run's compute so that cuts splitting
     the runs alike merge, and kept when more runs than the law has parameters lie below and
     one lies above. A sweep too small for those gets the smallest cuts that work.
@@ -532,7 +543,7 @@ def _budget_on(
     Chinchilla's allocation is written in."""
     if x == axis:
         return target_x
-    if target_row is not None and _finite(target_row.get(axis)):
+    if target_row is not None and is_finite(target_row.get(axis)):
         return float(target_row[axis])
     if axis in proxies.columns:
         return target_x * float(np.median(proxies[axis] / proxies[x]))
@@ -550,7 +561,7 @@ def _isoflop_figure(
     law through those points.
     """
     from scaling.errors import FitError
-    from scaling.predict import approach2
+    from scaling.laws.allocation import approach2
 
     axis = "6ND" if flops == "flops" else "exact FLOPs"
     data: dict[str, Any] = {"profiles": profiles, "optima": None, "law": None, "axis": axis}
@@ -565,7 +576,7 @@ def _isoflop_figure(
     grid = np.geomspace(min(points["flops"].min(), budget), max(points["flops"].max(), budget), 50)
     if flops == "flops":
         tokens_opt, tokens_law = points["flops"] / (6.0 * points["params_opt"]), law.tokens_opt
-        b_text = _pm(law.b, *law.b_interval)
+        b_text = format_band(law.b, *law.b_interval)
     else:
         tokens_opt = _tokens_on_profiles(profiles, points["flops"], points["params_opt"])
         b, log_k = np.polyfit(np.log(points["flops"]), np.log(tokens_opt), 1)
@@ -583,9 +594,9 @@ def _isoflop_figure(
     ratio = float(tokens_law(budget) / law.params_opt(budget))
     text = (
         f"Approach 2 (IsoFLOP parabolas on {axis}, {len(points['flops'])} budgets): N_opt ∝ C^a "
-        f"with a = {_pm(law.a, *law.a_interval)}, D_opt ∝ C^b with b = {b_text}; at C = "
-        f"{_flops(budget)} ({axis}) it gives N_opt = {_count(float(law.params_opt(budget)))} and "
-        f"D_opt = {_count(float(tokens_law(budget)))} tokens ({ratio:.0f} tokens per parameter)."
+        f"with a = {format_band(law.a, *law.a_interval)}, D_opt ∝ C^b with b = {b_text}; at C = "
+        f"{format_flops(budget, digits=3)} ({axis}) it gives N_opt = {format_count(float(law.params_opt(budget)))} and "
+        f"D_opt = {format_count(float(tokens_law(budget)))} tokens ({ratio:.0f} tokens per parameter)."
     )
     return data, text
 
@@ -607,8 +618,8 @@ def _optimal(
 ) -> tuple[pd.DataFrame | None, str]:
     """Chinchilla (approach 3) allocation of the target budget: table and a sentence."""
     from scaling.errors import FitError
-    from scaling.fit import fit
-    from scaling.predict import compute_optimal
+    from scaling.laws.allocation import compute_optimal
+    from scaling.laws.fitting import fit
 
     try:
         result = fit(
@@ -624,14 +635,14 @@ def _optimal(
                 "parameters N_opt", "tokens D_opt", "tokens per parameter", "loss at the optimum"
             ],
             "value": [
-                _count(best.params), _count(best.tokens), f"{best.tokens_per_param:.3g}",
-                _pm(best.loss, *best.loss_interval),
+                format_count(best.params), format_count(best.tokens), f"{best.tokens_per_param:.3g}",
+                format_band(best.loss, *best.loss_interval),
             ],
             f"{interval:.0%} interval": [
-                _range(best.params_interval, _count), _range(best.tokens_interval, _count),
-                _range((best.tokens_interval[0] / best.params_interval[1],
+                format_range(best.params_interval, format_count), format_range(best.tokens_interval, format_count),
+                format_range((best.tokens_interval[0] / best.params_interval[1],
                         best.tokens_interval[1] / best.params_interval[0]), lambda v: f"{v:.3g}"),
-                _range(best.loss_interval, lambda v: f"{v:.4g}"),
+                format_range(best.loss_interval, lambda v: f"{v:.4g}"),
             ],
         }
     )
@@ -639,7 +650,7 @@ def _optimal(
     text = (
         f"From L(N, D) = E + A/N^alpha + B/D^beta fitted on the proxies (approach 3): "
         f"E = {p['E']:.3g}, alpha = {p['alpha']:.3g}, beta = {p['beta']:.3g}, at "
-        f"C = {_flops(budget)} (6ND)."
+        f"C = {format_flops(budget, digits=3)} (6ND)."
     )
     if not result.is_valid:
         text += (
@@ -647,9 +658,6 @@ def _optimal(
             "down N and D separately, so read this allocation as indicative only."
         )
     return table, text
-
-
-
 
 
 def _unfitted_proxies(runs: pd.DataFrame, fitted: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -667,72 +675,3 @@ def _unfitted_proxies(runs: pd.DataFrame, fitted: pd.DataFrame, x: str, y: str) 
     return usable[~usable[key].isin(fitted[key])]
 
 
-def make_report(
-    *,
-    experiment: str | None = None,
-    csv: str | os.PathLike[str] | None = None,
-    target: str | None = None,
-    target_flops: float | None = None,
-    law: str = "gpt4",
-    directory: str | os.PathLike[str] | None = None,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    tracking_uri: str | None = None,
-    date: _dt.date | str | None = None,
-    fit_range: str = "all",
-) -> Path:
-    """Build and write a report from an MLflow experiment or a CSV; log it to the experiment.
-
-    Parameters
-    ----------
-    experiment : str, optional
-        Sweep (MLflow experiment) to read; the report is then also logged to it as a run
-        with role ``report``.
-    csv : str or path, optional
-        Run table as a CSV file (exactly one of ``experiment`` and ``csv``).
-    target, target_flops, law, n_bootstrap, seed, date, fit_range
-        As for :func:`build_report`.
-    directory : str or path, optional
-        Where to write; ``reports/NAME/`` by default.
-    tracking_uri : str, optional
-        MLflow tracking URI (needed with ``experiment``).
-
-    Returns
-    -------
-    Path
-        The report directory.
-
-    Raises
-    ------
-    ConfigError
-        If neither or both of ``experiment`` and ``csv`` are given.
-
-    Examples
-    --------
-    >>> make_report(csv="runs.csv", target_flops=1e21)  # doctest: +SKIP
-    PosixPath('reports/runs')
-    """
-    from scaling.errors import ConfigError
-
-    if (experiment is None) == (csv is None):
-        raise ConfigError("give exactly one of --experiment NAME and --csv FILE")
-    if experiment is not None:
-        if tracking_uri is None:
-            raise ConfigError("--experiment needs a tracking URI; pass --tracking-uri")
-        inputs = inputs_from_experiment(experiment, tracking_uri=tracking_uri)
-    else:
-        inputs = inputs_from_csv(csv)
-    report = build_report(
-        inputs, law=law, target=target, target_flops=target_flops, n_bootstrap=n_bootstrap,
-        seed=seed, date=date, fit_range=fit_range,
-    )
-    if directory is None:
-        directory = Path("reports") / inputs.name
-    path = write_report(report, directory)
-    if experiment is not None:
-        from scaling.tracking import log_report
-
-        log_report(
-            experiment, path, tracking_uri=tracking_uri, tags={"scaling.law": report.law.name}
-        )
-    return path

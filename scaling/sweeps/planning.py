@@ -1,8 +1,8 @@
 """The plan of a sweep, pure: a sweep file becomes a validated SweepConfig and a list of RunSpecs.
 
 Nothing here touches Optuna, MLflow or the disk (beyond reading the sweep file): the queue and
-the workers live in :mod:`scaling.sweep`, which re-exports :func:`load_sweep`, :func:`expand`
-and :func:`plan`. Parameter and FLOP counts come from :func:`scaling.model.model_counts`, so a
+the workers live in :mod:`scaling.sweeps.queue`, which re-exports :func:`load_sweep`, :func:`expand`
+and :func:`plan`. Parameter and FLOP counts come from :func:`scaling.training.model.model_counts`, so a
 plan's N, D and C are the trainer's.
 """
 
@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 from pathlib import Path
 from typing import Any
 
-from scaling.config import (
+from scaling.config.run import (
     DataConfig,
     ModelConfig,
     RunSpec,
-    Shape,
-    SweepConfig,
     TrainConfig,
     load_yaml,
     validate,
 )
+from scaling.config.sweep import Shape, SweepConfig
 from scaling.errors import ConfigError
 
-__all__ = ["load_sweep", "expand", "plan"]
+__all__ = ["load_sweep", "expand", "plan", "model_vocab_size", "run_size", "tune_studies"]
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -67,28 +65,16 @@ def load_sweep(path: str | Path, *, quick: bool = False) -> SweepConfig:
     return config
 
 
-def _vocab_size(model: ModelConfig, data: DataConfig) -> int:
-    """The vocabulary the model will have: explicit, bytes (256), BPE size, or tokenizer.json."""
-    if model.vocab_size is not None:
-        return model.vocab_size
-    if data.source == "synthetic":
-        return data.synthetic.alphabet
-    if data.tokenizer == "bytes":
-        return 256
-    if data.tokenizer == "bpe":
-        return data.bpe_vocab_size
-    path = Path(data.tokenizer)
-    try:
-        return len(json.loads(path.read_text(encoding="utf-8"))["model"]["vocab"])
-    except (OSError, KeyError, ValueError):
-        raise ConfigError(
-            f"data.tokenizer = {data.tokenizer!r} is not 'bytes', 'bpe' or a readable "
-            "tokenizer.json; fix the path or set model.vocab_size"
-        ) from None
+def model_vocab_size(model: ModelConfig, data: DataConfig) -> int:
+    """The vocabulary the model will have: ``model.vocab_size`` when set, else the data's
+    (:func:`scaling.training.data.vocab_size`, the source the trainer uses too)."""
+    from scaling.training.data import vocab_size
+
+    return model.vocab_size if model.vocab_size is not None else vocab_size(data)
 
 
 def _counts(model: ModelConfig, vocab_size: int) -> dict[str, float]:
-    from scaling.model import GPTConfig, model_counts
+    from scaling.training.model import GPTConfig, model_counts
 
     return model_counts(GPTConfig.from_model_config(model, vocab_size))
 
@@ -117,7 +103,7 @@ def _budget(config, section: str, shape: Shape, tokens: int | None, multiple: fl
     model, _ = _shape_spec(config, shape)
     if tokens is not None:
         return tokens, f"{_short(tokens)}tok"
-    N = _counts(model, _vocab_size(model, config.data))["params"]
+    N = _counts(model, model_vocab_size(model, config.data))["params"]
     return max(1, round(multiple * N)), f"{multiple:g}xN"
 
 
@@ -157,7 +143,7 @@ def expand(config: SweepConfig) -> list[RunSpec]:
     if config.isoflop is not None:
         for index, shape in enumerate(config.isoflop.shapes):
             model, train = _shape_spec(config, shape)
-            per_token = _counts(model, _vocab_size(model, config.data))["flops_per_token_exact"]
+            per_token = _counts(model, model_vocab_size(model, config.data))["flops_per_token_exact"]
             for budget in config.isoflop.budgets:
                 tokens = round(budget / per_token)
                 steps = tokens // train.batch_tokens
@@ -203,7 +189,7 @@ def _tune_base(config: SweepConfig, shape: Shape) -> RunSpec:
                    train=train, evals=config.evals)
 
 
-def _tune_studies(config: SweepConfig) -> dict[str, RunSpec]:
+def tune_studies(config: SweepConfig) -> dict[str, RunSpec]:
     """Study name -> base RunSpec of each tuned shape."""
     if config.tune is None:
         return {}
@@ -211,8 +197,8 @@ def _tune_studies(config: SweepConfig) -> dict[str, RunSpec]:
     return {f"{config.name}/tune/{base.name}": base for base in bases}
 
 
-def _size(spec: RunSpec) -> dict[str, float]:
-    counts = _counts(spec.model, _vocab_size(spec.model, spec.data))
+def run_size(spec: RunSpec) -> dict[str, float]:
+    counts = _counts(spec.model, model_vocab_size(spec.model, spec.data))
     tokens = spec.train.tokens
     return {
         "params": counts["params"],
@@ -230,9 +216,9 @@ def plan(config: SweepConfig) -> list[dict[str, Any]]:
     entries = [(spec, 1, spec.train.lr) for spec in expand(config)]
     if config.tune is not None:
         low, high = config.tune.lr
-        entries += [(base, config.tune.trials, f"{low:g}..{high:g}") for base in _tune_studies(config).values()]
+        entries += [(base, config.tune.trials, f"{low:g}..{high:g}") for base in tune_studies(config).values()]
     for spec, runs, lr in entries:
-        size = _size(spec)
+        size = run_size(spec)
         rows.append(
             {
                 "name": spec.name if runs == 1 else f"{spec.name} (tune)",

@@ -1,7 +1,7 @@
 """Sweeps: queue a sweep's RunSpecs in Optuna and drain the queue with workers.
 
-The plan is pure (:func:`expand`, in :mod:`scaling.plan`, re-exported here); the queue is an Optuna study per role family; every run is
-an MLflow run (through :mod:`scaling.tracking`). The exactly-once pattern of
+The plan is pure (:func:`expand`, in :mod:`scaling.sweeps.planning`, re-exported here); the queue is an Optuna study per role family; every run is
+an MLflow run (through :mod:`scaling.sweeps.tracking`). The exactly-once pattern of
 notes/mlflow-optuna.md, measured to hold under SIGKILL:
 
 1. the launcher alone creates the MLflow database and experiment, the studies, and enqueues
@@ -31,10 +31,18 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from scaling import tracking
-from scaling.config import RunSpec, SweepConfig, TrainConfig
+from scaling.config.run import RunSpec, TrainConfig
+from scaling.config.sweep import SweepConfig
 from scaling.errors import ConfigError, StorageError
-from scaling.plan import _size, _tune_studies, _vocab_size, expand, load_sweep, plan
+from scaling.sweeps import tracking
+from scaling.sweeps.planning import (
+    expand,
+    load_sweep,
+    model_vocab_size,
+    plan,
+    run_size,
+    tune_studies,
+)
 
 __all__ = [
     "load_sweep",
@@ -106,7 +114,7 @@ def _study_names(config: SweepConfig, roles: Sequence[str]) -> list[str]:
     if "proxy" in roles:
         if config.ladder is not None or config.isoflop is not None:
             names.append(f"{config.name}/proxy")
-        names += list(_tune_studies(config))
+        names += list(tune_studies(config))
     if "target" in roles and config.target is not None:
         names.append(f"{config.name}/target")
     return names
@@ -315,7 +323,7 @@ def _tune_spec(trial, config: SweepConfig, base: RunSpec) -> RunSpec:
 
 
 def _train(spec: RunSpec, *, log, checkpoint_dir: Path):
-    from scaling.train import train
+    from scaling.training.loop import train
 
     return train(spec, log=log, checkpoint_dir=checkpoint_dir)
 
@@ -326,7 +334,7 @@ def _work_one(study, trial, config: SweepConfig, tracking_uri: str, storage) -> 
 
     attrs = trial.user_attrs
     if "tune" in attrs:
-        spec = _tune_spec(trial, config, _tune_studies(config)[attrs["tune"]])
+        spec = _tune_spec(trial, config, tune_studies(config)[attrs["tune"]])
         for key, value in {"spec": spec.model_dump_json(), "run_key": spec.run_key, "name": spec.name}.items():
             trial.set_user_attr(key, value)
     else:
@@ -350,7 +358,7 @@ def _work_one(study, trial, config: SweepConfig, tracking_uri: str, storage) -> 
         return "duplicate"
     resume = next((run["run_id"] for run in runs if run["status"] in (*_DEAD_STATES, "RUNNING")), None)
     params = spec.flat_params()
-    params["model.vocab_size"] = _vocab_size(spec.model, spec.data)
+    params["model.vocab_size"] = model_vocab_size(spec.model, spec.data)
     tags = {tracking.TAG_CONFIG_HASH: config.config_hash}
     if "tune" in attrs:
         tags[tracking.TAG_TUNE] = attrs["tune"].rsplit("/", 1)[1]
@@ -440,9 +448,9 @@ def worker(
     names = _study_names(config, roles)
     config = _stored_config(store, names) or config
     if threads:
-        import torch
+        from scaling.training.hardware import limit_threads
 
-        torch.set_num_threads(threads)
+        limit_threads(threads)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     counts = {"trained": 0, "reused": 0, "failed": 0, "duplicate": 0}
@@ -501,7 +509,7 @@ def status(
                     "role": spec.role if spec else "proxy",
                     "state": trial.state.name,
                     "loss": trial.value,
-                    "flops_exact": _size(spec)["flops_exact"] if spec else None,
+                    "flops_exact": run_size(spec)["flops_exact"] if spec else None,
                     "run_key": attrs.get("run_key"),
                     "mlflow_run_id": attrs.get("mlflow_run_id"),
                     "worker": f"{attrs['host']}:{attrs['pid']}" if "pid" in attrs else None,
@@ -537,7 +545,7 @@ def _tag_best(config: SweepConfig, store, tracking_uri: str) -> None:
     """Tag each tuned shape's best trial ``scaling.tune_best = true``, the others false."""
     from optuna.trial import TrialState
 
-    for name in _tune_studies(config):
+    for name in tune_studies(config):
         try:
             study = _load_study(store, name)
         except KeyError:
@@ -684,7 +692,7 @@ def _exit_on_sigterm(signum, frame) -> None:
 
 
 def _spawn(config, url, tracking_uri, roles, threads, env, log_path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "scaling.sweep", config.name, "--storage", url,
+    command = [sys.executable, "-m", "scaling.sweeps.queue", config.name, "--storage", url,
                "--tracking-uri", tracking_uri, "--roles", ",".join(roles)]  # fmt: skip
     if threads:
         command += ["--threads", str(threads)]
@@ -696,11 +704,11 @@ def _spawn(config, url, tracking_uri, roles, threads, env, log_path) -> subproce
 
 
 def _main(argv: list[str] | None = None) -> int:
-    """Worker process entry (``python -m scaling.sweep NAME --storage URL ...``) used by
+    """Worker process entry (``python -m scaling.sweeps.queue NAME --storage URL ...``) used by
     :func:`run_sweep`: the sweep's config is read from the storage."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m scaling.sweep")
+    parser = argparse.ArgumentParser(prog="python -m scaling.sweeps.queue")
     parser.add_argument("name")
     parser.add_argument("--storage", required=True)
     parser.add_argument("--tracking-uri", required=True)

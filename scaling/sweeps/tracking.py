@@ -10,7 +10,7 @@ Every MLflow call of the toolkit lives in this module (DESIGN.md, "MLflow keys")
 - summary metrics (``final/eval_loss``, ``size/flops``...) are logged once at the end.
 
 :func:`runs_frame` turns an experiment into the run table, a pandas DataFrame, so that fitting
-never needs MLflow. mlflow is imported inside functions: ``import scaling.tracking`` is cheap.
+never needs MLflow. mlflow is imported inside functions: ``import scaling.sweeps.tracking`` is cheap.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from scaling.table import RUN_TABLE_COLUMNS
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from scaling.config import RunSpec
+    from scaling.config.run import RunSpec
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
@@ -291,7 +291,7 @@ class RunLogger:
         return self
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Buffer one step's metrics (the ``log`` callback of ``scaling.train.train``)."""
+        """Buffer one step's metrics (the ``log`` callback of ``scaling.training.loop.train``)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

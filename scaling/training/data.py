@@ -1,6 +1,6 @@
 """Corpora, tokenizers and the token cache every run trains and is scored on.
 
-A :class:`~scaling.config.DataConfig` names a source and a tokenizer; :func:`prepare_data`
+A :class:`~scaling.config.run.DataConfig` names a source and a tokenizer; :func:`prepare_data`
 reads the source once, splits it into disjoint train and eval documents, tokenises both and
 keeps them as memmapped ``uint16`` files in a cache keyed by (corpus hash, tokenizer), so that
 every run of a sweep sees exactly the same tokens and is scored on the same eval text.
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from scaling.errors import DataError
-from scaling.sources import Document, MarkovSource, read_documents
+from scaling.training.sources import Document, MarkovSource, read_documents
 
 if TYPE_CHECKING:
-    from scaling.config import DataConfig, SyntheticConfig
+    from scaling.config.run import DataConfig
 
 __all__ = [
     "Tokenizer",
@@ -41,6 +41,7 @@ __all__ = [
     "cache_dir",
     "sample_batch",
     "eval_sequences",
+    "vocab_size",
 ]
 
 TOKEN_DTYPE = np.uint16
@@ -283,7 +284,7 @@ def prepare_data(config: DataConfig) -> PreparedData:
 
     Examples
     --------
-    >>> from scaling.config import DataConfig
+    >>> from scaling.config.run import DataConfig
     >>> data = prepare_data(DataConfig(source="synthetic", synthetic={"tokens": 5000}))  # doctest: +SKIP
     >>> data.vocab_size, len(data.train) + len(data.eval)  # doctest: +SKIP
     (16, 5000)
@@ -488,3 +489,27 @@ def eval_sequences(tokens: np.ndarray, context: int, max_tokens: int) -> Iterato
         )
     for i in range(count):
         yield np.asarray(tokens[i * context : (i + 1) * context + 1], dtype=np.int64)
+
+
+def vocab_size(config: DataConfig) -> int:
+    """The vocabulary a model trained on ``config`` gets (when ``model.vocab_size`` is unset).
+
+    The one source of it, for the plan, the run key and the trainer alike: bytes give 256,
+    the synthetic source its alphabet, a ``tokenizer.json`` its own size; a vocabulary learnt
+    from the corpus (BPE, or the largest id of a pre-tokenised ``.bin``) is read from the
+    prepared data, so the corpus is prepared (once, into the cache) to know it.
+
+    Raises
+    ------
+    DataError
+        If the tokenizer file is missing or unreadable, or the corpus cannot be prepared.
+    """
+    if config.source == "synthetic":
+        return config.synthetic.alphabet
+    is_bin = config.source != "python-stdlib" and Path(config.source).suffix == ".bin"
+    if config.tokenizer == "bytes" and not is_bin:
+        return ByteTokenizer.vocab_size
+    if config.tokenizer not in ("bytes", "bpe") and not is_bin:
+        _tokenizer_id(config)  # a missing file gets its one-line error
+        return JsonTokenizer(config.tokenizer).vocab_size
+    return prepare_data(config).vocab_size

@@ -1,6 +1,6 @@
 """The machine a run trains on: device, precision, threads, DDP processes, peak FLOP/s.
 
-Kept apart from :mod:`scaling.train` so that the training loop reads as the recipe; nothing
+Kept apart from :mod:`scaling.training.loop` so that the training loop reads as the recipe; nothing
 here knows about models or data.
 """
 
@@ -18,7 +18,7 @@ from scaling.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Distributed", "pick_device", "device_name", "set_threads", "resolve_precision",
+__all__ = ["Distributed", "pick_device", "device_name", "set_threads", "limit_threads", "resolve_precision",
            "device_peak_flops", "GPU_PEAK_FLOPS"]
 
 # Dense peak FLOP/s of one accelerator by precision (vendor datasheets, no sparsity).
@@ -137,6 +137,13 @@ def set_threads(dist: Distributed) -> None:
     # (several local DDP ranks) is lowered, so a caller's smaller setting stands.
     if torch.get_num_threads() > share:
         torch.set_num_threads(share)
+
+
+def limit_threads(threads: int) -> None:
+    """Train with ``threads`` intra-op threads in this process (a worker's ``--threads``)."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 # Below this many non-embedding parameters, bf16 autocast on a CPU was measured slower than

@@ -1,6 +1,6 @@
 """One training run end to end: model, data, optimizer, schedule, eval, checkpoints.
 
-:func:`train` takes a :class:`~scaling.config.RunSpec` and returns a :class:`RunResult`.
+:func:`train` takes a :class:`~scaling.config.run.RunSpec` and returns a :class:`RunResult`.
 It knows nothing about sweeps or tracking: metrics go to the ``log`` callback, progress to
 the ``progress`` callback. The same call trains with DDP when started by ``torchrun``
 (``WORLD_SIZE`` > 1): gloo on CPU, nccl on GPU, the global batch split evenly over ranks.
@@ -8,7 +8,7 @@ the ``progress`` callback. The same call trains with DDP when started by ``torch
 Every proxy follows one recipe (GPT-3, appendix B): AdamW with betas (0.9, 0.95) and weight
 decay on matrices only, linear warmup then cosine decay to ``min_lr_ratio`` of the peak over
 the run's own token budget, gradient clipping at norm 1.0. Under ``model.parametrization:
-mup`` the hidden matrices get their own learning rate, decay and epsilon (:func:`_optimizer`).
+mup`` the hidden matrices get their own learning rate, decay and epsilon (:func:`build_optimizer`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from scaling.errors import ConfigError, DivergedError
-from scaling.hardware import (
+from scaling.training.hardware import (
     Distributed,
     device_peak_flops,
     pick_device,
@@ -36,10 +36,10 @@ from scaling.hardware import (
 if TYPE_CHECKING:
     import torch
 
-    from scaling.config import RunSpec, TrainConfig
-    from scaling.model import GPT
+    from scaling.config.run import RunSpec, TrainConfig
+    from scaling.training.model import GPT
 
-__all__ = ["RunResult", "train", "load_model", "lr_multiplier"]
+__all__ = ["RunResult", "train", "load_model", "lr_multiplier", "build_optimizer"]
 
 LogFn = Callable[[int, dict[str, float]], None]
 ProgressFn = Callable[[int, int, dict[str, float]], None]
@@ -74,7 +74,7 @@ class RunResult:
     resumed_from_step : int
         0 for a fresh run, else the checkpoint's step.
     capabilities : dict
-        ``task/<name>/<metric>`` scores of the final model (:func:`scaling.evals.evaluate`);
+        ``task/<name>/<metric>`` scores of the final model (:func:`scaling.evals.scoring.evaluate`);
         empty when the run lists no ``evals.tasks``.
     evals_s : float
         Seconds spent scoring the tasks (included in ``wall_s``).
@@ -198,10 +198,10 @@ def lr_multiplier(step: int, steps: int, warmup_steps: int, min_ratio: float) ->
 ADAM_EPS = 1e-8
 
 
-def _optimizer(model: GPT, train: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(model: GPT, train: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices only (GPT-3): biases and LayerNorm gains stay
     undecayed. Under 'mup' the hidden matrices form a third group whose learning rate,
-    decay and epsilon follow :class:`scaling.model.MupScales` (Dey et al. 2023 and 2025);
+    decay and epsilon follow :class:`scaling.training.model.MupScales` (Dey et al. 2023 and 2025);
     the first group always runs at ``train.lr``, which is what ``train/lr`` logs."""
     import torch
 
@@ -251,7 +251,7 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, dict[str, An
     """
     import torch
 
-    from scaling.model import GPT, GPTConfig
+    from scaling.training.model import GPT, GPTConfig
 
     payload = torch.load(path, map_location=device, weights_only=True)
     model = GPT(GPTConfig(**payload["config"]))
@@ -298,12 +298,12 @@ def train(
         If the batch does not fit the context or the processes, the budget is less than one
         batch, the vocabulary is too small, or the checkpoint belongs to another run.
     DataError
-        If the corpus cannot be used (see :func:`scaling.data.prepare_data`).
+        If the corpus cannot be used (see :func:`scaling.training.data.prepare_data`).
     """
     import torch
 
-    from scaling.data import eval_sequences, prepare_data, sample_batch
-    from scaling.model import GPT, GPTConfig, model_counts
+    from scaling.training.data import eval_sequences, prepare_data, sample_batch
+    from scaling.training.model import GPT, GPTConfig, model_counts
 
     started = time.perf_counter()
     cfg = spec.train
@@ -331,7 +331,7 @@ def train(
 
     torch.manual_seed(cfg.seed)
     model = GPT(config).to(device)
-    optimizer = _optimizer(model, cfg, device)
+    optimizer = build_optimizer(model, cfg, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: lr_multiplier(step, plan.steps, plan.warmup_steps, cfg.min_lr_ratio),
@@ -519,7 +519,7 @@ def _task_scorer(spec: RunSpec, data: Any, context: int, model: GPT, device: Any
                  autocast: Any) -> Callable[[], dict[str, float]]:
     """``score()`` -> the run's capability scores now (empty when it lists no tasks). The
     tasks are built before training, so a bad task file fails the run before any step."""
-    from scaling.evals import build_tasks, evaluate
+    from scaling.evals.scoring import build_tasks, evaluate
 
     if not spec.evals.tasks:
         return dict

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from scaling.errors import ConfigError
 
 if TYPE_CHECKING:
-    from scaling.config import ModelConfig
+    from scaling.config.run import ModelConfig
 
 __all__ = ["GPTConfig", "GPT", "MupScales", "model_counts"]
 

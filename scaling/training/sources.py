@@ -9,9 +9,7 @@ tokens whose entropy rate, the loss no model can beat, is known exactly.
 from __future__ import annotations
 
 import bisect
-import json
 import sysconfig
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from scaling.errors import DataError
+from scaling.textfiles import jsonl_records, read_text
 
 if TYPE_CHECKING:
-    from scaling.config import DataConfig, SyntheticConfig
+    from scaling.config.run import DataConfig, SyntheticConfig
 
-__all__ = ["Document", "MarkovSource", "jsonl_records", "read_documents"]
+__all__ = ["Document", "MarkovSource", "read_documents"]
 
 @dataclass
 class Document:
@@ -45,28 +44,9 @@ def _stdlib_documents() -> tuple[list[Document], str]:
     return documents, str(root)
 
 
-def _read_text(path: Path, field_name: str = "data.source") -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise DataError(f"{field_name} = {str(path)!r}: cannot be read ({error.strerror})") from None
-    if b"\x00" in raw[:8192]:
-        raise DataError(
-            f"{field_name} = {str(path)!r} is a binary file, not text; give UTF-8 text "
-            "(or a nanoGPT-style .bin of uint16 tokens)"
-        )
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(
-            f"{field_name} = {str(path)!r} is not UTF-8 text (bad byte at offset {error.start}); "
-            "convert it to UTF-8"
-        ) from None
-
-
 def _file_documents(path: Path) -> list[Document]:
     """A text file's documents are its blocks of lines separated by blank lines."""
-    text = _read_text(path)
+    text = read_text(path)
     blocks, current = [], []
     for line in text.splitlines(keepends=True):
         current.append(line)
@@ -85,24 +65,7 @@ def _directory_documents(path: Path, pattern: str) -> list[Document]:
             f"data.source = {str(path)!r}: no files match data.glob = {pattern!r}; "
             "change the glob or the directory"
         )
-    return [Document(p.relative_to(path).as_posix(), _read_text(p)) for p in files]
-
-
-def jsonl_records(path: Path, field_name: str = "data.source") -> Iterator[tuple[int, Any]]:
-    """(line number, parsed value) of every non-blank line of a UTF-8 JSONL file.
-
-    Raises
-    ------
-    DataError
-        If the file cannot be read, is not UTF-8 text, or a line is not JSON (naming the line).
-    """
-    for number, line in enumerate(_read_text(path, field_name).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}: line {number} is not JSON ({error.msg}); fix the line") from None
+    return [Document(p.relative_to(path).as_posix(), read_text(p)) for p in files]
 
 
 def _jsonl_documents(path: Path, text_field: str) -> list[Document]:
@@ -126,7 +89,7 @@ class MarkovSource:
 
     Examples
     --------
-    >>> from scaling.config import SyntheticConfig
+    >>> from scaling.config.run import SyntheticConfig
     >>> source = MarkovSource(SyntheticConfig(alphabet=4, order=1, seed=0))
     >>> 0 < source.entropy_rate < float(np.log(4))
     True

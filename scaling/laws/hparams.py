@@ -1,4 +1,4 @@
-"""Hyperparameters that transfer from proxies: tuned optima, their laws, and the coord check.
+"""Hyperparameters that transfer from proxies: tuned optima and their laws.
 
 Two remedies for proxies that are not trained as well as the target (Porian et al. 2024):
 
@@ -8,24 +8,26 @@ Two remedies for proxies that are not trained as well as the target (Porian et a
    DeepSeek LLM (2024) did. :func:`recommend` reads the laws at a target budget.
 2. **Parametrise so the optimum does not move.** Under ``model.parametrization: mup`` the
    best learning rate of the base shape holds at every width and depth
-   (:class:`scaling.model.MupScales`). :func:`coord_check` is the test of an implementation
-   (Yang et al. 2021, "Tensor Programs V", section 5): a few steps at a large learning rate,
-   after which the typical size of every layer's activations must not grow with the width
-   (or depth) under muP, while it does under the standard parametrisation.
+   (:class:`scaling.training.model.MupScales`); :mod:`scaling.training.coordinates` tests an
+   implementation.
 
-This module computes; it neither prints nor draws (:mod:`scaling.figures` draws).
+Also here: the lowest-loss run per budget (:func:`best_runs`) and DeepSeek LLM's learning-rate
+and batch laws read at a budget (:func:`hyperparameters`). This module computes; it neither
+prints nor draws (:mod:`scaling.reporting.figures` draws).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from scaling.errors import FitError
+from scaling.laws.forms import get_law
+from scaling.laws.intervals import quantile_interval
 from scaling.table import coerce_numeric, require_columns
 
 __all__ = [
@@ -35,8 +37,8 @@ __all__ = [
     "law_table",
     "best_of_tuned",
     "recommend",
-    "coord_check",
-    "coord_slopes",
+    "best_runs",
+    "hyperparameters",
 ]
 
 #: Laws fitted to the per-shape optima of tune sweeps rather than to every run.
@@ -81,11 +83,6 @@ def _vertex(log_lr: np.ndarray, loss: np.ndarray) -> tuple[float, str]:
     return float(vertex), "parabola"
 
 
-def _quantiles(samples: np.ndarray, interval: float) -> tuple[float, float]:
-    tail = (1 - interval) / 2
-    return float(np.quantile(samples, tail)), float(np.quantile(samples, 1 - tail))
-
-
 def _shape_optimum(trials: pd.DataFrame, rng: np.random.Generator, n_bootstrap: int,
                    interval: float) -> dict[str, Any]:
     batch = trials["batch_tokens"].to_numpy(dtype=float)
@@ -101,8 +98,8 @@ def _shape_optimum(trials: pd.DataFrame, rng: np.random.Generator, n_bootstrap: 
     vertex, method, best_batch = optimum(np.arange(len(loss)))
     draws = [optimum(rng.integers(0, len(loss), len(loss))) for _ in range(n_bootstrap)]
     nan = (math.nan, math.nan)
-    lr_low, lr_high = _quantiles(np.array([d[0] for d in draws]), interval) if draws else nan
-    b_low, b_high = _quantiles(np.array([d[2] for d in draws]), interval) if draws else nan
+    lr_low, lr_high = quantile_interval(np.array([d[0] for d in draws]), interval) if draws else nan
+    b_low, b_high = quantile_interval(np.array([d[2] for d in draws]), interval) if draws else nan
     return {
         "lr": math.exp(vertex), "lr_lower": math.exp(lr_low), "lr_upper": math.exp(lr_high),
         "method": method, "best_trial_lr": float(np.exp(log_lr[np.argmin(loss)])),
@@ -148,7 +145,7 @@ def tune_optima(
         ``lr_lower``, ``lr_upper``, ``method`` ('parabola' or 'best trial'),
         ``best_trial_lr``, ``loss`` (the best trial's), ``batch_tokens``, ``batch_lower``,
         ``batch_upper`` and ``batch_choices`` (batch sizes tried; 1 = not tuned).
-        :func:`scaling.fit.fit` fits the ``lr`` and ``batch`` laws to it.
+        :func:`scaling.laws.fitting.fit` fits the ``lr`` and ``batch`` laws to it.
 
     Raises
     ------
@@ -257,8 +254,7 @@ def recommend(
         each ``{"value", "lower", "upper"}`` at level ``interval`` (bounds None for the
         reference laws; ``batch_tokens`` None when the tuned runs did not vary it).
     """
-    from scaling.fit import fit
-    from scaling.predict import hyperparameters
+    from scaling.laws.fitting import fit
 
     if frame is None or tune_trials(frame).empty:
         reference = hyperparameters(flops)
@@ -281,133 +277,53 @@ def recommend(
     return out
 
 
-# ------------------------------------------------------------------------ coord check
 
-#: The activations a coord check measures, after a few steps (mean |coordinate|).
-COORD_LAYERS = ("embedding", "attention", "mlp", "residual", "logits")
-
-
-def _measured(model: Any, x: Any) -> dict[str, float]:
-    """Mean absolute coordinate of each layer of :data:`COORD_LAYERS` on batch ``x``
-    (the last block for attention, MLP and the residual stream)."""
-    import torch
-
-    sizes: dict[str, float] = {}
-
-    def record(name: str):
-        def hook(module, inputs, output):
-            sizes[name] = float(output.detach().abs().mean())
-        return hook
-
-    last = model.blocks[-1]
-    hooks = [module.register_forward_hook(record(name)) for name, module in
-             (("embedding", model.drop), ("attention", last.attn), ("mlp", last.mlp),
-              ("residual", last))]  # fmt: skip
-    with torch.no_grad():
-        logits, _ = model(x[:, :-1])
-    sizes["logits"] = float(logits.abs().mean())
-    for hook in hooks:
-        hook.remove()
-    return sizes
-
-
-def _coord_run(parametrization: str, d_model: int, n_layer: int, base: tuple[int, int], *,
-               n_head: int, lr: float, steps: int, batch: int, context: int, seed: int) -> dict[str, float]:
-    import torch
-
-    from scaling.config import TrainConfig
-    from scaling.model import GPT, GPTConfig
-    from scaling.train import _optimizer
-
-    mup = parametrization == "mup"
-    config = GPTConfig(
-        n_layer=n_layer, d_model=d_model, n_head=n_head, context=context, vocab_size=256,
-        parametrization=parametrization, base_d_model=base[0] if mup else None,
-        base_n_layer=base[1] if mup else None,
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    model = GPT(config)
-    # The run's own optimizer groups, at a constant large lr without decay or clipping.
-    optimizer = _optimizer(model, TrainConfig(lr=lr, weight_decay=0.0), torch.device("cpu"))
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (batch, context + 1), generator=generator)  # one fixed batch
-    for _ in range(steps):
-        _, loss = model(x[:, :-1], x[:, 1:])
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return _measured(model, x)
-
-
-def coord_check(
-    widths: Sequence[int] = (32, 64, 128, 256),
-    depths: Sequence[int] = (2, 4, 8),
-    *,
-    parametrizations: Sequence[str] = ("standard", "mup"),
-    n_head: int = 4,
-    lr: float = 1e-2,
-    steps: int = 5,
-    batch: int = 8,
-    context: int = 64,
-    seed: int = 0,
+def best_runs(
+    frame: pd.DataFrame, *, flops: str = "flops", bin_decades: float = 0.1, source: str = "run table"
 ) -> pd.DataFrame:
-    """Activation sizes after a few large-lr steps, across widths and depths.
+    """The lowest-loss run in each compute bin: the points a hyperparameter law is fitted to.
 
-    The width axis runs at depth ``depths[0]``, the depth axis at width ``widths[0]``; the
-    base shape of 'mup' is (``widths[0]``, ``depths[0]``). Each model trains ``steps`` AdamW
-    steps at a constant ``lr`` on one fixed batch of random byte tokens, with the optimizer
-    groups of :func:`scaling.train.train`; then one forward pass records the mean absolute
-    coordinate of the embedding output, the last block's attention and MLP outputs, the
-    residual stream after it, and the logits.
-
-    Returns
-    -------
-    DataFrame
-        Columns ``parametrization``, ``axis`` ('width' or 'depth'), ``d_model``,
-        ``n_layer``, ``layer`` (:data:`COORD_LAYERS`), ``size``.
+    A sweep over learning rates (or batch sizes) at several budgets gives many runs per
+    budget; the ``lr`` and ``batch`` laws describe the best one, as DeepSeek LLM did.
+    ``fit("lr", best_runs(frame))`` fits lr_opt(C) = a·C^b.
 
     Raises
     ------
-    ConfigError
-        If a width is not divisible by ``n_head``.
-    """
-    base = (int(widths[0]), int(depths[0]))
-    shapes = [("width", int(w), base[1]) for w in widths] + [("depth", base[0], int(n)) for n in depths]
-    rows = []
-    for parametrization in parametrizations:
-        for axis, d_model, n_layer in shapes:
-            sizes = _coord_run(parametrization, d_model, n_layer, base, n_head=n_head, lr=lr,
-                               steps=steps, batch=batch, context=context, seed=seed)
-            rows += [{"parametrization": parametrization, "axis": axis, "d_model": d_model,
-                      "n_layer": n_layer, "layer": layer, "size": sizes[layer]}
-                     for layer in COORD_LAYERS]  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def coord_slopes(table: pd.DataFrame) -> pd.DataFrame:
-    """Growth of each layer's activation size per doubling of width (or depth): the slope
-    of log2(size) against log2(d_model) (or log2(n_layer)). About 0 is flat (muP's promise);
-    1 means the size doubles with the width.
-
-    Returns
-    -------
-    DataFrame
-        Columns ``parametrization``, ``axis``, ``layer``, ``slope``.
+    DataError
+        If ``flops`` or ``loss`` is missing or not numeric.
 
     Examples
     --------
-    >>> table = pd.DataFrame({"parametrization": "standard", "axis": "width",
-    ...                       "d_model": [32, 64, 128], "n_layer": 2, "layer": "logits",
-    ...                       "size": [1.0, 2.0, 4.0]})
-    >>> coord_slopes(table)["slope"].round(3).tolist()
-    [1.0]
+    >>> frame = pd.DataFrame({"flops": [1e18, 1e18, 1e19, 1e19], "lr": [1e-3, 3e-3, 1e-3, 3e-3],
+    ...                       "loss": [3.0, 2.9, 2.5, 2.6]})
+    >>> best_runs(frame)["lr"].tolist()
+    [0.003, 0.001]
     """
-    rows = []
-    for (parametrization, axis, layer), group in table.groupby(
-        ["parametrization", "axis", "layer"], sort=False
-    ):
-        along = group["d_model" if axis == "width" else "n_layer"].to_numpy(dtype=float)
-        slope = np.polyfit(np.log2(along), np.log2(group["size"].to_numpy(dtype=float)), 1)[0]
-        rows.append({"parametrization": parametrization, "axis": axis, "layer": layer,
-                     "slope": float(slope)})
-    return pd.DataFrame(rows)
+    require_columns(frame, [flops, "loss"], source)
+    table = coerce_numeric(frame, [flops, "loss"], source)
+    table = table[np.isfinite(table["loss"]) & (table[flops] > 0)]
+    bins = np.round(np.log10(table[flops].to_numpy(dtype=float)) / bin_decades)
+    best = table.groupby(bins, sort=True)["loss"].idxmin()
+    return table.loc[best.to_numpy()].reset_index(drop=True)
+
+
+def hyperparameters(
+    flops: float, lr: Mapping[str, float] | None = None, batch: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Learning rate and batch size (tokens) for budget ``flops`` from power laws a·C^b.
+
+    Defaults are DeepSeek LLM's published laws (their units: C in FLOPs, batch in tokens);
+    pass ``params_`` of fitted ``lr``/``batch`` laws to use your own.
+
+    Examples
+    --------
+    >>> hp = hyperparameters(1e20)
+    >>> round(hp["lr"], 5), f"{hp['batch_tokens']:.3g}"
+    (0.00099, '1.02e+06')
+    """
+    lr = lr or get_law("lr").reference
+    batch = batch or get_law("batch").reference
+    return {
+        "lr": float(lr["a"] * flops ** lr["b"]),
+        "batch_tokens": float(batch["a"] * flops ** batch["b"]),
+    }

@@ -1,0 +1,209 @@
+"""The sweep file's schema: what a sweep file (``sweeps/*.yaml``) says.
+
+A sweep expands into RunSpecs (:func:`scaling.sweeps.planning.expand`); these classes only
+describe and validate the file. Loading one is :func:`scaling.sweeps.planning.load_sweep`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+
+from scaling.config.run import (
+    DataConfig,
+    EvalsConfig,
+    ModelConfig,
+    StrictModel,
+    TrainConfig,
+)
+
+__all__ = [
+    "Shape",
+    "LadderConfig",
+    "IsoflopConfig",
+    "TuneConfig",
+    "TargetConfig",
+    "ForecastConfig",
+    "SweepConfig",
+]
+
+
+class Shape(StrictModel):
+    """One model shape of a sweep; fields left out take the sweep's ``model``/``train`` values.
+
+    ``batch_tokens`` and ``lr`` belong to the shape because a recipe usually grows the batch
+    (and may shrink the learning rate) with model size.
+    """
+
+    n_layer: int | None = Field(None, ge=1)
+    d_model: int | None = Field(None, ge=1)
+    n_head: int | None = Field(None, ge=1)
+    batch_tokens: int | None = Field(None, ge=1, description="overrides train.batch_tokens")
+    lr: float | None = Field(None, gt=0, description="overrides train.lr")
+
+    def model_overrides(self) -> dict[str, int]:
+        """The model fields this shape sets."""
+        fields = ("n_layer", "d_model", "n_head")
+        return {key: getattr(self, key) for key in fields if getattr(self, key) is not None}
+
+    def train_overrides(self) -> dict[str, Any]:
+        """The train fields this shape sets."""
+        fields = ("batch_tokens", "lr")
+        return {key: getattr(self, key) for key in fields if getattr(self, key) is not None}
+
+
+class LadderConfig(StrictModel):
+    """Shapes x token budgets: multiples of each model's N (20 ~ Chinchilla) or fixed counts."""
+
+    shapes: list[Shape] = Field(min_length=1)
+    tokens_per_param: list[PositiveFloat] = Field(
+        default_factory=list, description="budgets as multiples of N (non-embedding params)"
+    )
+    tokens: list[PositiveInt] = Field(default_factory=list, description="explicit budgets in tokens")
+    seeds: list[NonNegativeInt] = Field(
+        default_factory=list,
+        description="train every ladder run once per seed (train.seed), to measure the noise",
+    )
+
+    @model_validator(mode="after")
+    def _check_budgets(self) -> LadderConfig:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds = {self.seeds} repeats a seed; list each seed once")
+        if not self.tokens_per_param and not self.tokens:
+            raise ValueError("no budget; set ladder.tokens_per_param (e.g. [20]) or ladder.tokens")
+        return self
+
+
+class IsoflopConfig(StrictModel):
+    """Compute budgets x shapes; each run's tokens = budget / exact FLOPs per token."""
+
+    budgets: list[PositiveFloat] = Field(min_length=1, description="compute budgets C in FLOPs")
+    shapes: list[Shape] = Field(min_length=1)
+    min_steps: int = Field(
+        10, ge=1, description="a budget giving a shape fewer optimizer steps is an error"
+    )
+
+
+class TuneConfig(StrictModel):
+    """An Optuna search of the learning rate (and optionally warmup, batch) for each shape."""
+
+    shapes: list[Shape] = Field(min_length=1)
+    trials: int = Field(8, ge=1, description="trials per shape")
+    tokens_per_param: float | None = Field(20.0, gt=0)
+    tokens: int | None = Field(None, gt=0, description="explicit budget; wins over tokens_per_param")
+    lr: tuple[float, float] = Field((1e-4, 1e-2), description="log-uniform search range")
+    warmup: tuple[float, float] | None = Field(None, description="uniform range, e.g. [0, 0.2]")
+    batch_tokens: list[int] | None = Field(None, description="choices, e.g. [4096, 8192]")
+    seed: int = Field(0, description="seed of the sampler")
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> TuneConfig:
+        low, high = self.lr
+        if not 0 < low < high:
+            raise ValueError(f"lr = [{low}, {high}] must satisfy 0 < low < high; e.g. [1e-4, 1e-2]")
+        if self.warmup is not None and not 0 <= self.warmup[0] < self.warmup[1] < 1:
+            raise ValueError(
+                f"warmup = {list(self.warmup)} must satisfy 0 <= low < high < 1; e.g. [0, 0.2]"
+            )
+        if self.batch_tokens is not None and (
+            not self.batch_tokens or min(self.batch_tokens) < 1
+        ):
+            raise ValueError("batch_tokens must list positive sizes, e.g. [4096, 8192]")
+        return self
+
+
+class TargetConfig(StrictModel):
+    """The large run the proxies predict (role ``target``), trained with the same recipe."""
+
+    shape: Shape
+    tokens_per_param: float | None = Field(20.0, gt=0)
+    tokens: int | None = Field(None, gt=0, description="explicit budget; wins over tokens_per_param")
+
+
+class ForecastConfig(StrictModel):
+    """How ``scaling demo`` forecasts the sweep's target from its proxies."""
+
+    law: Literal["gpt4", "power"] = Field(
+        "gpt4",
+        description="gpt4: L = a·C^b + c; power: L = a·C^b, which needs no floor from the "
+                    "proxies but undershoots the further it extrapolates",
+    )
+    fit_range: Literal["auto", "all"] = Field(
+        "auto", description="auto: leave out the smallest proxies when the proxies' own backtest "
+                            "predicts the largest better without them",
+    )
+
+
+class SweepConfig(StrictModel):
+    """A whole sweep file: names, shared recipe, and the families of runs to launch.
+
+    ``quick`` holds overrides (same layout as the file) merged in by
+    ``scaling.sweeps.queue.load_sweep(path, quick=True)``: a toy version of the sweep for tests.
+    """
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="= MLflow experiment")
+    description: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evals: EvalsConfig = Field(default_factory=EvalsConfig)
+    ladder: LadderConfig | None = None
+    isoflop: IsoflopConfig | None = None
+    tune: TuneConfig | None = None
+    target: TargetConfig | None = None
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig)
+    quick: dict[str, Any] | None = Field(None, description="toy overrides for tests and demos")
+    _source: str = PrivateAttr("<sweep>")  # the file it came from, for error messages
+
+    @property
+    def source(self) -> str:
+        """The file this sweep was read from (``<sweep>`` when built in code)."""
+        return self._source
+
+    @property
+    def config_hash(self) -> str:
+        """A 16-hex-digit hash of the validated sweep (its ``quick`` and ``forecast`` sections
+        aside, which change no run): every run of the sweep is tagged with it, so a report can
+        say which sweep file produced it."""
+        text = json.dumps(self.model_dump(mode="json", exclude={"quick", "forecast"}), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def with_source(self, source: str | Path) -> SweepConfig:
+        """This config, remembering the file it came from (errors name it)."""
+        self._source = str(source)
+        return self
+
+    @model_validator(mode="after")
+    def _check_sweep(self) -> SweepConfig:
+        if not any((self.ladder, self.isoflop, self.tune, self.target)):
+            raise ValueError("the sweep runs nothing; add a ladder, isoflop, tune or target section")
+        sections = {
+            "ladder": self.ladder.shapes if self.ladder else [],
+            "isoflop": self.isoflop.shapes if self.isoflop else [],
+            "tune": self.tune.shapes if self.tune else [],
+            "target": [self.target.shape] if self.target else [],
+        }
+        base = self.model.model_dump()
+        for section, shapes in sections.items():
+            for index, shape in enumerate(shapes):
+                merged = {**base, **shape.model_overrides()}
+                where = f"{section}.shape" if section == "target" else f"{section}.shapes.{index}"
+                try:
+                    ModelConfig.model_validate(merged)
+                except ValidationError as error:
+                    message = error.errors(include_url=False)[0]["msg"]
+                    message = message.removeprefix("Value error, ")
+                    raise ValueError(f"{where}: {message}") from None
+        return self

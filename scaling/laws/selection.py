@@ -1,0 +1,192 @@
+"""Which runs of a run table enter a fit: the proxies, the target, and what is left out and why.
+
+Every fit of the toolkit (``fit``, ``report``, ``compare``, ``capability``, the demo) chooses
+its runs here, with :func:`split_runs`: finished proxy runs with usable values of the law's
+columns, the target run apart, and optionally the smallest proxies left out when the proxies'
+own backtest says the law fits better without them (``fit_range="auto"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from scaling.errors import ConfigError, DataError
+
+__all__ = ["RunSplit", "run_label", "split_runs"]
+
+
+# Runs logged by the toolkit itself (reports) are not training runs.
+_NOT_TRAINING_ROLES = {"report", "sweep"}
+
+
+@dataclass(frozen=True)
+class RunSplit:
+    """The run table split into what is fitted, what is predicted and what is left out.
+
+    Attributes
+    ----------
+    proxies : DataFrame
+        Finished proxy runs with usable values: the law is fitted on these.
+    target : Series or None
+        The large run's row, when the table has one.
+    excluded : DataFrame
+        Columns ``run``, ``status`` and ``reason``: every run left out, and why.
+    """
+
+    proxies: pd.DataFrame
+    target: pd.Series | None
+    excluded: pd.DataFrame
+
+
+def run_label(row: Mapping[str, Any]) -> str:
+    for key in ("name", "run_key", "run_id"):
+        value = row.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return "?"
+
+
+def split_runs(
+    runs: pd.DataFrame,
+    *,
+    x: str = "flops",
+    y: str = "loss",
+    target: str | None = None,
+    fit_range: str = "all",
+    law: str = "gpt4",
+) -> RunSplit:
+    """Split a run table into the proxies to fit, the target and the runs left out.
+
+    A run is left out when it did not finish (its ``failure`` reason is given when the table
+    has one), has no value of ``x`` or ``y``, or has a non-positive one (a power law cannot
+    use it). The target is the run ``target`` (by ``run_id`` or ``run_key``) or, when None,
+    the one run whose ``role`` is ``target``.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        The run table.
+    x, y : str
+        Columns the law reads.
+    target : str, optional
+        Run id (or run key) of the large run.
+    fit_range : {"all", "auto"}
+        ``"auto"`` also leaves out the smallest proxies when a backtest on the proxies alone
+        predicts the largest one better without them (:func:`scaling.laws.backtesting.select_fit_range`
+        with ``law``); ``"all"`` fits every usable proxy.
+    law : str
+        The law whose fit range is chosen (``fit_range="auto"`` only).
+
+    Returns
+    -------
+    RunSplit
+
+    Raises
+    ------
+    DataError
+        If ``target`` is not in the table, or the table marks several runs as targets.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> runs = pd.DataFrame({"run_id": ["a", "b", "c"],
+    ...                      "status": ["FINISHED", "FAILED", "FINISHED"],
+    ...                      "flops": [1e15, 2e15, 4e15], "loss": [3.0, None, 2.8]})
+    >>> split = split_runs(runs)
+    >>> list(split.proxies["run_id"]), split.excluded["reason"].tolist()
+    (['a', 'c'], ['status FAILED'])
+    """
+    runs = runs.reset_index(drop=True)
+    role = runs["role"].astype(str) if "role" in runs.columns else pd.Series("proxy", runs.index)
+    is_target = pd.Series(False, index=runs.index)
+    if target is not None:
+        for key in ("run_id", "run_key"):
+            if key in runs.columns:
+                is_target |= runs[key].astype(str) == target
+        if not is_target.any():
+            raise DataError(
+                f"run table has no run {target!r}; pass a run_id (or run_key) from the table"
+            )
+    else:
+        is_target = role == "target"
+        if is_target.sum() > 1:
+            raise DataError(
+                f"run table marks {int(is_target.sum())} runs as role 'target'; "
+                "pick one with --target RUN_ID"
+            )
+    target_row = runs[is_target].iloc[0] if is_target.any() else None
+
+    reasons: list[str | None] = []
+    for _, row in runs.iterrows():
+        status = str(row.get("status", "FINISHED"))
+        failure = row.get("failure")
+        if row.name in runs.index[is_target]:
+            reasons.append(None)
+        elif role[row.name] in _NOT_TRAINING_ROLES:
+            reasons.append(None)
+        elif status != "FINISHED":
+            has_failure = isinstance(failure, str) and failure
+            reasons.append(f"{status.lower()}: {failure}" if has_failure else f"status {status}")
+        elif role[row.name] != "proxy":
+            reasons.append(f"role {role[row.name]!r} (only proxies are fitted)")
+        else:
+            reasons.append(_unusable(row, x, y))
+    reason = pd.Series(reasons, index=runs.index, dtype=object)
+    used = reason.isna() & ~is_target & ~role.isin(_NOT_TRAINING_ROLES)
+    left_out = reason.notna()
+    excluded = pd.DataFrame(
+        {
+            "run": [run_label(row) for _, row in runs[left_out].iterrows()],
+            "status": runs.loc[left_out, "status"].astype(str).tolist()
+            if "status" in runs.columns
+            else ["FINISHED"] * int(left_out.sum()),
+            "reason": reason[left_out].tolist(),
+        }
+    )
+    proxies = runs[used].reset_index(drop=True)
+    if fit_range == "auto":
+        proxies, excluded = _fit_range(proxies, excluded, law=law, x=x, y=y)
+    elif fit_range != "all":
+        raise ConfigError(f"fit_range = {fit_range!r}: use 'all' or 'auto'")
+    return RunSplit(proxies, target_row, excluded)
+
+
+def _fit_range(
+    proxies: pd.DataFrame, excluded: pd.DataFrame, *, law: str, x: str, y: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Leave out the smallest proxies when the proxies' own backtest says the law fits better
+    without them; they join ``excluded`` with the reason and the backtest errors."""
+    from scaling.laws.backtesting import select_fit_range
+
+    chosen = select_fit_range(law, proxies, x=x, y=y)
+    if chosen.dropped == 0:
+        return proxies, excluded
+    order = proxies.sort_values(x)
+    dropped, kept = order.iloc[: chosen.dropped], order.iloc[chosen.dropped :]
+    errors = ", ".join(f"{e * 100:+.1f}%" for e in chosen.errors)
+    reason = (
+        f"below the fit range: leaving out the {chosen.dropped} smallest proxies predicted the "
+        f"largest best (held-out error with 0, 1, 2... left out: {errors})"
+    )
+    more = pd.DataFrame(
+        {
+            "run": [run_label(row) for _, row in dropped.iterrows()],
+            "status": ["FINISHED"] * len(dropped),
+            "reason": [reason] * len(dropped),
+        }
+    )
+    return kept.reset_index(drop=True), pd.concat([excluded, more], ignore_index=True)
+
+
+def _unusable(row: Mapping[str, Any], x: str, y: str) -> str | None:
+    for column in (x, y):
+        value = pd.to_numeric(pd.Series([row.get(column)]), errors="coerce").iloc[0]
+        if pd.isna(value):
+            return f"no {column}"
+        if value <= 0:
+            return f"{column} = {value:g} is not positive"
+    return None

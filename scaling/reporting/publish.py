@@ -1,0 +1,89 @@
+"""Publish a report: build it from an experiment or a CSV, write it, log it to the experiment.
+
+:func:`make_report` is what ``scaling report`` and the demo call; the report model is built by
+:mod:`scaling.reporting.report` and written by :mod:`scaling.reporting.render`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+
+from scaling.errors import ConfigError
+from scaling.reporting.render import write_report
+from scaling.reporting.report import (
+    build_report,
+    inputs_from_csv,
+    inputs_from_experiment,
+)
+from scaling.sweeps.tracking import log_report
+
+__all__ = ["make_report"]
+
+
+def make_report(
+    *,
+    experiment: str | None = None,
+    csv: str | os.PathLike[str] | None = None,
+    target: str | None = None,
+    target_flops: float | None = None,
+    law: str = "gpt4",
+    directory: str | os.PathLike[str] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    tracking_uri: str | None = None,
+    date: _dt.date | str | None = None,
+    fit_range: str = "all",
+) -> Path:
+    """Build and write a report from an MLflow experiment or a CSV; log it to the experiment.
+
+    Parameters
+    ----------
+    experiment : str, optional
+        Sweep (MLflow experiment) to read; the report is then also logged to it as a run
+        with role ``report``.
+    csv : str or path, optional
+        Run table as a CSV file (exactly one of ``experiment`` and ``csv``).
+    target, target_flops, law, n_bootstrap, seed, date, fit_range
+        As for :func:`build_report`.
+    directory : str or path, optional
+        Where to write; ``reports/NAME/`` by default.
+    tracking_uri : str, optional
+        MLflow tracking URI (needed with ``experiment``).
+
+    Returns
+    -------
+    Path
+        The report directory.
+
+    Raises
+    ------
+    ConfigError
+        If neither or both of ``experiment`` and ``csv`` are given.
+
+    Examples
+    --------
+    >>> make_report(csv="runs.csv", target_flops=1e21)  # doctest: +SKIP
+    PosixPath('reports/runs')
+    """
+    if (experiment is None) == (csv is None):
+        raise ConfigError("give exactly one of --experiment NAME and --csv FILE")
+    if experiment is not None:
+        if tracking_uri is None:
+            raise ConfigError("--experiment needs a tracking URI; pass --tracking-uri")
+        inputs = inputs_from_experiment(experiment, tracking_uri=tracking_uri)
+    else:
+        inputs = inputs_from_csv(csv)
+    report = build_report(
+        inputs, law=law, target=target, target_flops=target_flops, n_bootstrap=n_bootstrap,
+        seed=seed, date=date, fit_range=fit_range,
+    )
+    if directory is None:
+        directory = Path("reports") / inputs.name
+    path = write_report(report, directory)
+    if experiment is not None:
+        log_report(
+            experiment, path, tracking_uri=tracking_uri, tags={"scaling.law": report.law.name}
+        )
+    return path
