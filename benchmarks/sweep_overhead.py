@@ -42,7 +42,7 @@ def main() -> None:
 
     from scaling.config.sweep import SweepConfig
     from scaling.sweeps import tracking
-    from scaling.sweeps.queue import run_sweep
+    from scaling.sweeps.workers import run_sweep
 
     model = {"n_layer": 2, "d_model": 48, "n_head": 4, "context": 64}
     train = {"batch_tokens": 1024, "lr": 3e-3, "checkpoint_every": 100, "device": "cpu"}

@@ -18,6 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import ConfigError
+from scaling.formatting import format_band, format_flops, format_interval
+from scaling.laws.capability import TaskForecast, forecast_tasks
+from scaling.laws.fitting import fit
+from scaling.laws.forms import get_law
+from scaling.laws.selection import split_runs
+from scaling.reporting.comparison import Comparison, compare, compare_forecasts
+from scaling.reporting.publish import make_report
+from scaling.sweeps import tracking
+from scaling.sweeps.planning import load_sweep, plan
+from scaling.sweeps.workers import run_sweep
 
 __all__ = ["DemoResult", "default_sweep_path", "run_demo"]
 
@@ -96,8 +106,6 @@ def _headline_task(forecasts: list[Any]) -> Any:
 
 
 def _forecast_line(forecast: Any) -> str:
-    from scaling.formatting import format_band
-
     return (
         f"{forecast.task} accuracy {format_band(forecast.predicted, forecast.lo, forecast.hi)} "
         f"({forecast.interval:.0%} interval; {forecast.method} on {forecast.n_proxies} proxies)"
@@ -106,8 +114,6 @@ def _forecast_line(forecast: Any) -> str:
 
 def _target_x(config: Any, x: str) -> float:
     """The target's position on the law's axis, from the sweep plan (no training needed)."""
-    from scaling.sweeps.planning import plan
-
     columns = {"flops_exact": "C_exact", "flops": "C", "params": "N", "tokens": "D"}
     if x not in columns:
         raise ConfigError(
@@ -175,24 +181,13 @@ def run_demo(
     ConfigError, DataError, TrackingError, StorageError, FitError
         From the stages, before anything is trained where the problem is in the inputs.
     """
-    from scaling.formatting import format_band, format_flops, format_interval
-    from scaling.laws.capability import forecast_tasks
-    from scaling.laws.fitting import fit
-    from scaling.laws.forms import get_law
-    from scaling.laws.selection import split_runs
-    from scaling.reporting.comparison import compare, compare_forecasts
-    from scaling.reporting.publish import make_report
-    from scaling.sweeps import tracking
-    from scaling.sweeps.planning import load_sweep
-    from scaling.sweeps.queue import run_sweep
-
     started = time.perf_counter()
     timings: dict[str, float] = {}
     path = Path(sweep) if sweep is not None else default_sweep_path()
     config = load_sweep(path, quick=quick)
     law = law or config.forecast.law
     fit_range = fit_range or config.forecast.fit_range
-    fitted_law = get_law(law)
+    get_law(law)  # an unknown law fails here, before anything trains
     target_x = _target_x(config, x)
     directory = Path(report_dir) if report_dir is not None else Path("reports") / config.name
 
@@ -207,42 +202,17 @@ def run_demo(
         say(f"   {proxies_run['failed']} proxy run(s) failed; they are left out of the fit")
 
     stage = time.perf_counter()
-    trained = tracking.runs_frame(config.name, tracking_uri=tracking_uri, role="proxy")
-    split = split_runs(trained, x=x, y=fitted_law.y, fit_range=fit_range, law=law)
-    proxies = split.proxies
-    result = fit(fitted_law, proxies, x=x, n_bootstrap=n_bootstrap, seed=0)
-    # The band for one new run, as the comparison uses: the law's uncertainty and the scatter.
-    point, (lo, hi) = result.predict(target_x, interval=interval, band="run")
-    predicted, lo, hi = float(point[0]), float(lo[0]), float(hi[0])
-    forecast = {
-        "sweep": config.name,
-        "law": law,
-        "x": x,
-        "target_x": target_x,
-        "predicted": predicted,
-        "interval": [lo, hi],
-        "coverage": interval,
-        "n_proxies": int(len(proxies)),
-        "n_trained": int(len(trained)),
-        "left_out": split.excluded.to_dict(orient="records"),
-        "extrapolation": target_x / float(proxies[x].max()),
-        "fit": result.summary(),
-        "made_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    forecast_path = directory.parent / f"{config.name}-forecast.json"
-    capabilities, skipped = forecast_tasks(
-        trained, target_x, x=x, interval=interval, n_bootstrap=n_bootstrap, seed=0
-    )
-    forecast["capabilities"] = [f.summary() for f in capabilities]
-    forecast["capabilities_skipped"] = skipped
-    forecast_path.write_text(json.dumps(forecast, indent=2, default=float) + "\n", encoding="utf-8")
+    forecast, proxies, capabilities = _forecast(
+        config, law=law, x=x, fit_range=fit_range, target_x=target_x, interval=interval,
+        n_bootstrap=n_bootstrap, tracking_uri=tracking_uri, directory=directory,
+    )  # fmt: skip
     timings["fit_s"] = time.perf_counter() - stage
     say(
-        f"2/4 forecast before training the target: {law} on {len(proxies)} of {len(trained)} "
-        f"proxies -> loss "
-        f"{format_interval(predicted, lo, hi)} ({interval:.0%} interval) at {x} = "
-        f"{format_flops(target_x)}, {forecast['extrapolation']:.0f}x the largest proxy"
+        f"2/4 forecast before training the target: {law} on {forecast['n_proxies']} of "
+        f"{forecast['n_trained']} proxies -> loss "
+        f"{format_interval(forecast['predicted'], *forecast['interval'])} ({interval:.0%} "
+        f"interval) at {x} = {format_flops(target_x)}, {forecast['extrapolation']:.0f}x the "
+        "largest proxy"
     )
     headline_task = _headline_task(capabilities)
     if headline_task is not None:
@@ -257,20 +227,10 @@ def run_demo(
     timings["target_s"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    targets = tracking.runs_frame(config.name, tracking_uri=tracking_uri, role="target")
-    if targets.empty:
-        raise ConfigError(
-            f"sweep {config.name}: the target run did not finish; see `scaling sweep status {path}`"
-        )
-    target_row = targets.iloc[0]
-    curve = tracking.learning_curve(target_row["run_id"], tracking_uri=tracking_uri)
-    comparison = compare(
-        proxies, target_row, law=law, x=x, curve=curve, interval=interval,
-        n_bootstrap=n_bootstrap, seed=0,
+    target_row, comparison = _compare(
+        config, path, proxies, capabilities, law=law, x=x, interval=interval,
+        n_bootstrap=n_bootstrap, tracking_uri=tracking_uri,
     )  # fmt: skip
-    comparison = replace(
-        comparison, metrics=comparison.metrics + tuple(compare_forecasts(capabilities, target_row))
-    )
     for row in comparison.metrics[1:]:
         if headline_task is not None and row.metric == headline_task.column:
             say(f"    capability check: {row.metric} predicted "
@@ -287,3 +247,63 @@ def run_demo(
     timings["report_s"] = time.perf_counter() - stage
     wall = time.perf_counter() - started
     return DemoResult(forecast, comparison, Path(report_path), wall, timings)
+
+
+def _forecast(
+    config: Any, *, law: str, x: str, fit_range: str, target_x: float, interval: float,
+    n_bootstrap: int, tracking_uri: str, directory: Path,
+) -> tuple[dict[str, Any], Any, list[TaskForecast]]:  # fmt: skip
+    """Fit the law on the trained proxies and write the forecast of record (loss and
+    capabilities) beside the report directory, before the target trains."""
+    fitted_law = get_law(law)
+    trained = tracking.runs_frame(config.name, tracking_uri=tracking_uri, role="proxy")
+    split = split_runs(trained, x=x, y=fitted_law.y, fit_range=fit_range, law=law)
+    proxies = split.proxies
+    result = fit(fitted_law, proxies, x=x, n_bootstrap=n_bootstrap, seed=0)
+    # The band for one new run, as the comparison uses: the law's uncertainty and the scatter.
+    point, (lo, hi) = result.predict(target_x, interval=interval, band="run")
+    forecast = {
+        "sweep": config.name,
+        "law": law,
+        "x": x,
+        "target_x": target_x,
+        "predicted": float(point[0]),
+        "interval": [float(lo[0]), float(hi[0])],
+        "coverage": interval,
+        "n_proxies": int(len(proxies)),
+        "n_trained": int(len(trained)),
+        "left_out": split.excluded.to_dict(orient="records"),
+        "extrapolation": target_x / float(proxies[x].max()),
+        "fit": result.summary(),
+        "made_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    capabilities, skipped = forecast_tasks(
+        trained, target_x, x=x, interval=interval, n_bootstrap=n_bootstrap, seed=0
+    )
+    forecast["capabilities"] = [f.summary() for f in capabilities]
+    forecast["capabilities_skipped"] = skipped
+    forecast_path = directory.parent / f"{config.name}-forecast.json"
+    forecast_path.write_text(json.dumps(forecast, indent=2, default=float) + "\n", encoding="utf-8")
+    return forecast, proxies, capabilities
+
+
+def _compare(
+    config: Any, path: Path, proxies: Any, capabilities: list[TaskForecast], *, law: str, x: str,
+    interval: float, n_bootstrap: int, tracking_uri: str,
+) -> tuple[Any, Comparison]:  # fmt: skip
+    """The trained target beside the proxies' forecast: loss, curve crossing, capabilities."""
+    targets = tracking.runs_frame(config.name, tracking_uri=tracking_uri, role="target")
+    if targets.empty:
+        raise ConfigError(
+            f"sweep {config.name}: the target run did not finish; see `scaling sweep status {path}`"
+        )
+    target_row = targets.iloc[0]
+    curve = tracking.learning_curve(target_row["run_id"], tracking_uri=tracking_uri)
+    comparison = compare(
+        proxies, target_row, law=law, x=x, curve=curve, interval=interval,
+        n_bootstrap=n_bootstrap, seed=0,
+    )  # fmt: skip
+    capability_rows = tuple(compare_forecasts(capabilities, target_row))
+    return target_row, replace(comparison, metrics=comparison.metrics + capability_rows)
+

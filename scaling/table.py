@@ -1,6 +1,6 @@
 """The run table: the one contract between what was trained and what is fitted.
 
-One row per run, snake_case columns (DESIGN.md). It comes from MLflow
+One row per run, snake_case columns (docs/architecture.md, "The run table"). It comes from MLflow
 (:func:`scaling.sweeps.tracking.runs_frame`) or from a CSV of anyone's runs (:func:`load_csv`).
 This module checks columns and coerces values to numbers; it fits nothing.
 """
@@ -21,9 +21,10 @@ __all__ = [
     "load_csv",
     "require_columns",
     "coerce_numeric",
+    "finished",
 ]
 
-#: Every column DESIGN.md names, in its order; extra metrics come as further columns.
+#: Every column of the run-table contract (docs/architecture.md), in its order; extra metrics come as further columns.
 RUN_TABLE_COLUMNS: tuple[str, ...] = (
     "run_id",
     "run_key",
@@ -150,3 +151,18 @@ def load_csv(path: str | Path) -> pd.DataFrame:
     return coerce_numeric(frame, numeric, str(path))
 
 
+
+
+def finished(frame: pd.DataFrame) -> pd.Series:
+    """Which rows are finished runs: ``status`` FINISHED, or no status at all.
+
+    The one filter every fit, forecast and report uses. A missing ``status`` column, or a
+    blank cell in it, counts as finished: a CSV of anyone's runs lists runs that ended.
+
+    >>> finished(pd.DataFrame({"status": ["FINISHED", "FAILED", None]})).tolist()
+    [True, False, True]
+    """
+    if "status" not in frame.columns:
+        return pd.Series(True, index=frame.index)
+    status = frame["status"]
+    return status.isna() | (status.astype(str) == "FINISHED")

@@ -31,16 +31,18 @@ ALLOWED = {
     "evals": {"base", "config", "evals"},
     "training": {"base", "config", "evals", "training"},
     "laws": {"base", "laws"},
+    "datasets": {"base", "datasets"},
     "sweeps": {"base", "config", "evals", "training", "sweeps"},
     "reporting": {"base", "config", "laws", "sweeps", "reporting"},
-    "demo": {"base", "config", "evals", "training", "laws", "sweeps", "reporting", "demo"},
-    "cli": {"base", "config", "evals", "training", "laws", "sweeps", "reporting", "demo", "cli"},
+    "demo": {"base", "config", "evals", "training", "laws", "datasets", "sweeps", "reporting", "demo"},
+    "cli": {"base", "config", "evals", "training", "laws", "datasets", "sweeps", "reporting", "demo",
+            "cli"},
 }
 # Heavy libraries, and the modules (dotted, below scaling.) or layers that may import them.
 HEAVY = {
     "torch": {"evals.scoring", "training", "cli"},
     "mlflow": {"sweeps.tracking"},
-    "optuna": {"sweeps.queue"},
+    "optuna": {"sweeps.queue", "sweeps.workers"},
     "matplotlib": {"reporting.figures"},
 }
 

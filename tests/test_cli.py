@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scaling.cli.main import REFERENCE_END, REFERENCE_START, cli_reference, main
+from scaling.cli import main
+from scaling.cli.reference import REFERENCE_END, REFERENCE_START, cli_reference
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import synthetic_curve, synthetic_runs
 
-from scaling.cli.main import main
+from scaling.cli import main
 from scaling.config.run import RunSpec
 
 pytestmark = pytest.mark.slow

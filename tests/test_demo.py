@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO, ladder_proxy_count
 
-from scaling.cli.main import main
+from scaling.cli import main
 
 pytestmark = pytest.mark.slow
 

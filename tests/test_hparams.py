@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling.cli.main import main
+from scaling.cli import main
 from scaling.errors import FitError
 from scaling.laws.fitting import fit
 from scaling.laws.hparams import (

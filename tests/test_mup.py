@@ -136,7 +136,7 @@ def test_gpt_config_checks_the_base_shape_too():
 def test_check_coords_command_prints_the_slopes_and_writes_the_figure(capsys):
     from pathlib import Path
 
-    from scaling.cli.main import main
+    from scaling.cli import main
 
     args = ["check-coords", "--widths", "16,32,64", "--depths", "1,2", "--steps", "3", "--plot", "c.png"]
     assert main(args + ["--output", "json"]) == 0

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from helpers import besiroglu_points
 
-from scaling.cli.main import main
+from scaling.cli import main
 from scaling.errors import FitError
 from scaling.laws.allocation import approach1, approach2, approach3, compute_optimal
 from scaling.laws.fitting import FitResult, fit

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from helpers import synthetic_curves, synthetic_runs, true_loss
 
-from scaling.cli.main import main
+from scaling.cli import main
 from scaling.errors import ConfigError, DataError
 from scaling.reporting import render as render_module
 from scaling.reporting.publish import make_report

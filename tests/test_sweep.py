@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from helpers import ladder_proxy_count, write_sweep
 
-from scaling.cli.main import main
+from scaling.cli import main
 from scaling.config.run import ModelConfig
 from scaling.errors import ConfigError, StorageError, TrackingError
 from scaling.sweeps import tracking
 from scaling.sweeps.planning import expand, load_sweep, plan
-from scaling.sweeps.queue import run_sweep, status, worker
+from scaling.sweeps.workers import run_sweep, status, worker
 from scaling.training.model import GPTConfig, model_counts
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"

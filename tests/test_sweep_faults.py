@@ -19,7 +19,7 @@ from helpers import write_sweep
 
 from scaling.sweeps import tracking
 from scaling.sweeps.planning import expand, load_sweep
-from scaling.sweeps.queue import run_sweep, status, worker
+from scaling.sweeps.workers import run_sweep, status, worker
 
 
 def _one_finished_run_per_key(path: Path, **where) -> dict[str, dict]:
@@ -175,10 +175,10 @@ def test_sigterm_to_the_launcher_stops_its_workers_and_leaves_nothing_running():
 def test_a_trial_its_owner_completed_before_the_reaper_failed_it_still_counts():
     from optuna.trial import TrialState, create_trial
 
-    from scaling.sweeps.queue import _superseded
+    from scaling.sweeps.queue import superseded
 
     # The reaper marks 'requeued' first, then its tell(FAIL) is refused: the owner finished.
     completed = create_trial(state=TrialState.COMPLETE, value=2.5, user_attrs={"requeued": True})
     reaped = create_trial(state=TrialState.FAIL, user_attrs={"requeued": True})
     empty = create_trial(state=TrialState.FAIL, user_attrs={"empty": True})
-    assert [_superseded(t) for t in (completed, reaped, empty)] == [False, True, True]
+    assert [superseded(t) for t in (completed, reaped, empty)] == [False, True, True]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from scaling.cli.main import main
+from scaling.cli import main
 
 FLAGS = ["--set", "model.n_layer=1", "--set", "model.d_model=32", "--set", "model.n_head=2",
          "--set", "model.context=32", "--set", "data.source=synthetic",

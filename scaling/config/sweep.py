@@ -150,7 +150,7 @@ class SweepConfig(StrictModel):
     """A whole sweep file: names, shared recipe, and the families of runs to launch.
 
     ``quick`` holds overrides (same layout as the file) merged in by
-    ``scaling.sweeps.queue.load_sweep(path, quick=True)``: a toy version of the sweep for tests.
+    ``scaling.sweeps.planning.load_sweep(path, quick=True)``: a toy version of the sweep for tests.
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="= MLflow experiment")

@@ -27,7 +27,7 @@ import pandas as pd
 
 from scaling.errors import FitError
 from scaling.formatting import json_safe
-from scaling.laws.fitting import FitResult
+from scaling.laws.fitting import FitResult, fit
 from scaling.laws.forms import get_law
 from scaling.laws.intervals import quantile_interval
 from scaling.table import coerce_numeric, require_columns
@@ -36,6 +36,7 @@ __all__ = [
     "Allocation",
     "AllocationLaw",
     "compute_optimal",
+    "optional_chinchilla_fit",
     "approach1",
     "approach2",
     "approach3",
@@ -363,3 +364,14 @@ def approach2(
     )
 
 
+
+
+def optional_chinchilla_fit(
+    frame: pd.DataFrame, n_bootstrap: int = 1000, source: str = "run table"
+) -> FitResult | None:
+    """The Chinchilla fit behind the compute-optimal N and D, or None where the runs cannot
+    carry it (e.g. three tuned shapes for five parameters): a loss prediction then stands alone."""
+    try:
+        return fit("chinchilla", frame, n_bootstrap=n_bootstrap, source=source)
+    except FitError:
+        return None

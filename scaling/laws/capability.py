@@ -32,10 +32,12 @@ from scaling.errors import FitError
 __all__ = [
     "TaskForecast",
     "task_column",
+    "metric_column",
     "task_names",
     "floored_accuracy",
     "forecast_task",
     "forecast_tasks",
+    "forecast_tasks_for_fit",
 ]
 
 NLL_LAW = "gpt4"  # step 1, compute -> task NLL: the loss's own law, with its irreducible term
@@ -52,6 +54,19 @@ def task_column(task: str, metric: str) -> str:
     'task_copy_neg_log_pass_rate'
     """
     return f"task_{task}_{metric}"
+
+
+def metric_column(name: str | None) -> str | None:
+    """A metric as logged (``task/copy/accuracy``) to its run-table column (``task_copy_accuracy``).
+
+    Examples
+    --------
+    >>> metric_column("task/copy/neg_log_pass_rate")
+    'task_copy_neg_log_pass_rate'
+    >>> metric_column("loss"), metric_column(None)
+    ('loss', None)
+    """
+    return None if name is None else name.replace("/", "_")
 
 
 def task_names(frame: pd.DataFrame) -> list[str]:
@@ -128,14 +143,13 @@ class TaskForecast:
 
 def _usable(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Proxies (not the target) with finite values in ``columns``, accuracy floored."""
-    from scaling.table import coerce_numeric, require_columns
+    from scaling.table import coerce_numeric, finished, require_columns
 
     require_columns(frame, columns, "run table")
     table = coerce_numeric(frame, columns, "run table")
     if "role" in table.columns:
         table = table[table["role"].astype(str) != "target"]
-    if "status" in table.columns:
-        table = table[table["status"].isna() | (table["status"].astype(str) == "FINISHED")]
+    table = table[finished(table)]
     return table[np.isfinite(table[list(columns)].to_numpy(dtype=float)).all(axis=1)]
 
 
@@ -236,3 +250,18 @@ def forecast_tasks(
     return forecasts, skipped
 
 
+
+
+def forecast_tasks_for_fit(
+    frame: pd.DataFrame, result: Any, budget: float, *, interval: float = 0.9,
+    n_bootstrap: int = 1000,
+) -> list[TaskForecast]:  # fmt: skip
+    """Each task's forecasts at the budget of a loss prediction, on the loss law's compute axis.
+
+    ``result`` is the loss fit (:class:`scaling.laws.fitting.FitResult`): when it was fitted
+    against one compute column (``flops`` or ``flops_exact``), the tasks are forecast against
+    that column too, otherwise against ``flops``. Tasks that cannot be fitted are left out
+    (see :func:`forecast_tasks`).
+    """
+    x = result.x_[0] if len(result.x_) == 1 and result.x_[0] in ("flops", "flops_exact") else "flops"
+    return forecast_tasks(frame, budget, x=x, interval=interval, n_bootstrap=n_bootstrap)[0]

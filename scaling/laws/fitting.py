@@ -21,17 +21,18 @@ import numpy as np
 import pandas as pd
 
 from scaling.errors import FitError, NotFittedError
+from scaling.formatting import format_interval
 from scaling.laws.forms import Law, get_law, vector_jacobian
 from scaling.laws.optimizer import minimize_batched
-from scaling.table import coerce_numeric, require_columns
+from scaling.table import coerce_numeric, finished, require_columns
 
 __all__ = [
     "FitResult",
     "fit",
-    "BacktestResult",
-    "backtest",
     "run_arrays",
     "huber_objective",
+    "parameter_rows",
+    "fit_report",
 ]
 
 # Optimiser settings. The screening pass uses scipy's L-BFGS-B defaults (gtol 1e-5,
@@ -97,8 +98,7 @@ def run_arrays(
     keep = pd.Series(True, index=frame.index)
     if "role" in frame.columns:
         keep &= frame["role"].astype(str) != "target"
-    if "status" in frame.columns:
-        keep &= frame["status"].isna() | (frame["status"].astype(str) == "FINISHED")
+    keep &= finished(frame)
     used = frame[keep]
     for column in columns:
         values = used[column].to_numpy(dtype=float)
@@ -584,3 +584,62 @@ def fit(
         law, x=x, y=y, n_bootstrap=n_bootstrap, seed=seed, delta=delta, interval=interval,
         screen=screen,
     ).fit(frame, source=source)
+
+
+# --- rendering a fit ---------------------------------------------------------------------------
+
+
+def parameter_rows(result: FitResult) -> list[dict[str, Any]]:
+    """One row per fitted parameter, in the law's order: what a table of the fit shows.
+
+    Each row holds ``name``; ``value``; ``lower`` and ``upper``, the bootstrap interval at
+    ``result.interval`` (NaN where the fit has no bootstrap); ``bound_lower`` and
+    ``bound_upper``, the parameter's bounds in natural space (None where unbounded);
+    ``at_bound``; and ``text``, the value with its interval as
+    :func:`scaling.formatting.format_interval` writes it.
+    """
+    rows = []
+    for name, p in result.summary()["params"].items():
+        lower = float("nan") if p["lower"] is None else p["lower"]
+        upper = float("nan") if p["upper"] is None else p["upper"]
+        rows.append({
+            "name": name, "value": p["value"], "lower": lower, "upper": upper,
+            "bound_lower": p["bound_lower"], "bound_upper": p["bound_upper"],
+            "at_bound": p["at_bound"], "text": format_interval(p["value"], lower, upper),
+        })  # fmt: skip
+    return rows
+
+
+def fit_report(result: FitResult) -> str:
+    """A fit as terminal text, as ``scaling fit`` prints it.
+
+    The law, its formula and columns; each parameter with its interval (``AT BOUND`` where
+    it sits at a bound); the runs, starts, bootstrap fits, RMS log residual and time; and
+    ``valid`` or ``INVALID:`` with the reasons.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> C = np.logspace(15, 19, 12)
+    >>> frame = pd.DataFrame({"flops_exact": C, "loss": 40.0 * C**-0.1 + 1.5})
+    >>> print(fit_report(fit("gpt4", frame, n_bootstrap=0)))  # doctest: +ELLIPSIS
+    gpt4: L(C) = a·C^b + c   (flops_exact -> loss)
+             a = 40 +nan/-nan  (95%)
+             b = -0.1 +nan/-nan  (95%)
+             c = 1.5 +nan/-nan  (95%)
+      12 runs, ... starts (... screened out), 0 bootstrap fits, rms log residual ..., ... s
+      valid
+    """
+    summary = result.summary()
+    lines = [f"{summary['law']}: {summary['formula']}   ({', '.join(summary['x'])} -> {summary['y']})"]
+    level = round(100 * summary["interval"])
+    for row in parameter_rows(result):
+        flag = "  AT BOUND" if row["at_bound"] else ""
+        lines.append(f"  {row['name']:>8} = {row['text']}  ({level}%){flag}")
+    lines.append(
+        f"  {summary['n_points']} runs, {summary['n_starts']} starts "
+        f"({summary['n_starts_screened']} screened out), {summary['n_bootstrap']} bootstrap fits, "
+        f"rms log residual {summary['rms_log_residual']:.2g}, {summary['fit_seconds']:.2f} s"
+    )
+    lines.append("  valid" if summary["is_valid"] else "  INVALID: " + "; ".join(summary["reasons"]))
+    return "\n".join(lines)

@@ -28,7 +28,7 @@ import pandas as pd
 from scaling.errors import FitError
 from scaling.laws.forms import get_law
 from scaling.laws.intervals import quantile_interval
-from scaling.table import coerce_numeric, require_columns
+from scaling.table import coerce_numeric, finished, require_columns
 
 __all__ = [
     "HYPERPARAMETER_LAWS",
@@ -59,9 +59,7 @@ def _trial_mask(frame: pd.DataFrame) -> np.ndarray:
     if "tune" not in frame.columns:
         return np.zeros(len(frame), dtype=bool)
     mask = (frame["tune"].notna() & (frame["tune"].astype(str) != "")).to_numpy(copy=True)
-    if "status" in frame.columns:
-        status = frame["status"]
-        mask &= (status.isna() | (status.astype(str) == "FINISHED")).to_numpy()
+    mask &= finished(frame).to_numpy()
     return mask
 
 

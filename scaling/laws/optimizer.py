@@ -122,120 +122,200 @@ def minimize_batched(
     """
     lower = np.asarray(lower, dtype=float)
     upper = np.asarray(upper, dtype=float)
-    x = np.clip(np.array(x0, dtype=float), lower, upper)
-    n_problems, n_params = x.shape
-    f, g = fun(x, np.arange(n_problems))
-    n_evaluations = 1
-
-    s_hist = np.zeros((n_problems, memory, n_params))
-    y_hist = np.zeros((n_problems, memory, n_params))
-    rho = np.zeros((n_problems, memory))  # 0 marks an empty slot; newest pair in slot 0
-    converged = np.zeros(n_problems, dtype=bool)
-    finished = ~np.isfinite(f)
-    n_iter = np.zeros(n_problems, dtype=int)
-
-    pg = _projected_gradient(x, g, lower, upper)
-    converged |= np.abs(pg).max(axis=1) <= gtol
-    finished |= converged
-
-    screened = np.zeros(n_problems, dtype=bool)
+    state = _start(fun, x0, lower, upper, memory, gtol)
     for iteration in range(max_iter):
-        rows = np.flatnonzero(~finished)
+        rows = np.flatnonzero(~state.finished)
         if rows.size == 0:
             break
         if iteration in screen_at and rows.size > min_keep:
-            n_keep = max(min_keep, int(np.ceil(keep_fraction * rows.size)))
-            order = np.argsort(f[rows], kind="stable")
-            dropped = rows[order[n_keep:]]
-            screened[dropped] = True
-            finished[dropped] = True
-            rows = np.sort(rows[order[:n_keep]])
-        xa, ga, fa = x[rows], g[rows], f[rows]
-        free = ~(((xa <= lower) & (ga > 0)) | ((xa >= upper) & (ga < 0)))
-        q = np.where(free, ga, 0.0)
-        s_a, y_a, rho_a = s_hist[rows], y_hist[rows], rho[rows]
-
-        # Two-loop recursion, every problem at once (empty slots have rho = 0: no effect).
-        alphas = np.zeros((rows.size, memory))
-        for j in range(memory):
-            alphas[:, j] = rho_a[:, j] * np.einsum("kp,kp->k", s_a[:, j], q)
-            q = q - alphas[:, j, None] * y_a[:, j]
-        yy = np.einsum("kp,kp->k", y_a[:, 0], y_a[:, 0])
-        has_pair = rho_a[:, 0] > 0
-        gamma = np.where(
-            has_pair,
-            1.0 / np.maximum(rho_a[:, 0] * yy, 1e-300),
-            1.0 / np.maximum(np.abs(q).max(axis=1), 1.0),
-        )
-        r = gamma[:, None] * q
-        for j in reversed(range(memory)):
-            beta = rho_a[:, j] * np.einsum("kp,kp->k", y_a[:, j], r)
-            r = r + s_a[:, j] * (alphas[:, j] - beta)[:, None]
-        direction = np.where(free, -r, 0.0)
-
-        # Not a descent direction (can happen after projection): restart from steepest descent.
-        slope = np.einsum("kp,kp->k", ga, direction)
-        bad = ~(slope < 0)
-        if bad.any():
-            direction[bad] = -np.where(free[bad], ga[bad], 0.0) / np.maximum(
-                np.abs(ga[bad]).max(axis=1, keepdims=True), 1.0
-            )
-            rho[rows[bad]] = 0.0
-
-        # Backtracking (Armijo) line search on the projected path, per problem.
-        step = np.ones(rows.size)
-        new_x = np.empty_like(xa)
-        new_f = np.full(rows.size, np.inf)
-        new_g = np.empty_like(ga)
-        searching = np.arange(rows.size)
-        for _ in range(max_backtracks):
-            trial = np.clip(xa[searching] + step[searching, None] * direction[searching], lower, upper)
-            f_trial, g_trial = fun(trial, rows[searching])
-            n_evaluations += 1
-            decrease = np.einsum("kp,kp->k", ga[searching], trial - xa[searching])
-            ok = np.isfinite(f_trial) & (f_trial <= fa[searching] + 1e-4 * decrease)
-            done = searching[ok]
-            new_x[done], new_f[done], new_g[done] = trial[ok], f_trial[ok], g_trial[ok]
-            searching = searching[~ok]
-            if searching.size == 0:
-                break
-            step[searching] *= 0.5
-        failed = np.zeros(rows.size, dtype=bool)
-        failed[searching] = True
-        # A problem whose line search fails has reached the precision the objective allows.
-        finished[rows[failed]] = True
-        converged[rows[failed]] = np.abs(
-            _projected_gradient(xa[failed], ga[failed], lower, upper)
-        ).max(axis=1) <= np.sqrt(gtol)
-
-        moved = ~failed
-        rows_m = rows[moved]
-        s_new = new_x[moved] - xa[moved]
-        y_new = new_g[moved] - ga[moved]
-        sy = np.einsum("kp,kp->k", s_new, y_new)
-        keep = sy > 1e-10 * np.einsum("kp,kp->k", y_new, y_new)
-        upd = rows_m[keep]
-        s_hist[upd] = np.concatenate([s_new[keep][:, None], s_hist[upd, :-1]], axis=1)
-        y_hist[upd] = np.concatenate([y_new[keep][:, None], y_hist[upd, :-1]], axis=1)
-        rho[upd] = np.concatenate([(1.0 / sy[keep])[:, None], rho[upd, :-1]], axis=1)
-
-        f_old = f[rows_m]
-        x[rows_m], f[rows_m], g[rows_m] = new_x[moved], new_f[moved], new_g[moved]
-        n_iter[rows_m] += 1
-        pg_m = _projected_gradient(x[rows_m], g[rows_m], lower, upper)
-        small_gradient = np.abs(pg_m).max(axis=1) <= gtol
-        small_change = (f_old - f[rows_m]) <= ftol * np.maximum.reduce(
-            [np.abs(f_old), np.abs(f[rows_m]), np.ones(rows_m.size)]
-        )
-        stop = small_gradient | small_change
-        converged[rows_m[stop]] = True
-        finished[rows_m[stop]] = True
-
+            rows = _screen(state, rows, keep_fraction, min_keep)
+        _iterate(state, fun, rows, lower, upper, gtol, ftol, max_backtracks)
     return BatchResult(
-        x=x,
-        fun=f,
-        converged=converged,
-        n_iter=n_iter,
-        n_evaluations=n_evaluations,
-        screened=screened,
+        x=state.x,
+        fun=state.f,
+        converged=state.converged,
+        n_iter=state.n_iter,
+        n_evaluations=state.n_evaluations,
+        screened=state.screened,
     )
+
+
+@dataclass
+class _State:
+    """Every problem's point, objective, gradient, L-BFGS memory and flags; updated in place."""
+
+    x: np.ndarray  # (S, P)
+    f: np.ndarray  # (S,)
+    g: np.ndarray  # (S, P)
+    s_hist: np.ndarray  # (S, memory, P)
+    y_hist: np.ndarray  # (S, memory, P)
+    rho: np.ndarray  # (S, memory): 0 marks an empty slot; newest pair in slot 0
+    converged: np.ndarray
+    finished: np.ndarray
+    n_iter: np.ndarray
+    screened: np.ndarray
+    n_evaluations: int
+
+
+def _start(fun: BatchedObjective, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+           memory: int, gtol: float) -> _State:
+    """The clipped starting points, evaluated, with empty memories; problems whose start is
+    not finite are finished, those already stationary are converged."""
+    x = np.clip(np.array(x0, dtype=float), lower, upper)
+    n_problems, n_params = x.shape
+    f, g = fun(x, np.arange(n_problems))
+    state = _State(
+        x=x,
+        f=f,
+        g=g,
+        s_hist=np.zeros((n_problems, memory, n_params)),
+        y_hist=np.zeros((n_problems, memory, n_params)),
+        rho=np.zeros((n_problems, memory)),
+        converged=np.zeros(n_problems, dtype=bool),
+        finished=~np.isfinite(f),
+        n_iter=np.zeros(n_problems, dtype=int),
+        screened=np.zeros(n_problems, dtype=bool),
+        n_evaluations=1,
+    )
+    pg = _projected_gradient(x, g, lower, upper)
+    state.converged |= np.abs(pg).max(axis=1) <= gtol
+    state.finished |= state.converged
+    return state
+
+
+def _screen(state: _State, rows: np.ndarray, keep_fraction: float, min_keep: int) -> np.ndarray:
+    """Successive halving: stop all but the best ``keep_fraction`` of the running ``rows``
+    (at least ``min_keep``), marking them screened; returns the rows that go on, sorted."""
+    n_keep = max(min_keep, int(np.ceil(keep_fraction * rows.size)))
+    order = np.argsort(state.f[rows], kind="stable")
+    dropped = rows[order[n_keep:]]
+    state.screened[dropped] = True
+    state.finished[dropped] = True
+    return np.sort(rows[order[:n_keep]])
+
+
+def _iterate(state: _State, fun: BatchedObjective, rows: np.ndarray, lower: np.ndarray,
+             upper: np.ndarray, gtol: float, ftol: float, max_backtracks: int) -> None:
+    """One projected L-BFGS iteration of the problems ``rows``: direction, line search,
+    memory update and convergence tests."""
+    xa, ga, fa = state.x[rows], state.g[rows], state.f[rows]
+    free = ~(((xa <= lower) & (ga > 0)) | ((xa >= upper) & (ga < 0)))
+    q = np.where(free, ga, 0.0)
+    direction = _two_loop_direction(q, free, state.s_hist[rows], state.y_hist[rows],
+                                    state.rho[rows])
+    _restart_non_descent(direction, ga, free, state.rho, rows)
+
+    new_x, new_f, new_g, failed, calls = _projected_line_search(
+        fun, xa, ga, fa, direction, rows, lower, upper, max_backtracks
+    )
+    state.n_evaluations += calls
+    # A problem whose line search fails has reached the precision the objective allows.
+    state.finished[rows[failed]] = True
+    state.converged[rows[failed]] = np.abs(
+        _projected_gradient(xa[failed], ga[failed], lower, upper)
+    ).max(axis=1) <= np.sqrt(gtol)
+
+    moved = ~failed
+    rows_m = rows[moved]
+    _update_memory(state, rows_m, new_x[moved] - xa[moved], new_g[moved] - ga[moved])
+
+    f_old = state.f[rows_m]
+    state.x[rows_m], state.f[rows_m], state.g[rows_m] = new_x[moved], new_f[moved], new_g[moved]
+    state.n_iter[rows_m] += 1
+    stop = _converged(state.x[rows_m], state.g[rows_m], f_old, state.f[rows_m], lower, upper,
+                      gtol, ftol)
+    state.converged[rows_m[stop]] = True
+    state.finished[rows_m[stop]] = True
+
+
+def _two_loop_direction(q: np.ndarray, free: np.ndarray, s_a: np.ndarray, y_a: np.ndarray,
+                        rho_a: np.ndarray) -> np.ndarray:
+    """L-BFGS two-loop recursion, every problem at once, on the free components ``q`` of the
+    gradient; returns the quasi-Newton direction with the bound variables held at 0."""
+    memory = rho_a.shape[1]
+    # Empty slots have rho = 0: no effect.
+    alphas = np.zeros((q.shape[0], memory))
+    for j in range(memory):
+        alphas[:, j] = rho_a[:, j] * np.einsum("kp,kp->k", s_a[:, j], q)
+        q = q - alphas[:, j, None] * y_a[:, j]
+    yy = np.einsum("kp,kp->k", y_a[:, 0], y_a[:, 0])
+    has_pair = rho_a[:, 0] > 0
+    gamma = np.where(
+        has_pair,
+        1.0 / np.maximum(rho_a[:, 0] * yy, 1e-300),
+        1.0 / np.maximum(np.abs(q).max(axis=1), 1.0),
+    )
+    r = gamma[:, None] * q
+    for j in reversed(range(memory)):
+        beta = rho_a[:, j] * np.einsum("kp,kp->k", y_a[:, j], r)
+        r = r + s_a[:, j] * (alphas[:, j] - beta)[:, None]
+    return np.where(free, -r, 0.0)
+
+
+def _restart_non_descent(direction: np.ndarray, ga: np.ndarray, free: np.ndarray,
+                         rho: np.ndarray, rows: np.ndarray) -> None:
+    """Where ``direction`` is not a descent direction (can happen after projection), restart
+    from scaled steepest descent and empty that problem's memory; both in place."""
+    slope = np.einsum("kp,kp->k", ga, direction)
+    bad = ~(slope < 0)
+    if bad.any():
+        direction[bad] = -np.where(free[bad], ga[bad], 0.0) / np.maximum(
+            np.abs(ga[bad]).max(axis=1, keepdims=True), 1.0
+        )
+        rho[rows[bad]] = 0.0
+
+
+def _projected_line_search(
+    fun: BatchedObjective, xa: np.ndarray, ga: np.ndarray, fa: np.ndarray,
+    direction: np.ndarray, rows: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+    max_backtracks: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Backtracking (Armijo) line search on the projected path, per problem, halving the
+    step of the problems not yet accepted. Returns (new x, new f, new g, failed, objective
+    calls); ``failed`` marks the problems without an accepted step."""
+    step = np.ones(rows.size)
+    new_x = np.empty_like(xa)
+    new_f = np.full(rows.size, np.inf)
+    new_g = np.empty_like(ga)
+    searching = np.arange(rows.size)
+    calls = 0
+    for _ in range(max_backtracks):
+        trial = np.clip(xa[searching] + step[searching, None] * direction[searching], lower, upper)
+        f_trial, g_trial = fun(trial, rows[searching])
+        calls += 1
+        decrease = np.einsum("kp,kp->k", ga[searching], trial - xa[searching])
+        ok = np.isfinite(f_trial) & (f_trial <= fa[searching] + 1e-4 * decrease)
+        done = searching[ok]
+        new_x[done], new_f[done], new_g[done] = trial[ok], f_trial[ok], g_trial[ok]
+        searching = searching[~ok]
+        if searching.size == 0:
+            break
+        step[searching] *= 0.5
+    failed = np.zeros(rows.size, dtype=bool)
+    failed[searching] = True
+    return new_x, new_f, new_g, failed, calls
+
+
+def _update_memory(state: _State, rows_m: np.ndarray, s_new: np.ndarray,
+                   y_new: np.ndarray) -> None:
+    """Push the correction pair (s, y) of each moved problem into slot 0 of its memory,
+    dropping the oldest; pairs with too little curvature (s·y) are skipped."""
+    sy = np.einsum("kp,kp->k", s_new, y_new)
+    keep = sy > 1e-10 * np.einsum("kp,kp->k", y_new, y_new)
+    upd = rows_m[keep]
+    s_hist, y_hist, rho = state.s_hist, state.y_hist, state.rho
+    s_hist[upd] = np.concatenate([s_new[keep][:, None], s_hist[upd, :-1]], axis=1)
+    y_hist[upd] = np.concatenate([y_new[keep][:, None], y_hist[upd, :-1]], axis=1)
+    rho[upd] = np.concatenate([(1.0 / sy[keep])[:, None], rho[upd, :-1]], axis=1)
+
+
+def _converged(x: np.ndarray, g: np.ndarray, f_old: np.ndarray, f_new: np.ndarray,
+               lower: np.ndarray, upper: np.ndarray, gtol: float, ftol: float) -> np.ndarray:
+    """scipy's L-BFGS-B tests after a step: projected gradient ``<= gtol`` or relative
+    reduction of the objective ``<= ftol``."""
+    pg = _projected_gradient(x, g, lower, upper)
+    small_gradient = np.abs(pg).max(axis=1) <= gtol
+    small_change = (f_old - f_new) <= ftol * np.maximum.reduce(
+        [np.abs(f_old), np.abs(f_new), np.ones(f_new.size)]
+    )
+    return small_gradient | small_change

@@ -15,8 +15,9 @@ from typing import Any
 import pandas as pd
 
 from scaling.errors import ConfigError, DataError
+from scaling.table import finished
 
-__all__ = ["RunSplit", "run_label", "split_runs"]
+__all__ = ["RunSplit", "run_label", "split_runs", "find_run"]
 
 
 # Runs logged by the toolkit itself (reports) are not training runs.
@@ -120,9 +121,10 @@ def split_runs(
             )
     target_row = runs[is_target].iloc[0] if is_target.any() else None
 
+    ended = finished(runs)
     reasons: list[str | None] = []
     for _, row in runs.iterrows():
-        status = str(row.get("status", "FINISHED"))
+        status = "FINISHED" if ended[row.name] else str(row.get("status"))
         failure = row.get("failure")
         if row.name in runs.index[is_target]:
             reasons.append(None)
@@ -190,3 +192,23 @@ def _unusable(row: Mapping[str, Any], x: str, y: str) -> str | None:
         if value <= 0:
             return f"{column} = {value:g} is not positive"
     return None
+
+
+def find_run(frame: pd.DataFrame, run_id: str) -> pd.Series:
+    """The row of run ``run_id`` in a run table (the first, should the id repeat).
+
+    Raises
+    ------
+    DataError
+        If the table has no such run (or no ``run_id`` column).
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"run_id": ["a1", "b2"], "loss": [3.2, 2.9]})
+    >>> float(find_run(frame, "b2")["loss"])
+    2.9
+    """
+    rows = frame[frame["run_id"].astype(str) == run_id] if "run_id" in frame.columns else frame.iloc[:0]
+    if rows.empty:
+        raise DataError(f"the run table has no run {run_id!r}; pass a run_id from it")
+    return rows.iloc[0]

@@ -34,6 +34,7 @@ __all__ = [
     "capability_columns",
     "compare_experiment",
     "compare_forecasts",
+    "read_run_table",
 ]
 
 
@@ -58,7 +59,7 @@ class Crossing:
     fraction: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MetricComparison:
     """Predicted against actual for one run-table column (the loss, or a capability metric).
 
@@ -399,8 +400,9 @@ def compare(
             crossing = first_crossing(curve, predicted)
         rows.append(
             MetricComparison(
-                metric, law_name, x_column, target_x, predicted, lo, hi, interval, actual,
-                crossing, has_curve,
+                metric=metric, law=law_name, x=x_column, target_x=target_x, predicted=predicted,
+                lo=lo, hi=hi, interval=interval, actual=actual, crossing=crossing,
+                has_curve=has_curve,
             )
         )
         fits[metric] = result
@@ -540,7 +542,36 @@ def compare_forecasts(forecasts: Sequence[Any], target_row: Mapping[str, Any]) -
         if actual <= 0:
             continue
         rows.append(MetricComparison(
-            forecast.column, forecast.method, forecast.x, forecast.target_x, forecast.predicted,
-            forecast.lo, forecast.hi, forecast.interval, actual,
+            metric=forecast.column, law=forecast.method, x=forecast.x, target_x=forecast.target_x,
+            predicted=forecast.predicted, lo=forecast.lo, hi=forecast.hi,
+            interval=forecast.interval, actual=actual,
         ))  # fmt: skip
     return rows
+
+
+def read_run_table(
+    csv: str | None, experiment: str | None, *, tracking_uri: str
+) -> tuple[pd.DataFrame, str]:
+    """The run table and a name for it (for messages), from a CSV file or an MLflow experiment.
+
+    Exactly one of ``csv`` and ``experiment`` is given; ``tracking_uri`` is read with
+    ``experiment`` only.
+
+    Raises
+    ------
+    ConfigError
+        If neither or both are given.
+    DataError, TrackingError
+        If the file is not a run table, or the experiment cannot be read.
+    """
+    from scaling.errors import ConfigError
+
+    if (csv is None) == (experiment is None):
+        raise ConfigError("give exactly one of --csv FILE or --experiment NAME")
+    if csv is not None:
+        from scaling.table import load_csv
+
+        return load_csv(csv), str(csv)
+    from scaling.sweeps.tracking import runs_frame
+
+    return runs_frame(experiment, tracking_uri=tracking_uri), f"experiment {experiment!r}"

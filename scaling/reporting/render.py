@@ -28,9 +28,9 @@ from scaling.formatting import (
     format_band,
     format_count,
     format_flops,
-    format_interval,
     is_finite,
 )
+from scaling.laws.fitting import parameter_rows
 from scaling.laws.selection import run_label
 from scaling.reporting.figures import FIGURES, draw_all
 
@@ -398,16 +398,15 @@ def write_report(report: Report, directory: str | os.PathLike[str]) -> Path:
 
 
 def _parameter_table(report: Report) -> Block:
-    summary = report.fit.summary()
     rows = []
-    for name, p in summary["params"].items():
+    for p in parameter_rows(report.fit):  # the rows `scaling fit` prints, as a table
         lo, hi = p["lower"], p["upper"]
-        known = lo is not None and hi is not None
-        shown = format_interval(p["value"], lo, hi) if known else f"{p['value']:.4g}"
+        known = is_finite(lo) and is_finite(hi)
+        shown = p["text"] if known else f"{p['value']:.4g}"
         interval = f"{lo:.4g} to {hi:.4g}" if known else "none"
         bounds = f"{_bound(p['bound_lower'])} to {_bound(p['bound_upper'])}"
-        rows.append([name, shown, interval, bounds, "yes" if p["at_bound"] else "no"])
-    header = ["parameter", "value", f"{summary['interval']:.0%} interval", "bounds", "at bound"]
+        rows.append([p["name"], shown, interval, bounds, "yes" if p["at_bound"] else "no"])
+    header = ["parameter", "value", f"{report.fit.interval:.0%} interval", "bounds", "at bound"]
     return ("table", header, rows)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scaling.errors import ConfigError, FitError
 from scaling.formatting import (
     format_band,
     format_count,
@@ -32,9 +33,11 @@ from scaling.formatting import (
     format_range,
     is_finite,
 )
+from scaling.laws.fitting import fit
+from scaling.laws.forms import get_law
 from scaling.laws.hparams import best_of_tuned, tune_trials
 from scaling.laws.selection import RunSplit, run_label, split_runs
-from scaling.reporting.comparison import fill_tokens
+from scaling.reporting.comparison import MetricComparison, fill_tokens, first_crossing
 from scaling.reporting.figures import (
     isoflop_data,
     learning_curves_data,
@@ -43,6 +46,7 @@ from scaling.reporting.figures import (
     predict_arrays,
     residuals_data,
 )
+from scaling.table import finished, load_csv
 
 __all__ = [
     "ReportInputs",
@@ -111,7 +115,6 @@ def inputs_from_csv(path: str | os.PathLike[str]) -> ReportInputs:
     DataError
         If the file is missing or is not a run table (see :func:`scaling.table.load_csv`).
     """
-    from scaling.table import load_csv
 
     runs = load_csv(path)
     path = Path(path)
@@ -160,8 +163,8 @@ def inputs_from_experiment(experiment: str, *, tracking_uri: str) -> ReportInput
         for run_id, status in zip(runs["run_id"], runs["status"])
     ]
     curves = {}
-    finished = runs[runs["status"] == "FINISHED"]
-    for run_id, tokens in zip(finished["run_id"], finished["tokens"]):
+    ended = runs[finished(runs)]
+    for run_id, tokens in zip(ended["run_id"], ended["tokens"]):
         try:
             curves[run_id] = fill_tokens(learning_curve(run_id, tracking_uri=tracking_uri), tokens)
         except TrackingError:  # a run that never logged eval/loss has no curve to draw
@@ -180,7 +183,7 @@ def inputs_from_experiment(experiment: str, *, tracking_uri: str) -> ReportInput
 # --------------------------------------------------------------------------- content
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Report:
     """The content of a prediction report, ready to render.
 
@@ -306,17 +309,54 @@ def build_report(
         If the law is unknown, reads more than one column, or cannot be fitted to the
         proxies (too few runs).
     """
-    from scaling.errors import ConfigError, FitError
-    from scaling.laws.fitting import fit
-    from scaling.laws.forms import get_law
-    from scaling.reporting.comparison import MetricComparison, first_crossing
-
     if target is not None and target_flops is not None:
         raise ConfigError("--target and --target-flops both given; pass one of them")
     if target_flops is not None and not target_flops > 0:
         raise ConfigError(
             f"--target-flops = {target_flops:g} is not positive; pass a compute in FLOPs, e.g. 1e18"
         )
+    law_object, x, y = _law_of_compute(law, inputs.runs)
+    # A tuned shape enters the loss law through its best trial: mistuned proxies bend it.
+    split = split_runs(best_of_tuned(inputs.runs), x=x, y=y, target=target, fit_range=fit_range, law=law)
+    result = fit(
+        law_object, split.proxies, x=(x,), y=y, n_bootstrap=n_bootstrap, seed=seed,
+        interval=interval, source=f"{inputs.source} (proxies)",
+    )
+    notes: dict[str, str] = {}
+    target_x, target_note, actual = _target_budget(split, x, y, target_flops, notes)
+    # One run's band (law and run-to-run scatter): the target is one run.
+    (predicted,), (lo,), (hi,) = predict_arrays(result, np.array([target_x]), interval, band="run")
+    settings = dict(interval=interval, n_bootstrap=n_bootstrap, seed=seed)
+    figures = _figures(inputs, result, split, x, y, target_x, actual, notes, **settings)
+    prediction = None
+    if actual is not None:
+        curve = None if inputs.curves is None else inputs.curves.get(_target_id(split))
+        has_curve = curve is not None and not curve.empty
+        prediction = MetricComparison(
+            metric=y, law=law_object.name, x=x, target_x=target_x, predicted=float(predicted),
+            lo=float(lo), hi=float(hi), interval=interval, actual=actual,
+            crossing=first_crossing(curve, float(predicted)) if has_curve else None,
+            has_curve=has_curve,
+        )
+    # Backtest bands only score coverage: 200 resamples per fold are plenty and halve the time.
+    backtest, backtest_note = _backtest(
+        law_object, split.proxies, x, y, min(n_bootstrap, 200), seed
+    )
+    if backtest_note:
+        notes["backtest"] = backtest_note
+    budget = _budget_on("flops", split.proxies, split.target, x, target_x)
+    optimal, notes["optimal"] = _optimal(split.proxies, budget, interval, n_bootstrap, seed)
+    capabilities = _capabilities(inputs.runs, split.target, x, target_x, interval, n_bootstrap, seed, notes)
+    return Report(
+        inputs=inputs, law=law_object, x=x, y=y, split=split, fit=result, interval=interval,
+        target_x=target_x, target_note=target_note, predicted=float(predicted), lo=float(lo),
+        hi=float(hi), prediction=prediction, backtest=backtest, optimal=optimal,
+        figures=figures, notes=notes, date=_date(date), capabilities=capabilities,
+    )
+
+
+def _law_of_compute(law: str, runs: pd.DataFrame) -> tuple[Any, str, str]:
+    """The law, and the columns it reads from this run table: a law of one compute column."""
     law_object = get_law(law)
     if len(law_object.x) != 1:
         raise FitError(
@@ -324,52 +364,57 @@ def build_report(
             "a law of compute, such as gpt4"
         )
     x, y = law_object.x[0], law_object.y
-    if x not in inputs.runs.columns and "flops" in inputs.runs.columns:
+    if x not in runs.columns and "flops" in runs.columns:
         x = "flops"  # a CSV of someone else's runs may carry 6ND only
-    # A tuned shape enters the loss law through its best trial: mistuned proxies bend it.
-    split = split_runs(best_of_tuned(inputs.runs), x=x, y=y, target=target, fit_range=fit_range, law=law)
-    result = fit(
-        law_object, split.proxies, x=(x,), y=y, n_bootstrap=n_bootstrap, seed=seed,
-        interval=interval, source=f"{inputs.source} (proxies)",
-    )
+    return law_object, x, y
 
+
+def _target_id(split: RunSplit) -> str | None:
+    return None if split.target is None else split.target.get("run_id")
+
+
+def _target_budget(
+    split: RunSplit, x: str, y: str, target_flops: float | None, notes: dict[str, str]
+) -> tuple[float, str, float | None]:
+    """The compute to predict for, how the report names it, and the target's actual value
+    (None until it exists); why the target could not be used goes to ``notes``."""
     target_row = split.target
-    notes: dict[str, str] = {}
-    actual = None
     if target_flops is not None:
         target_x = float(target_flops)
-        target_note = f"the requested budget ({x} = {format_flops(target_x, digits=3)})"
-    elif target_row is not None and is_finite(target_row.get(x)):
+        return target_x, f"the requested budget ({x} = {format_flops(target_x, digits=3)})", None
+    if target_row is not None and is_finite(target_row.get(x)):
         label = run_label(target_row)
-        target_x, target_note = float(target_row[x]), f"the target run {label}"
         actual = float(target_row[y]) if is_finite(target_row.get(y)) else None
         if actual is None:
             notes["target"] = (
                 f"The target run {label} has no final {y} yet (status "
                 f"{target_row.get('status', 'unknown')}); build the report again once it finishes."
             )
-    else:
-        target_x = DEFAULT_EXTRAPOLATION * float(split.proxies[x].max())
-        target_note = f"{DEFAULT_EXTRAPOLATION:g}x the largest proxy (no target was given)"
-        if target_row is not None:
-            target_note = f"{DEFAULT_EXTRAPOLATION:g}x the largest proxy"
-            notes["target"] = (
-                f"The target run {run_label(target_row)} has no {x}, so the report predicts "
-                f"for {DEFAULT_EXTRAPOLATION:g}x the largest proxy instead; pass --target-flops."
-            )
-    # One run's band (law and run-to-run scatter): the target is one run.
-    (predicted,), (lo,), (hi,) = predict_arrays(result, np.array([target_x]), interval, band="run")
+        return float(target_row[x]), f"the target run {label}", actual
+    target_x = DEFAULT_EXTRAPOLATION * float(split.proxies[x].max())
+    target_note = f"{DEFAULT_EXTRAPOLATION:g}x the largest proxy (no target was given)"
+    if target_row is not None:
+        target_note = f"{DEFAULT_EXTRAPOLATION:g}x the largest proxy"
+        notes["target"] = (
+            f"The target run {run_label(target_row)} has no {x}, so the report predicts "
+            f"for {DEFAULT_EXTRAPOLATION:g}x the largest proxy instead; pass --target-flops."
+        )
+    return target_x, target_note, None
 
+
+def _figures(
+    inputs: ReportInputs, result: Any, split: RunSplit, x: str, y: str, target_x: float,
+    actual: float | None, notes: dict[str, str], *, interval: float, n_bootstrap: int, seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The data of every figure the run table allows; why one is missing goes to ``notes``."""
     figures: dict[str, Any] = {
         "loss_vs_compute": loss_vs_compute_data(
             result, split.proxies, x=x, y=y, target_x=target_x, target_y=actual,
             interval=interval, left_out=_unfitted_proxies(inputs.runs, split.proxies, x, y),
         )
     }
-    curves_available = inputs.curves is not None
-    target_id = None if target_row is None else target_row.get("run_id")
-    if curves_available:
-        curves = learning_curves_data(inputs.curves, inputs.runs, target_id=target_id)
+    if inputs.curves is not None:
+        curves = learning_curves_data(inputs.curves, inputs.runs, target_id=_target_id(split))
         if curves.empty:
             notes["learning_curves"] = "No run logged an eval-loss curve."
         else:
@@ -379,7 +424,6 @@ def build_report(
             f"Learning curves are not shown: this report was built from {inputs.source}, "
             "which holds final values only. Build it from the MLflow experiment to see them."
         )
-    budget = _budget_on("flops", split.proxies, target_row, x, target_x)
     axis, isoflop = _isoflop_profiles(split.proxies)
     if isoflop.empty:
         notes["isoflop"] = (
@@ -387,7 +431,7 @@ def build_report(
         )
     else:
         figures["isoflop"], notes["isoflop_law"] = _isoflop_figure(
-            isoflop, split.proxies, _budget_on(axis, split.proxies, target_row, x, target_x),
+            isoflop, split.proxies, _budget_on(axis, split.proxies, split.target, x, target_x),
             interval, n_bootstrap, seed, flops=axis,
         )
     figures["residuals"] = residuals_data(result, split.proxies, x=x, y=y)
@@ -395,28 +439,7 @@ def build_report(
         figures["lr_tuning"] = lr_tuning_data(
             inputs.runs, interval=interval, n_bootstrap=n_bootstrap, seed=seed, source=inputs.source
         )
-
-    prediction = None
-    if actual is not None:
-        curve = None if inputs.curves is None else inputs.curves.get(target_id)
-        has_curve = curve is not None and not curve.empty
-        prediction = MetricComparison(
-            y, law_object.name, x, target_x, float(predicted), float(lo), float(hi), interval,
-            actual, first_crossing(curve, float(predicted)) if has_curve else None, has_curve,
-        )
-    # Backtest bands only score coverage: 200 resamples per fold are plenty and halve the time.
-    backtest, backtest_note = _backtest(
-        law_object, split.proxies, x, y, min(n_bootstrap, 200), seed
-    )
-    if backtest_note:
-        notes["backtest"] = backtest_note
-    optimal, notes["optimal"] = _optimal(split.proxies, budget, interval, n_bootstrap, seed)
-    capabilities = _capabilities(inputs.runs, target_row, x, target_x, interval, n_bootstrap, seed, notes)
-    return Report(
-        inputs, law_object, x, y, split, result, interval, target_x, target_note,
-        float(predicted), float(lo), float(hi), prediction, backtest, optimal, figures, notes,
-        _date(date), capabilities,
-    )
+    return figures
 
 
 def _capabilities(
@@ -662,13 +685,11 @@ def _optimal(
 
 def _unfitted_proxies(runs: pd.DataFrame, fitted: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     """Finished proxies with usable values that the fit did not use (below its fit range)."""
-    finished = runs
-    if "status" in runs.columns:
-        finished = finished[finished["status"].astype(str) == "FINISHED"]
+    usable = runs[finished(runs)]
     if "role" in runs.columns:
-        finished = finished[finished["role"].astype(str) == "proxy"]
-    usable = finished[(pd.to_numeric(finished[x], errors="coerce") > 0)
-                      & (pd.to_numeric(finished[y], errors="coerce") > 0)]
+        usable = usable[usable["role"].astype(str) == "proxy"]
+    usable = usable[(pd.to_numeric(usable[x], errors="coerce") > 0)
+                    & (pd.to_numeric(usable[y], errors="coerce") > 0)]
     key = "run_id" if "run_id" in runs.columns and "run_id" in fitted.columns else None
     if key is None:
         return usable.iloc[:0]

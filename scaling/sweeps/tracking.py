@@ -1,6 +1,6 @@
 """MLflow, and only here: one experiment per sweep, one run per RunSpec, the run table.
 
-Every MLflow call of the toolkit lives in this module (DESIGN.md, "MLflow keys"):
+Every MLflow call of the toolkit lives in this module (docs/architecture.md, "MLflow keys"):
 
 - experiment = sweep name; tags ``scaling.sweep``, ``scaling.run_key``, ``scaling.role`` and,
   when a run failed or diverged, ``scaling.failure``;
@@ -61,9 +61,9 @@ TAG_TUNE = "scaling.tune"
 TAG_TUNE_BEST = "scaling.tune_best"
 TAG_CONFIG_HASH = "scaling.config_hash"
 
-# The run table of DESIGN.md, in order; after them come name, tune, tune_best, wall_s and any
+# The run table of docs/architecture.md, in order; after them come name, tune, tune_best, wall_s and any
 # other metric as its own column.
-RUN_COLUMNS = list(RUN_TABLE_COLUMNS)  # the run-table contract, in DESIGN.md's order
+RUN_COLUMNS = list(RUN_TABLE_COLUMNS)  # the run-table contract, in its documented order
 _TEXT_COLUMNS = {"run_id", "run_key", "sweep", "role", "status", "name", "tune", "config_hash"}
 _PARAM_COLUMNS = {
     "n_layer": "model.n_layer",
@@ -140,7 +140,7 @@ def setup_experiment(name: str, *, tracking_uri: str = DEFAULT_TRACKING_URI) -> 
     """Create the tracking database (if new) and the experiment ``name``; return its id.
 
     Only the launcher calls this: a fresh sqlite database initialised by several processes
-    at once gets corrupted (notes/mlflow-optuna.md).
+    at once gets corrupted (docs/architecture.md, "Measured MLflow and Optuna facts").
     """
     check_tracking(tracking_uri)
     client = _client(tracking_uri)
@@ -372,7 +372,7 @@ def runs_frame(
     experiment: str, *, tracking_uri: str = DEFAULT_TRACKING_URI,
     status: str | None = "FINISHED", role: str | None = None,
 ) -> pd.DataFrame:  # fmt: skip
-    """The run table of one sweep (DESIGN.md columns), one row per MLflow run.
+    """The run table of one sweep (the columns of docs/architecture.md), one row per MLflow run.
 
     Parameters
     ----------

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from scaling.errors import DataError
+from scaling.errors import ConfigError, DataError
 from scaling.training.sources import Document, MarkovSource, read_documents
 
 if TYPE_CHECKING:
@@ -501,8 +501,10 @@ def vocab_size(config: DataConfig) -> int:
 
     Raises
     ------
+    ConfigError
+        If ``data.tokenizer`` names no readable ``tokenizer.json``.
     DataError
-        If the tokenizer file is missing or unreadable, or the corpus cannot be prepared.
+        If the corpus cannot be prepared.
     """
     if config.source == "synthetic":
         return config.synthetic.alphabet
@@ -510,6 +512,11 @@ def vocab_size(config: DataConfig) -> int:
     if config.tokenizer == "bytes" and not is_bin:
         return ByteTokenizer.vocab_size
     if config.tokenizer not in ("bytes", "bpe") and not is_bin:
-        _tokenizer_id(config)  # a missing file gets its one-line error
-        return JsonTokenizer(config.tokenizer).vocab_size
+        try:
+            return JsonTokenizer(config.tokenizer).vocab_size
+        except DataError:
+            raise ConfigError(
+                f"data.tokenizer = {config.tokenizer!r} is not 'bytes', 'bpe' or a readable "
+                "tokenizer.json; fix the path or set model.vocab_size"
+            ) from None
     return prepare_data(config).vocab_size

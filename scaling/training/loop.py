@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     import torch
 
     from scaling.config.run import RunSpec, TrainConfig
-    from scaling.training.model import GPT
+    from scaling.training.data import PreparedData
+    from scaling.training.model import GPT, GPTConfig
 
 __all__ = ["RunResult", "train", "load_model", "lr_multiplier", "build_optimizer"]
 
@@ -97,7 +98,7 @@ class RunResult:
     evals_s: float = 0.0
 
     def summary(self) -> dict[str, float]:
-        """The summary metrics logged once at the end (DESIGN.md keys), as plain floats.
+        """The summary metrics logged once at the end (the keys of docs/architecture.md, "MLflow keys"), as plain floats.
 
         Raises
         ------
@@ -300,12 +301,73 @@ def train(
     DataError
         If the corpus cannot be used (see :func:`scaling.training.data.prepare_data`).
     """
+    started = time.perf_counter()
+    run = _setup(spec, log, progress, checkpoint_dir)
+    _restore(run)
+    _distribute(run)
+    _prepare_evals(run)
+    train_start = time.perf_counter()
+    run.model.train()
+    try:
+        status, failure, trained_steps = _train_steps(run)
+        train_seconds = time.perf_counter() - train_start
+        final_loss, capabilities, evals_s = math.nan, {}, 0.0
+        if status == "finished":
+            final_loss, capabilities, evals_s = _finish(run)
+    finally:
+        run.dist.stop()
+    return _result(run, status, failure, final_loss, trained_steps, train_seconds,
+                   capabilities, evals_s, started)
+
+
+@dataclass
+class _Run:
+    """What one call of :func:`train` works with. ``start_step``, ``running_min`` and
+    ``last_eval`` are the run's progress (what a checkpoint restores); the fields after them
+    are filled once the model is distributed (:func:`_distribute`, :func:`_prepare_evals`)."""
+
+    spec: RunSpec
+    log: LogFn | None
+    progress: ProgressFn | None
+    checkpoint_dir: Path | None
+    dist: Distributed
+    device: torch.device
+    data: PreparedData
+    config: GPTConfig
+    plan: _Plan
+    counts: dict[str, int]
+    precision: str
+    autocast: Callable[[], Any]
+    model: GPT
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    start_step: int = 0
+    running_min: float = math.inf
+    last_eval: dict[str, Any] | None = None
+    trained: Any = None  # the model, or its DDP wrapper
+    forward: Any = None  # ``trained``, compiled if asked for
+    score_tasks: Callable[[], dict[str, float]] = dict
+    eval_batches: list[np.ndarray] = field(default_factory=list)
+    peak: float = math.nan
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.spec.train
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.checkpoint_dir / CHECKPOINT if self.checkpoint_dir is not None else None
+
+
+def _setup(spec: RunSpec, log: LogFn | None, progress: ProgressFn | None,
+           checkpoint_dir: str | Path | None) -> _Run:
+    """Device, data, model config, step plan and precision; then the seeded model, its
+    optimizer and learning-rate schedule."""
     import torch
 
-    from scaling.training.data import eval_sequences, prepare_data, sample_batch
+    from scaling.training.data import prepare_data
     from scaling.training.model import GPT, GPTConfig, model_counts
 
-    started = time.perf_counter()
     cfg = spec.train
     dist = Distributed.from_env()
     device = pick_device(cfg.device, dist)
@@ -319,15 +381,7 @@ def train(
         )
     plan = _plan(cfg, config.context, dist.world)
     counts = model_counts(config)
-    precision = resolve_precision(cfg.precision, device, counts["params"])
-    autocast = (
-        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
-        if precision == "bf16"
-        else contextlib.nullcontext
-    )
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    precision, autocast = _precision(cfg, device, counts["params"])
 
     torch.manual_seed(cfg.seed)
     model = GPT(config).to(device)
@@ -336,171 +390,279 @@ def train(
         optimizer,
         lambda step: lr_multiplier(step, plan.steps, plan.warmup_steps, cfg.min_lr_ratio),
     )
-    start_step, running_min, last_eval = 0, math.inf, None
-    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
-    if checkpoint_path is not None and checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        if state["run_key"] != spec.run_key:
-            raise ConfigError(
-                f"{checkpoint_path} belongs to run {state['run_key']}, not {spec.run_key}; "
-                "use another checkpoint directory or delete it"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), device)
-        start_step, running_min, last_eval = state["step"], state["running_min"], state["last_eval"]
-
-    dist.start(device)
-    trained = model
-    if dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        trained = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    forward = torch.compile(trained) if cfg.compile else trained
-
-    score_tasks = _task_scorer(spec, data, config.context, model, device, autocast)
-    evals_s = 0.0
-    eval_batches = _eval_batches(
-        eval_sequences(data.eval, config.context, spec.data.eval_tokens), dist, plan.micro
+    return _Run(
+        spec=spec, log=log, progress=progress,
+        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+        dist=dist, device=device, data=data, config=config, plan=plan, counts=counts,
+        precision=precision, autocast=autocast, model=model, optimizer=optimizer,
+        scheduler=scheduler,
     )
 
-    def evaluate() -> float:
-        model.eval()
-        total = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, tokens)
-        with torch.no_grad(), autocast():
-            for batch in eval_batches:
-                x = torch.from_numpy(batch).to(device)
-                _, loss = model(x[:, :-1], x[:, 1:])
-                tokens = x[:, 1:].numel()
-                total += torch.stack([loss.double() * tokens, torch.tensor(tokens, device=device,
-                                                                          dtype=torch.float64)])
-        model.train()
-        total = dist.total(total)
-        return float(total[0] / total[1])
 
-    def emit(step: int, metrics: dict[str, float]) -> None:
-        if dist.rank == 0 and log is not None:
-            log(step, metrics)
+def _precision(cfg: TrainConfig, device: torch.device,
+               params: int) -> tuple[str, Callable[[], Any]]:
+    """The run's precision and the context manager factory its forward passes run under;
+    on CUDA, fp32 matmuls may use TF32."""
+    import torch
 
-    def save(step: int) -> None:
-        if checkpoint_path is not None and dist.rank == 0:
-            rng = {"torch": torch.get_rng_state(),
-                   "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-            _save_atomically({
-                "run_key": spec.run_key, "step": step, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng, "running_min": running_min, "last_eval": last_eval,
-            }, checkpoint_path)
-        dist.barrier()
+    precision = resolve_precision(cfg.precision, device, params)
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+        if precision == "bf16"
+        else contextlib.nullcontext
+    )
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return precision, autocast
 
-    peak = device_peak_flops(device, precision) * dist.world
-    status, failure, capabilities = "finished", None, {}
+
+def _restore(run: _Run) -> None:
+    """Resume from ``last.pt`` when the checkpoint directory holds one: weights, optimizer,
+    schedule, random state and progress."""
+    import torch
+
+    path = run.checkpoint_path
+    if path is None or not path.is_file():
+        return
+    state = torch.load(path, map_location=run.device, weights_only=True)
+    if state["run_key"] != run.spec.run_key:
+        raise ConfigError(
+            f"{path} belongs to run {state['run_key']}, not {run.spec.run_key}; "
+            "use another checkpoint directory or delete it"
+        )
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"].cpu())
+    if run.device.type == "cuda" and state["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), run.device)
+    run.start_step, run.running_min, run.last_eval = (
+        state["step"], state["running_min"], state["last_eval"]
+    )
+
+
+def _distribute(run: _Run) -> None:
+    """Join the process group, wrap the model in DDP when there are several processes and
+    compile the forward pass if asked to."""
+    import torch
+
+    run.dist.start(run.device)
+    run.trained = run.model
+    if run.dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        run.trained = DistributedDataParallel(
+            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None
+        )
+    run.forward = torch.compile(run.trained) if run.cfg.compile else run.trained
+
+
+def _prepare_evals(run: _Run) -> None:
+    """The capability tasks, this rank's eval batches and the peak FLOP/s that MFU divides by."""
+    from scaling.training.data import eval_sequences
+
+    run.score_tasks = _task_scorer(run.spec, run.data, run.config.context, run.model,
+                                   run.device, run.autocast)
+    run.eval_batches = _eval_batches(
+        eval_sequences(run.data.eval, run.config.context, run.spec.data.eval_tokens),
+        run.dist, run.plan.micro,
+    )
+    run.peak = device_peak_flops(run.device, run.precision) * run.dist.world
+
+
+def _train_steps(run: _Run) -> tuple[str, str | None, int]:
+    """The optimizer steps from ``run.start_step`` on, with logging, evaluation and
+    checkpoints. Returns (status, failure, steps trained)."""
+    plan, cfg = run.plan, run.cfg
     interval_start, interval_tokens = time.perf_counter(), 0
-    train_start, step = time.perf_counter(), start_step
-    model.train()
-    try:
-        for step in range(start_step, plan.steps):
-            batch = sample_batch(data.train, config.context, plan.sequences, cfg.seed, step)
-            local = batch[dist.rank * plan.per_rank : (dist.rank + 1) * plan.per_rank]
-            loss_sum = torch.zeros((), device=device)
-            for micro in range(plan.accumulation):
-                x = torch.from_numpy(local[micro * plan.micro : (micro + 1) * plan.micro])
-                x = x.to(device, non_blocking=True)
-                last_micro = micro == plan.accumulation - 1
-                # Gradients are all-reduced once per optimizer step, on the last micro batch.
-                sync = contextlib.nullcontext() if last_micro or dist.world == 1 else trained.no_sync()
-                with sync, autocast():
-                    _, loss = forward(x[:, :-1], x[:, 1:])
-                (loss / plan.accumulation).backward()
-                loss_sum += loss.detach()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            done = step + 1
-            interval_tokens += cfg.batch_tokens
+    for step in range(run.start_step, plan.steps):
+        loss_sum, lr = _step(run, step)
+        done = step + 1
+        interval_tokens += cfg.batch_tokens
 
-            if done % plan.log_every == 0 or done == plan.steps:
-                # The only host sync of an ordinary step: one scalar every log_every steps.
-                train_loss = float(dist.mean(loss_sum / plan.accumulation))
-                if not math.isfinite(train_loss):
-                    status, failure = "diverged", f"train/loss = {train_loss} at step {done}"
-                    break
-                if train_loss > cfg.divergence_factor * running_min:
-                    status, failure = "diverged", (
-                        f"train/loss = {train_loss:.4g} at step {done} is more than "
-                        f"{cfg.divergence_factor:g}x its running minimum {running_min:.4g}"
-                    )
-                    break
-                running_min = min(running_min, train_loss)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                elapsed = time.perf_counter() - interval_start
-                tokens_per_s = interval_tokens / elapsed
-                metrics = {
-                    "train/loss": train_loss,
-                    "train/lr": lr,
-                    "train/tokens": float(done * cfg.batch_tokens),
-                    "perf/tokens_per_s": tokens_per_s,
-                    "perf/flops_per_s": tokens_per_s * counts["flops_per_token_exact"],
-                    "perf/mfu": tokens_per_s * counts["flops_per_token_exact"] / peak,
-                }
-                emit(done, metrics)
-                if progress is not None and dist.rank == 0:
-                    progress(done, plan.steps, metrics)
-                interval_start, interval_tokens = time.perf_counter(), 0
+        if done % plan.log_every == 0 or done == plan.steps:
+            # The only host sync of an ordinary step: one scalar every log_every steps.
+            train_loss = float(run.dist.mean(loss_sum / plan.accumulation))
+            failure = _check_divergence(run, train_loss, done)
+            if failure is not None:
+                return "diverged", failure, done
+            _log_train(run, done, train_loss, lr, interval_start, interval_tokens)
+            interval_start, interval_tokens = time.perf_counter(), 0
 
-            if done % plan.eval_every == 0 or done == plan.steps:
-                eval_loss = evaluate()
-                if not math.isfinite(eval_loss):
-                    status, failure = "diverged", f"eval/loss = {eval_loss} at step {done}"
-                    break
-                last_eval = {"step": done, "loss": eval_loss}
-                emit(done, _eval_metrics(eval_loss, data.bits_per_byte(eval_loss), done * cfg.batch_tokens))
-                if spec.evals.every_eval and done < plan.steps and dist.rank == 0:
-                    emit(done, score_tasks())
-                interval_start = time.perf_counter()  # evaluation is not training throughput
-            if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == plan.steps):
-                save(done)
-        else:
-            step = plan.steps
-        train_seconds = time.perf_counter() - train_start
-        trained_steps = step if status == "finished" else step + 1
-        final_loss = math.nan
-        if status == "finished":
-            if last_eval is None or last_eval["step"] != plan.steps:
-                # Only when resuming a checkpoint taken before the final evaluation completed.
-                last_eval = {"step": plan.steps, "loss": evaluate()}
-                emit(plan.steps, _eval_metrics(last_eval["loss"],
-                                               data.bits_per_byte(last_eval["loss"]),
-                                               plan.steps * cfg.batch_tokens))
-            final_loss = last_eval["loss"]
-            if dist.rank == 0:
-                scored = time.perf_counter()
-                capabilities = score_tasks()
-                evals_s = time.perf_counter() - scored
-            if checkpoint_dir is not None and dist.rank == 0:
-                _save_atomically({
-                    "model": model.state_dict(), "config": config.to_dict(),
-                    "spec": spec.model_dump(mode="json"), "eval_loss": final_loss,
-                    "data": {"corpus_hash": data.corpus_hash, "cache": str(data.path)},
-                }, Path(checkpoint_dir) / FINAL)
-    finally:
-        dist.stop()
-    tokens = trained_steps * cfg.batch_tokens
-    new_tokens = (trained_steps - start_step) * cfg.batch_tokens
+        if done % plan.eval_every == 0 or done == plan.steps:
+            failure = _evaluate_step(run, done)
+            if failure is not None:
+                return "diverged", failure, done
+            interval_start = time.perf_counter()  # evaluation is not training throughput
+        if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == plan.steps):
+            _save(run, done)
+    return "finished", None, plan.steps
+
+
+def _step(run: _Run, step: int) -> tuple[torch.Tensor, float]:
+    """One optimizer step: this rank's share of the global batch of ``step`` in micro
+    batches with the gradients accumulated, clipping, the update and the schedule. Returns
+    the summed micro-batch losses (on the device: no host sync) and the step's learning rate."""
+    import torch
+
+    from scaling.training.data import sample_batch
+
+    plan, cfg, dist = run.plan, run.cfg, run.dist
+    batch = sample_batch(run.data.train, run.config.context, plan.sequences, cfg.seed, step)
+    local = batch[dist.rank * plan.per_rank : (dist.rank + 1) * plan.per_rank]
+    loss_sum = torch.zeros((), device=run.device)
+    for micro in range(plan.accumulation):
+        x = torch.from_numpy(local[micro * plan.micro : (micro + 1) * plan.micro])
+        x = x.to(run.device, non_blocking=True)
+        last_micro = micro == plan.accumulation - 1
+        # Gradients are all-reduced once per optimizer step, on the last micro batch.
+        sync = contextlib.nullcontext() if last_micro or dist.world == 1 else run.trained.no_sync()
+        with sync, run.autocast():
+            _, loss = run.forward(x[:, :-1], x[:, 1:])
+        (loss / plan.accumulation).backward()
+        loss_sum += loss.detach()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip, foreach=True)
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss_sum, lr
+
+
+def _check_divergence(run: _Run, train_loss: float, done: int) -> str | None:
+    """Why the run diverged at step ``done``, or None (then the running minimum takes
+    ``train_loss`` in)."""
+    if not math.isfinite(train_loss):
+        return f"train/loss = {train_loss} at step {done}"
+    factor = run.cfg.divergence_factor
+    if train_loss > factor * run.running_min:
+        return (
+            f"train/loss = {train_loss:.4g} at step {done} is more than "
+            f"{factor:g}x its running minimum {run.running_min:.4g}"
+        )
+    run.running_min = min(run.running_min, train_loss)
+    return None
+
+
+def _log_train(run: _Run, done: int, train_loss: float, lr: float, interval_start: float,
+               interval_tokens: int) -> None:
+    """Training metrics of step ``done`` (throughput over the interval since
+    ``interval_start``) to the log and progress callbacks."""
+    import torch
+
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    elapsed = time.perf_counter() - interval_start
+    tokens_per_s = interval_tokens / elapsed
+    flops_per_token = run.counts["flops_per_token_exact"]
+    metrics = {
+        "train/loss": train_loss,
+        "train/lr": lr,
+        "train/tokens": float(done * run.cfg.batch_tokens),
+        "perf/tokens_per_s": tokens_per_s,
+        "perf/flops_per_s": tokens_per_s * flops_per_token,
+        "perf/mfu": tokens_per_s * flops_per_token / run.peak,
+    }
+    _emit(run, done, metrics)
+    if run.progress is not None and run.dist.rank == 0:
+        run.progress(done, run.plan.steps, metrics)
+
+
+def _emit(run: _Run, step: int, metrics: dict[str, float]) -> None:
+    if run.dist.rank == 0 and run.log is not None:
+        run.log(step, metrics)
+
+
+def _evaluate(run: _Run) -> float:
+    """Mean loss per token on the fixed eval tokens, over all ranks."""
+    import torch
+
+    device = run.device
+    run.model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, tokens)
+    with torch.no_grad(), run.autocast():
+        for batch in run.eval_batches:
+            x = torch.from_numpy(batch).to(device)
+            _, loss = run.model(x[:, :-1], x[:, 1:])
+            tokens = x[:, 1:].numel()
+            total += torch.stack([loss.double() * tokens, torch.tensor(tokens, device=device,
+                                                                      dtype=torch.float64)])
+    run.model.train()
+    total = run.dist.total(total)
+    return float(total[0] / total[1])
+
+
+def _evaluate_step(run: _Run, done: int) -> str | None:
+    """The evaluation after step ``done``: logs it (and the tasks when ``evals.every_eval``);
+    returns why the run diverged, or None."""
+    eval_loss = _evaluate(run)
+    if not math.isfinite(eval_loss):
+        return f"eval/loss = {eval_loss} at step {done}"
+    run.last_eval = {"step": done, "loss": eval_loss}
+    _emit(run, done, _eval_metrics(eval_loss, run.data.bits_per_byte(eval_loss),
+                                   done * run.cfg.batch_tokens))
+    if run.spec.evals.every_eval and done < run.plan.steps and run.dist.rank == 0:
+        _emit(run, done, run.score_tasks())
+    return None
+
+
+def _save(run: _Run, step: int) -> None:
+    """Checkpoint the run after ``step`` as ``last.pt`` (rank 0, atomically); all ranks wait."""
+    import torch
+
+    if run.checkpoint_path is not None and run.dist.rank == 0:
+        device = run.device
+        rng = {"torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+        _save_atomically({
+            "run_key": run.spec.run_key, "step": step, "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "rng": rng, "running_min": run.running_min, "last_eval": run.last_eval,
+        }, run.checkpoint_path)
+    run.dist.barrier()
+
+
+def _finish(run: _Run) -> tuple[float, dict[str, float], float]:
+    """After the last step of a finished run: the final evaluation (if a resumed checkpoint
+    lacks it), the capability scores and ``final.pt``. Returns (final eval loss, scores,
+    seconds spent scoring)."""
+    plan = run.plan
+    if run.last_eval is None or run.last_eval["step"] != plan.steps:
+        # Only when resuming a checkpoint taken before the final evaluation completed.
+        run.last_eval = {"step": plan.steps, "loss": _evaluate(run)}
+        _emit(run, plan.steps, _eval_metrics(run.last_eval["loss"],
+                                             run.data.bits_per_byte(run.last_eval["loss"]),
+                                             plan.steps * run.cfg.batch_tokens))
+    final_loss = run.last_eval["loss"]
+    capabilities, evals_s = {}, 0.0
+    if run.dist.rank == 0:
+        scored = time.perf_counter()
+        capabilities = run.score_tasks()
+        evals_s = time.perf_counter() - scored
+    if run.checkpoint_dir is not None and run.dist.rank == 0:
+        data = run.data
+        _save_atomically({
+            "model": run.model.state_dict(), "config": run.config.to_dict(),
+            "spec": run.spec.model_dump(mode="json"), "eval_loss": final_loss,
+            "data": {"corpus_hash": data.corpus_hash, "cache": str(data.path)},
+        }, run.checkpoint_dir / FINAL)
+    return final_loss, capabilities, evals_s
+
+
+def _result(run: _Run, status: str, failure: str | None, final_loss: float,
+            trained_steps: int, train_seconds: float, capabilities: dict[str, float],
+            evals_s: float, started: float) -> RunResult:
+    """The :class:`RunResult` of a run that trained ``trained_steps`` steps in all."""
+    counts, batch_tokens = run.counts, run.cfg.batch_tokens
+    tokens = trained_steps * batch_tokens
+    new_tokens = (trained_steps - run.start_step) * batch_tokens
     return RunResult(
         status=status,
         failure=failure,
         final_eval_loss=final_loss,
-        final_bpb=data.bits_per_byte(final_loss),
+        final_bpb=run.data.bits_per_byte(final_loss),
         params=counts["params"],
         params_total=counts["params_total"],
         tokens=tokens,
@@ -509,7 +671,7 @@ def train(
         steps=trained_steps,
         wall_s=time.perf_counter() - started,
         tokens_per_s=new_tokens / train_seconds if train_seconds > 0 and new_tokens else 0.0,
-        resumed_from_step=start_step,
+        resumed_from_step=run.start_step,
         capabilities=capabilities,
         evals_s=evals_s,
     )

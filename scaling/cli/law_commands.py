@@ -1,0 +1,270 @@
+"""Commands on scaling laws: ``scaling fit``, ``scaling predict`` and ``scaling capability``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from scaling.cli.options import comma_list, emit_json, output_option, tracking_option
+
+__all__ = ["fit_command", "predict_command", "capability_command"]
+
+
+def _cuts(text: str) -> list[float]:
+    from scaling.errors import ConfigError
+
+    try:
+        return [float(part) for part in comma_list(text)]
+    except ValueError:
+        raise ConfigError(f"--backtest {text!r}: give compute cuts as numbers, e.g. '1e19,1e20'") from None
+
+
+@click.command("fit")
+@click.option("--csv", help="Run table as a CSV file (one row per run).")
+@click.option("--experiment", help="MLflow experiment (= sweep name) to read the runs from.")
+@click.option("--law", default="gpt4", show_default=True, help="Law to fit (see scaling.laws.forms.LAWS).")
+@click.option("--x", "x_columns", help="Comma-separated x columns, e.g. 'flops' (default: the law's).")
+@click.option("--y", "y_column", help="Column to fit (default: the law's, usually 'loss'), or a "
+              "metric such as task/copy/neg_log_pass_rate.")
+@click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--backtest", "cuts", help="Comma-separated compute cuts to backtest at, e.g. '1e20'.")
+@click.option("--save", help="Write the fit to this JSON file (for 'scaling predict --fit').")
+@output_option
+@tracking_option
+def fit_command(
+    csv, experiment, law, x_columns, y_column, n_bootstrap, seed, cuts, save, output, tracking_uri
+):
+    """Fit a scaling law to runs, with bootstrap intervals and diagnostics.
+
+    \b
+    Example:
+      scaling fit --csv chinchilla_points.csv --law chinchilla --backtest 1e20 --save fit.json
+      scaling fit --experiment demo --law capability --y task/copy/neg_log_pass_rate
+    """
+    from scaling.laws.backtesting import backtest
+    from scaling.laws.capability import metric_column
+    from scaling.laws.fitting import fit, fit_report
+    from scaling.laws.hparams import law_table
+    from scaling.laws.saved import save_fit
+    from scaling.reporting.comparison import read_run_table
+
+    frame, source = read_run_table(csv, experiment, tracking_uri=tracking_uri)
+    frame = law_table(law, frame, seed=seed, source=source)  # tuned shapes: optima or best trials
+    x = comma_list(x_columns)
+    y_column = metric_column(y_column)
+    result = fit(law, frame, x=x, y=y_column, n_bootstrap=n_bootstrap, seed=seed, source=source)
+    report: dict[str, Any] = {"fit": result.summary()}
+    if "tune" in frame.columns and law in ("lr", "batch"):
+        report["optima"] = frame.to_dict(orient="records")
+    if cuts:
+        folds = backtest(law, frame, _cuts(cuts), x=x, y=y_column, seed=seed, source=source)
+        report["backtest"] = folds.summary()
+    if save:
+        report["saved"] = str(save_fit(result, save))
+    if output == "json":
+        emit_json(report)
+        return
+    lines = [fit_report(result)]
+    lines += _optima_lines(report.get("optima", []))
+    if "backtest" in report:
+        for fold in report["backtest"]["folds"]:
+            lines.append(
+                f"  backtest {fold['n_train']} runs below {fold['cut']:.3g} -> {fold['n_test']} above: "
+                f"mean |error| {100 * fold['mean_abs_relative_error']:.2f}%, max "
+                f"{100 * fold['max_abs_relative_error']:.2f}%, {100 * fold['coverage']:.0f}% inside the "
+                f"{round(100 * report['backtest']['interval'])}% band"
+            )
+    if save:
+        lines.append(f"  saved to {save}")
+    click.echo("\n".join(lines))
+
+
+def _optima_lines(optima: list[dict[str, Any]]) -> list[str]:
+    """One line per tuned shape: the optimum the lr (and batch) law was fitted through."""
+    from scaling.formatting import format_flops
+
+    lines = [f"  fitted to the optima of {len(optima)} tuned shapes:"] if optima else []
+    for row in optima:
+        batch = f", batch {row['batch_tokens']:,.0f} tokens" if row["batch_choices"] > 1 else ""
+        lines.append(
+            f"    {row['tune']:<12} C = {format_flops(row['flops'])}: lr {row['lr']:.3g} "
+            f"[{row['lr_lower']:.3g}, {row['lr_upper']:.3g}] ({row['method']}, "
+            f"{row['trials']} trials){batch}"
+        )
+    return lines
+
+
+@click.command("predict")
+@click.option("--fit", "fit_file", help="A fit saved by 'scaling fit --save FILE'.")
+@click.option("--csv", help="Fit on the fly from this CSV run table instead.")
+@click.option("--experiment", help="Fit on the fly from this MLflow experiment instead.")
+@click.option("--law", default="gpt4", show_default=True, help="Law to fit on the fly.")
+@click.option("--x", "x_columns", help="Comma-separated x columns for the on-the-fly fit.")
+@click.option("--flops", type=float, help="Compute budget C of the run to predict (FLOPs).")
+@click.option("--params", type=float, help="Model size N (non-embedding parameters).")
+@click.option("--tokens", type=float, help="Training tokens D.")
+@click.option("--interval", default=0.9, show_default=True, help="Level of the prediction band.")
+@click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
+@output_option
+@tracking_option
+def predict_command(
+    fit_file, csv, experiment, law, x_columns, flops, params, tokens, interval, n_bootstrap, output,
+    tracking_uri,
+):
+    """Predict a run's loss with its interval, and the compute-optimal N and D.
+
+    Fitted on the fly from runs scored on capability tasks, it also forecasts each task's
+    metrics at that budget (as 'scaling capability' does).
+
+    \b
+    Example:
+      scaling predict --fit fit.json --flops 5.76e23
+      scaling predict --csv runs.csv --law gpt4 --x flops --params 70e9 --tokens 1.4e12
+    """
+    from scaling.errors import ConfigError
+    from scaling.laws.allocation import compute_optimal, optional_chinchilla_fit
+    from scaling.laws.capability import forecast_tasks_for_fit
+    from scaling.laws.fitting import fit
+    from scaling.laws.hparams import law_table, recommend, tune_trials
+    from scaling.laws.prediction import predict_run
+    from scaling.laws.saved import load_fit
+    from scaling.reporting.comparison import read_run_table
+
+    if fit_file and (csv or experiment):
+        raise ConfigError("give --fit FILE or --csv/--experiment to fit on the fly, not both")
+    trials, source = None, str(fit_file)
+    if fit_file:
+        result = load_fit(fit_file)
+        optimal_fit = result if result.law_.name == "chinchilla" else None
+    else:
+        frame, source = read_run_table(csv, experiment, tracking_uri=tracking_uri)
+        trials = tune_trials(frame)
+        frame = law_table(law, frame, source=source)  # a mistuned trial would bend the loss law
+        result = fit(law, frame, x=comma_list(x_columns), n_bootstrap=n_bootstrap, source=source)
+        optimal_fit = result if law == "chinchilla" else None
+        if optimal_fit is None and {"params", "tokens", "loss"} <= set(frame.columns):
+            optimal_fit = optional_chinchilla_fit(frame, n_bootstrap, source)
+    prediction = predict_run(result, flops=flops, params=params, tokens=tokens, interval=interval)
+    budget = prediction["flops"]
+    allocation = compute_optimal(budget, optimal_fit, interval).to_dict() if optimal_fit else None
+    hparams = recommend(trials, budget, interval=interval, n_bootstrap=n_bootstrap, source=source)
+    tasks = [] if fit_file else forecast_tasks_for_fit(frame, result, budget, interval=interval,
+                                                       n_bootstrap=n_bootstrap)
+    if output == "json":
+        emit_json({"prediction": prediction, "compute_optimal": allocation, "fit_valid": result.is_valid,
+                   "hyperparameters": hparams, "capabilities": [f.summary() for f in tasks]})
+        return
+    click.echo("\n".join(_prediction_lines(prediction, allocation, result)
+                          + _hyperparameter_lines(hparams) + _task_lines(tasks)))
+
+
+def _hyperparameter_lines(hparams: dict[str, Any]) -> list[str]:
+    from scaling.formatting import format_count
+
+    if hparams["source"] == "unavailable":
+        return [f"  recommended lr: none ({hparams['reason']})"]
+    lr, batch = hparams["lr"], hparams["batch_tokens"]
+    if hparams["source"] == "deepseek":
+        return [f"  no tune runs; DeepSeek LLM's published laws (reference only): lr {lr['value']:.3g}, "
+                f"batch {format_count(batch['value'])} tokens"]
+    line = (f"  recommended lr {lr['value']:.3g} [{lr['lower']:.3g}, {lr['upper']:.3g}] "
+            f"(lr law fitted to {hparams['shapes']} tuned shapes)")
+    if batch is not None:
+        line += (f", batch {format_count(batch['value'])} [{format_count(batch['lower'])}, "
+                 f"{format_count(batch['upper'])}] tokens")
+    return [line]
+
+
+def _prediction_lines(prediction, allocation, result) -> list[str]:
+    from scaling.formatting import format_count, format_flops, format_interval
+
+    level = round(100 * prediction["interval"])
+    where = f"C = {format_flops(prediction['flops'])}"
+    if prediction["params"] is not None:
+        where += f", N = {format_count(prediction['params'])}, D = {format_count(prediction['tokens'])}"
+    nan = float("nan")
+    value = format_interval(prediction["value"], prediction["lower"] or nan, prediction["upper"] or nan)
+    lines = [f"{prediction['y']} at {where}: {value} ({level}%, law {prediction['law']})"]
+    if prediction["extrapolation"]:
+        lines.append(f"  {prediction['extrapolation']:.3g}x beyond the largest fitted run")
+    if not result.is_valid:
+        lines.append("  WARNING, fit invalid: " + "; ".join(result.reasons_))
+    if allocation is None:
+        lines.append("  compute-optimal N and D need a chinchilla fit (runs with params and tokens)")
+    else:
+        lines.append(
+            f"  compute-optimal for C = {format_flops(allocation['flops'])}: "
+            f"N = {format_count(allocation['params'])} "
+            f"[{format_count(allocation['params_interval'][0] or float('nan'))}, "
+            f"{format_count(allocation['params_interval'][1] or float('nan'))}], "
+            f"D = {format_count(allocation['tokens'])} "
+            f"[{format_count(allocation['tokens_interval'][0] or float('nan'))}, "
+            f"{format_count(allocation['tokens_interval'][1] or float('nan'))}], "
+            f"{allocation['tokens_per_param']:.1f} tokens/param"
+        )
+    return lines
+
+
+# --- capability commands ---
+
+
+def _task_lines(forecasts: list) -> list[str]:
+    from scaling.formatting import format_band
+
+    return [
+        f"  {f.column} at {f.x} = {f.target_x:.3g}: "
+        f"{format_band(f.predicted, f.lo, f.hi)} ({round(100 * f.interval)}%, {f.method})"
+        for f in forecasts
+    ]
+
+
+@click.command("capability")
+@click.option("--experiment", help="MLflow experiment (= sweep name) of runs scored on tasks.")
+@click.option("--csv", help="Run table as a CSV file instead (columns task_<name>_<metric>).")
+@click.option("--flops", type=float, help="Compute to forecast for (in the --x column).")
+@click.option("--target", help="Run id of the large run: forecast for its compute and compare.")
+@click.option("--task", "tasks", multiple=True, help="Task to forecast (repeatable; default: all).")
+@click.option("--x", "x_column", default="flops_exact", show_default=True,
+              help="Compute column: flops_exact or flops (6ND).")
+@click.option("--interval", default=0.9, show_default=True, help="Level of the forecast bands.")
+@click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
+@output_option
+@tracking_option
+def capability_command(experiment, csv, flops, target, tasks, x_column, interval, n_bootstrap, output,
+                       tracking_uri):
+    """Forecast each task's score at a compute budget from the proxies' scores.
+
+    Two forecasts per task: GPT-4's -E[log pass_rate] = alpha*C^(-k), and the two-step chain
+    compute -> task NLL (a*C^b + c) -> accuracy (sigmoid), each with its interval for one
+    run. With --target, the large run's compute is used and its scores are compared.
+
+    \b
+    Example:
+      scaling capability --experiment demo --flops 3e14
+      scaling capability --experiment demo --target 3f2a9c...
+    """
+    from scaling.errors import ConfigError
+    from scaling.laws.capability import forecast_tasks
+    from scaling.laws.selection import find_run
+    from scaling.reporting.comparison import compare_forecasts, read_run_table
+
+    frame, _ = read_run_table(csv, experiment, tracking_uri=tracking_uri)
+    if (flops is None) == (target is None):
+        raise ConfigError("give exactly one of --flops C or --target RUN_ID")
+    target_row = find_run(frame, target) if target is not None else None
+    budget = flops if target_row is None else float(target_row[x_column])
+    proxies = frame if target_row is None else frame[frame["run_id"] != target]
+    forecasts, skipped = forecast_tasks(proxies, budget, tasks=list(tasks) or None, x=x_column,
+                                        interval=interval, n_bootstrap=n_bootstrap)
+    if not forecasts and not skipped:
+        raise ConfigError("the run table has no task scores; list tasks in the sweep's evals: section")
+    compared = [] if target_row is None else compare_forecasts(forecasts, target_row)
+    if output == "json":
+        return emit_json({"forecasts": [f.summary() for f in forecasts], "skipped": skipped,
+                          "compared": [row.summary() for row in compared]})
+    lines = _task_lines(forecasts) + [f"  {task}: not forecast ({why})" for task, why in skipped.items()]
+    lines += [f"  {row.metric}: actual {row.actual:.4g}, error {row.relative_error * 100:+.1f}%, "
+              f"{'inside' if row.inside else 'outside'} the interval" for row in compared]
+    click.echo("\n".join(lines))

@@ -1,0 +1,205 @@
+"""Commands that train: ``scaling demo``, ``scaling train`` and ``scaling check-coords``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from scaling.cli.options import (
+    comma_list,
+    emit_json,
+    output_option,
+    print_rows,
+    progress_display,
+    tracking_option,
+)
+
+__all__ = ["demo_command", "train_command", "check_coords_command"]
+
+
+@click.command("demo")
+@click.option("--sweep", "sweep", type=click.Path(dir_okay=False), default=None,
+              help="Sweep file with the proxies and the target [default: sweeps/demo.yaml].")
+@click.option("--quick", is_flag=True, help="Toy sizes: the same pipeline in about a minute.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--storage", default=None, help="Optuna storage [default: optuna.journal beside mlflow.db].")
+@click.option("-o", "--report-dir", type=click.Path(file_okay=False), default=None,
+              help="Report directory [default: reports/<sweep name>/].")
+@tracking_option
+@output_option
+def demo_command(sweep, quick, workers, storage, report_dir, tracking_uri, output):
+    """Train proxies, predict a bigger run before training it, train it, and compare.
+
+    Runs the demo sweep on the embedded corpus (byte tokens, CPU or GPU), fits the GPT-4
+    law L(C) = a*C^b + c on the proxies' exact compute (or the law the sweep file's
+    'forecast:' section names), prints the forecast with its 90% interval, trains the
+    target, writes reports/demo/ and prints one headline line.
+    Finished runs are reused, so a second call takes seconds.
+
+    \b
+    Example:
+      scaling demo
+      scaling demo --quick
+    """
+    from scaling.demo import run_demo
+
+    say = (lambda line: click.echo(line, err=True)) if output == "json" else click.echo
+    display, update = progress_display()
+    with display:
+        result = run_demo(
+            sweep, quick=quick, tracking_uri=tracking_uri, storage=storage, workers=workers,
+            report_dir=report_dir, say=say, progress=update,
+        )
+    if output == "json":
+        emit_json(result.summary())
+    else:
+        click.echo(f"headline: {result.comparison.headline()}")
+        click.echo(f"report: {result.report_dir / 'index.html'} (wall time {result.wall_s:.0f} s)")
+
+
+# --- trainer commands ---
+
+
+def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``("train.lr=1e-3", ...)`` -> ``{"train.lr": 0.001}``; values are read as YAML scalars."""
+    import yaml
+
+    from scaling.errors import ConfigError
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: write it as KEY=VALUE, e.g. --set train.lr=1e-3")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def _train_with_progress(spec: Any, checkpoint_dir: str | None) -> Any:
+    """Run :func:`scaling.training.loop.train` under a rich progress bar (loss, tokens/s, ETA)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from scaling.training.loop import train
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[speed]} tok/s"),
+        TimeRemainingColumn(),
+    )
+    # On stderr, so that --output json leaves stdout to the JSON.
+    bar = Progress(*columns, console=Console(stderr=True))
+    task = bar.add_task(spec.name, total=None, loss="-", speed="-")
+
+    def progress(step: int, steps: int, metrics: dict[str, float]) -> None:
+        bar.start()  # on the first step, so a config error prints alone, without a bar
+        bar.update(task, completed=step, total=steps, loss=f"{metrics['train/loss']:.4f}",
+                   speed=f"{metrics['perf/tokens_per_s']:,.0f}")
+
+    try:
+        return train(spec, checkpoint_dir=checkpoint_dir, progress=progress)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+
+
+@click.command("train")
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config field by its dotted path; repeatable.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
+              help="Checkpoint here (train.checkpoint_every) and resume if one exists; the "
+                   "final weights go to final.pt.")
+@output_option
+def train_command(config: str | None, overrides: tuple[str, ...], checkpoint_dir: str | None,
+                  output: str) -> None:
+    """Train one model from a YAML run file and/or --set flags, with a progress bar.
+
+    \b
+    Example:
+      scaling train --set model.d_model=64 --set model.n_layer=2 --set train.tokens=200000
+      scaling train run.yaml --checkpoint-dir checkpoints/target
+    """
+    from scaling.config.run import load_run_spec
+
+    spec = load_run_spec(config, _parse_overrides(overrides))
+    result = _train_with_progress(spec, checkpoint_dir)
+    _print_run_result(result, output)
+
+
+def _print_run_result(result: Any, output: str) -> None:
+    from scaling.errors import DivergedError
+
+    if os.environ.get("RANK", "0") != "0":
+        pass  # under torchrun, rank 0 alone reports the run
+    elif output == "json":
+        emit_json(result.to_dict())
+    else:
+        for key, value in result.to_dict().items():
+            click.echo(f"{key:>18}  {value:,.6g}" if isinstance(value, float) else f"{key:>18}  {value}")
+    if result.status != "finished":
+        raise DivergedError(f"run diverged: {result.failure}; lower train.lr or check the data")
+
+
+# --- hyperparameter commands ---
+
+
+def _integers(text: str, option: str) -> list[int]:
+    from scaling.errors import ConfigError
+
+    try:
+        values = [int(part) for part in comma_list(text)]
+    except ValueError:
+        values = []
+    if len(values) < 2 or min(values) < 1:
+        raise ConfigError(f"{option} {text!r}: give two or more positive integers, e.g. '32,64,128'")
+    return values
+
+
+@click.command("check-coords")
+@click.option("--widths", default="32,64,128,256", show_default=True, help="d_model values (the first is the base).")
+@click.option("--depths", default="2,4,8", show_default=True, help="n_layer values (the first is the base).")
+@click.option("--n-head", type=click.IntRange(min=1), default=4, show_default=True, help="Heads, fixed across widths.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
+              help="A large learning rate, kept constant.")
+@click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True, help="AdamW steps before measuring.")
+@click.option("--plot", type=click.Path(dir_okay=False), default="coord-check.png", show_default=True,
+              help="Where to write the figure.")
+@output_option
+def check_coords_command(widths, depths, n_head, lr, steps, plot, output):
+    """Coordinate check of the parametrisations: activation size against width and depth.
+
+    Trains each shape a few steps at a large learning rate under 'standard' and 'mup'
+    (the first width and depth are the base shape) and measures the mean |coordinate| of
+    the embedding, attention, MLP, residual stream and logits. Under 'mup' they must stay
+    flat as the model widens or deepens; under 'standard' they grow. Prints the growth of
+    log2(size) per doubling of width and depth, and writes the figure.
+
+    \b
+    Example:
+      scaling check-coords
+      scaling check-coords --widths 64,128,256,512 --lr 3e-2 --plot coords.png
+    """
+    from pathlib import Path
+
+    from scaling.reporting.figures import draw_coord_check, figure_png
+    from scaling.training.coordinates import coord_check, coord_slopes
+
+    table = coord_check(_integers(widths, "--widths"), _integers(depths, "--depths"),
+                        n_head=n_head, lr=lr, steps=steps)
+    slopes = coord_slopes(table)
+    Path(plot).write_bytes(figure_png(draw_coord_check(table)))
+    if output == "json":
+        return emit_json({"sizes": table.to_dict(orient="records"),
+                          "slopes": slopes.to_dict(orient="records"), "plot": plot})
+    wide = slopes.pivot_table(index="layer", columns=["axis", "parametrization"], values="slope", sort=False)
+    rows = [{"layer": layer, **{f"{axis} {name}": float(value) for (axis, name), value in row.items()}}
+            for layer, row in wide.iterrows()]
+    print_rows(rows, ["layer", *[f"{axis} {name}" for axis, name in wide.columns]],
+               "growth of log2(activation size) per doubling")
+    click.echo(f"figure: {plot}")
