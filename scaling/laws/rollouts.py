@@ -225,4 +225,7 @@ def rollout(
         row.update(wall_s=time.perf_counter() - started, is_valid=bool(result.is_valid),
                    reasons="; ".join(result.reasons_), params=dict(result.params_))
         rows.append(row)
-    return pd.DataFrame(rows, columns=list(ROLLOUT_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(ROLLOUT_COLUMNS))
+    # Object dtype keeps None as None (pandas 3 would infer a string column with NaN).
+    table["error"] = pd.Series([row["error"] for row in rows], index=table.index, dtype=object)
+    return table

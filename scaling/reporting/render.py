@@ -110,14 +110,30 @@ def _frame_table(frame: pd.DataFrame) -> Block:
 
 def blocks(report: Report) -> list[Block]:
     """The report as blocks, which :func:`render_markdown` and :func:`render_html` render."""
-    import scaling
-
     out: list[Block] = [("h1", f"Scaling report: {report.inputs.name}")]
     out += _headline(report)
+    out += _figure_sections(report)
+    out.append(("h2", "5. Fitted parameters"))
+    out.append(_parameter_table(report))
+    out.append(("list", _diagnostics(report)))
+    out += _backtest_and_allocation_blocks(report)
+    number = 8
+    if report.capabilities is not None:
+        out += _capability_blocks(report, number)
+        number += 1
+    out.append(("h2", f"{number}. What went in"))
+    out += _inputs_blocks(report)
+    if "lr_tuning" in report.figures:
+        out += _tuning_blocks(report, number + 1)
+    out.append(_footer(report))
+    return out
 
+
+def _figure_sections(report: Report) -> list[Block]:
+    """Sections 1-4: loss against compute, learning curves, IsoFLOP profiles, residuals."""
     span = report.figures["loss_vs_compute"]["proxies"]["x"]
     ratio = report.target_x / float(span.max())
-    out += _figure_blocks(
+    out = _figure_blocks(
         report, "loss_vs_compute", 1,
         f"Proxies span {report.x} = {format_flops(span.min(), digits=3)} to {format_flops(span.max(), digits=3)}; the "
         f"prediction is {_g(ratio)}x the largest proxy's compute. The band is the "
@@ -134,7 +150,6 @@ def blocks(report: Report) -> list[Block]:
     )
     if "isoflop_law" in report.notes:
         out.append(("p", report.notes["isoflop_law"]))
-
     residuals = report.figures["residuals"]
     worst = residuals.loc[residuals["residual"].abs().idxmax()]
     out += _figure_blocks(
@@ -142,12 +157,12 @@ def blocks(report: Report) -> list[Block]:
         f"Largest residual: {worst['residual'] * 100:+.2f}% ({worst['run']}); "
         f"root mean square {float(np.sqrt(np.mean(residuals['residual'] ** 2))) * 100:.2f}%.",
     )
+    return out
 
-    out.append(("h2", "5. Fitted parameters"))
-    out.append(_parameter_table(report))
-    out.append(("list", _diagnostics(report)))
 
-    out.append(("h2", "6. Backtest"))
+def _backtest_and_allocation_blocks(report: Report) -> list[Block]:
+    """Sections 6 and 7: the backtest table and the compute-optimal allocation."""
+    out: list[Block] = [("h2", "6. Backtest")]
     if report.backtest is None:
         out.append(("p", report.notes.get("backtest", "Not available.")))
     else:
@@ -155,31 +170,23 @@ def blocks(report: Report) -> list[Block]:
             ("p", "The law fitted on the runs below each compute cut, scored on the runs above it.")
         )
         out.append(_frame_table(report.backtest))
-
     out.append(("h2", "7. Compute-optimal allocation"))
     out.append(("p", report.notes["optimal"]))
     if report.optimal is not None:
         out.append(_frame_table(report.optimal))
+    return out
 
-    number = 8
-    if report.capabilities is not None:
-        out += _capability_blocks(report, number)
-        number += 1
-    out.append(("h2", f"{number}. What went in"))
-    out += _inputs_blocks(report)
-    if "lr_tuning" in report.figures:
-        out += _tuning_blocks(report, number + 1)
+
+def _footer(report: Report) -> Block:
+    import scaling
 
     inputs = report.inputs
-    out.append(
-        (
-            "footer",
-            f"scaling {scaling.__version__} · sweep {inputs.sweep or 'unknown'} · config hash "
-            f"{inputs.config_hash or 'unknown'} · tracking "
-            f"{inputs.tracking_uri or f'none ({inputs.source})'} · {report.date}",
-        )
+    return (
+        "footer",
+        f"scaling {scaling.__version__} · sweep {inputs.sweep or 'unknown'} · config hash "
+        f"{inputs.config_hash or 'unknown'} · tracking "
+        f"{inputs.tracking_uri or f'none ({inputs.source})'} · {report.date}",
     )
-    return out
 
 
 def _capability_blocks(report: Report, number: int) -> list[Block]:
