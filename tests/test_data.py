@@ -279,3 +279,22 @@ def test_tokenizer_cannot_apply_to_synthetic_or_bin(tmp_path):
     np.arange(100, dtype=np.uint16).tofile(tmp_path / "t.bin")
     with pytest.raises(DataError, match=r"cannot apply to a .bin source"):
         prepare_data(DataConfig(source=str(tmp_path / "t.bin"), tokenizer="bpe"))
+
+
+def test_the_plan_and_the_trainer_share_one_vocabulary_on_a_small_bpe_corpus(tmp_path):
+    """A small corpus learns fewer merges than asked for: the plan's vocabulary (and so its N,
+    C and the logged model.vocab_size) is the one the trained tokenizer has, not bpe_vocab_size."""
+    from scaling.config.run import ModelConfig
+    from scaling.sweeps.planning import model_vocab_size
+    from scaling.training.data import vocab_size
+
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("\n\n".join(f"line {i} of a very small corpus" for i in range(40)))
+    config = DataConfig(source=str(corpus), tokenizer="bpe", bpe_vocab_size=4096)
+    trained = prepare_data(config).vocab_size
+    assert trained < 4096
+    assert vocab_size(config) == trained
+    model = ModelConfig(n_layer=1, d_model=8, n_head=1, context=16)
+    assert model_vocab_size(model, config) == trained
+    assert model_vocab_size(model.model_copy(update={"vocab_size": 5000}), config) == 5000
+    assert vocab_size(DataConfig(source=str(corpus))) == 256
