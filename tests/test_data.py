@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -11,15 +12,19 @@ import pytest
 from scaling.config.run import DataConfig, SyntheticConfig
 from scaling.errors import DataError
 from scaling.training import data as data_module
+from scaling.training import preparation
+from scaling.training import sources as sources_module
 from scaling.training.data import (
     ByteTokenizer,
     JsonTokenizer,
     cache_dir,
+    corpus_hash,
     eval_sequences,
     prepare_data,
     sample_batch,
 )
-from scaling.training.sources import MarkovSource
+from scaling.training.preparation import is_eval_document
+from scaling.training.sources import EMBEDDED_CORPUS, EMBEDDED_HASH, MarkovSource
 
 
 @pytest.fixture(autouse=True)
@@ -47,35 +52,55 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 def test_directory_corpus_splits_by_document_and_records_what_it_read(tmp_path):
     corpus = write_corpus(tmp_path / "corpus")
     data = prepare_data(DataConfig(source=str(corpus), eval_fraction=0.2))
-    docs = data.manifest["documents"]
-    assert [d["name"] for d in docs] == sorted(f"doc{i:02d}.txt" for i in range(40))
-    held = [d for d in docs if d["split"] == "eval"]
-    assert 0 < len(held) < 40
+    manifest = data.manifest
+    names = sorted(f"doc{i:02d}.txt" for i in range(40))
+    held = [n for n in names if is_eval_document(n, 0.2)]
+    assert manifest["eval_documents"] == held and 0 < len(held) < 40
+    assert manifest["documents"] == {"train": 40 - len(held), "eval": len(held)}
+    sizes = {n: (corpus / n).stat().st_size for n in names}
     # bytes tokenizer: exactly one token per byte, and the splits hold exactly their documents
     assert data.bytes_per_token == 1.0
-    assert len(data.eval) == sum(d["bytes"] for d in held)
-    assert len(data.train) + len(data.eval) == sum(d["bytes"] for d in docs)
+    assert len(data.eval) == sum(sizes[n] for n in held) == manifest["bytes"]["eval"]
+    assert len(data.train) + len(data.eval) == sum(sizes.values())
     eval_text = bytes(np.asarray(data.eval, dtype=np.uint8)).decode()
     train_text = bytes(np.asarray(data.train, dtype=np.uint8)).decode()
-    for d in held:  # every held-out document's unique line is absent from train
-        number = int(d["name"][3:5])
+    for name in held:  # every held-out document's unique line is absent from train
+        number = int(name[3:5])
         assert f"document {number} says" in eval_text
         assert f"document {number} says" not in train_text
-    assert len(data.corpus_hash) == 64
+    # the content hash is SHA-256 over name, NUL, text, NUL of every document in order
+    hasher = hashlib.sha256()
+    for name in names:
+        hasher.update(name.encode() + b"\x00" + (corpus / name).read_bytes() + b"\x00")
+    assert data.corpus_hash == hasher.hexdigest()
     assert data.bits_per_byte(math.log(2)) == pytest.approx(1.0)
 
 
 def test_cache_is_reused_and_keyed_by_content(tmp_path):
     corpus = write_corpus(tmp_path / "corpus")
     first = prepare_data(DataConfig(source=str(corpus)))
-    stamp = (first.path / "train.bin").stat().st_mtime_ns
+    stamp = (first.path / "train-00000.bin").stat().st_mtime_ns
     data_module._PREPARED.clear()
     again = prepare_data(DataConfig(source=str(corpus)))
-    assert again.path == first.path and (again.path / "train.bin").stat().st_mtime_ns == stamp
+    assert again.path == first.path and (again.path / "train-00000.bin").stat().st_mtime_ns == stamp
     (corpus / "doc00.txt").write_text("changed text\n")
     data_module._PREPARED.clear()
     changed = prepare_data(DataConfig(source=str(corpus)))
     assert changed.corpus_hash != first.corpus_hash and changed.path != first.path
+
+
+def test_a_cached_corpus_is_not_read_again_at_run_start(tmp_path, monkeypatch):
+    corpus = write_corpus(tmp_path / "corpus")
+    first = prepare_data(DataConfig(source=str(corpus)))
+    data_module._PREPARED.clear()
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the corpus was read again")
+
+    monkeypatch.setattr(sources_module, "_open_binary", no_reading)
+    again = prepare_data(DataConfig(source=str(corpus)))
+    assert again.corpus_hash == first.corpus_hash
+    assert corpus_hash(DataConfig(source=str(corpus))) == first.corpus_hash
 
 
 def test_a_crash_while_writing_leaves_no_cache_entry(tmp_path, monkeypatch):
@@ -84,7 +109,7 @@ def test_a_crash_while_writing_leaves_no_cache_entry(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("killed mid-write")
 
-    monkeypatch.setattr(data_module, "_write_tokens", crash)
+    monkeypatch.setattr(preparation, "_encode", crash)
     with pytest.raises(RuntimeError, match="killed mid-write"):
         prepare_data(DataConfig(source=str(corpus)))
     assert list((tmp_path / "cache").iterdir()) == []  # neither an entry nor a temporary
@@ -94,8 +119,10 @@ def test_text_file_documents_are_blank_line_separated_blocks(tmp_path):
     path = tmp_path / "book.txt"
     path.write_text("".join(f"paragraph {i}\nline two\n\n" for i in range(50)))
     data = prepare_data(DataConfig(source=str(path), eval_fraction=0.1))
-    assert len(data.manifest["documents"]) == 50
+    assert sum(data.manifest["documents"].values()) == 50
     assert len(data.train) + len(data.eval) == len(path.read_bytes())
+    held = [f"book.txt#{i}" for i in range(50) if is_eval_document(f"book.txt#{i}", 0.1)]
+    assert data.manifest["eval_documents"] == held
 
 
 def test_jsonl_reads_the_configured_field(tmp_path):
@@ -214,14 +241,30 @@ def test_eval_sequences_are_fixed_non_overlapping_windows():
         list(eval_sequences(tokens[:5], context=10, max_tokens=100))
 
 
+def test_the_embedded_corpus_is_the_recorded_one():
+    """The default corpus ships in the package: its content is checked against the hash
+    recorded beside it, so the demo's corpus is the same on every machine."""
+    import tarfile
+
+    hasher, names = hashlib.sha256(), []
+    with tarfile.open(EMBEDDED_CORPUS, "r:xz") as archive:
+        for member in archive:
+            text = archive.extractfile(member).read()
+            text.decode("utf-8")
+            names.append(member.name)
+            hasher.update(member.name.encode() + b"\x00" + text + b"\x00")
+    assert hasher.hexdigest() == EMBEDDED_HASH
+    assert len(names) == 1786 and names == sorted(names)
+    assert {"os.py", "json/decoder.py", "test/test_os.py"} <= set(names)
+
+
 @pytest.mark.slow
 def test_python_stdlib_is_the_default_corpus():
     data = prepare_data(DataConfig())
-    names = {d["name"] for d in data.manifest["documents"]}
-    assert "os.py" in names and "json/decoder.py" in names
-    assert len(names) > 500
-    assert data.vocab_size == 256 and len(data.train) > 10_000_000
-    assert data.manifest["source"]["kind"] == "python-stdlib"
+    assert data.corpus_hash == EMBEDDED_HASH
+    assert sum(data.manifest["documents"].values()) == 1758  # 28 files are empty
+    assert data.vocab_size == 256 and len(data.train) + len(data.eval) == 31_512_078
+    assert data.manifest["source"]["kind"] == "embedded"
 
 
 @pytest.mark.parametrize(
@@ -262,15 +305,21 @@ def test_missing_tokenizer_file_is_named(tmp_path):
         JsonTokenizer(tmp_path / "bad.json")
 
 
-def test_vocabulary_too_large_for_uint16_is_refused(tmp_path):
-    from tokenizers import Tokenizer, models
+def test_a_vocabulary_above_65536_gets_uint32_tokens(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
-    big = Tokenizer(models.WordLevel({f"w{i}": i for i in range(70_000)}, unk_token="w0"))
+    words = {f"w{i}": i for i in range(70_000)}
+    big = Tokenizer(models.WordLevel(words, unk_token="w0"))
+    big.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     big.save(str(tmp_path / "big.json"))
-    corpus = write_corpus(tmp_path / "corpus", count=3)
-    with pytest.raises(DataError, match=r"has 70000 tokens, more than the 65536 a uint16"):
-        prepare_data(DataConfig(source=str(corpus), tokenizer=str(tmp_path / "big.json")))
-    assert list((tmp_path / "cache").iterdir()) == []
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(3):
+        (corpus / f"d{i}.txt").write_text(f"w69999 w{i} w65536 w1\n")
+    data = prepare_data(DataConfig(source=str(corpus), tokenizer=str(tmp_path / "big.json")))
+    assert data.manifest["dtype"] == "uint32" and data.vocab_size == 70_000
+    tokens = np.concatenate([np.asarray(data.train), np.asarray(data.eval)])
+    assert tokens.dtype == np.uint32 and sorted(set(tokens.tolist())) == [0, 1, 2, 65536, 69999]
 
 
 def test_tokenizer_cannot_apply_to_synthetic_or_bin(tmp_path):

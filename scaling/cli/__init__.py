@@ -22,6 +22,7 @@ import sys
 
 import click
 
+from scaling.cli.data_commands import data_group
 from scaling.cli.law_commands import capability_command, fit_command, predict_command
 from scaling.cli.reference import cli_reference_command
 from scaling.cli.report_commands import compare_command, report_command
@@ -53,6 +54,7 @@ root.add_command(demo_command)
 root.add_command(train_command)
 root.add_command(check_coords_command)
 root.add_command(sweep_group)
+root.add_command(data_group)
 root.add_command(fit_command)
 root.add_command(predict_command)
 root.add_command(capability_command)

@@ -133,6 +133,7 @@ class ModelConfig(StrictModel):
 # Fields added after run keys were first published: they enter the run key and the logged
 # params only when they differ from these defaults, so every earlier run keeps its key.
 _OPTIONAL_MODEL_FIELDS = {"parametrization": "standard", "base_d_model": None, "base_n_layer": None}
+_OPTIONAL_DATA_FIELDS = {"bin_dtype": "uint16", "content_hash": None}
 
 
 def _file_digest(path: str) -> str | None:
@@ -145,8 +146,17 @@ def _file_digest(path: str) -> str | None:
 
 def _model_payload(model: ModelConfig) -> dict[str, Any]:
     """The model config as JSON values, without optional fields left at their defaults."""
-    payload = model.model_dump(mode="json")
-    for name, default in _OPTIONAL_MODEL_FIELDS.items():
+    return _without_defaults(model.model_dump(mode="json"), _OPTIONAL_MODEL_FIELDS)
+
+
+def _data_payload(data: DataConfig) -> dict[str, Any]:
+    """The data config as JSON values, without optional fields left at their defaults (a
+    pinned corpus enters with its content hash)."""
+    return _without_defaults(data.model_dump(mode="json"), _OPTIONAL_DATA_FIELDS)
+
+
+def _without_defaults(payload: dict[str, Any], optional: dict[str, Any]) -> dict[str, Any]:
+    for name, default in optional.items():
         if payload[name] == default:
             del payload[name]
     return payload
@@ -170,8 +180,10 @@ class DataConfig(StrictModel):
     source: str = Field(
         "python-stdlib",
         description=(
-            "'python-stdlib' (embedded default), 'synthetic', or a path: a text file, a "
-            "directory of text files, a .jsonl file, or a nanoGPT-style uint16 .bin"
+            "'python-stdlib' (the embedded corpus, the same on every machine), 'synthetic', or "
+            "a path: a directory prepared by `scaling data prepare`, a text file, a directory "
+            "of text files, a .jsonl file (any of them .gz/.zst/.xz compressed), or a "
+            "nanoGPT-style .bin"
         ),
     )
     glob: str = Field("**/*.txt", description="files to read when source is a directory")
@@ -186,7 +198,18 @@ class DataConfig(StrictModel):
     eval_tokens: int = Field(
         131_072, ge=1, description="tokens scored at every evaluation (fixed across a sweep)"
     )
+    bin_dtype: Literal["uint16", "uint32"] = Field(
+        "uint16", description="token type of a .bin source (nanoGPT writes uint16)"
+    )
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    content_hash: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description=(
+            "the corpus's content hash (SHA-256), which enters the run key: filled in when a "
+            "sweep is planned; set it to pin the data, so a run on other data fails"
+        ),
+    )
 
 
 class TrainConfig(StrictModel):
@@ -282,7 +305,7 @@ class RunSpec(StrictModel):
         """
         payload = {
             "model": _model_payload(self.model),
-            "data": self.data.model_dump(mode="json"),
+            "data": _data_payload(self.data),
             "train": self.train.model_dump(mode="json", exclude=_KEY_NEUTRAL_TRAIN_FIELDS),
         }
         if self.evals.tasks:
@@ -307,6 +330,7 @@ class RunSpec(StrictModel):
         labels = {"sweep", "name", "role"} | (set() if self.evals.tasks else {"evals"})
         payload = self.model_dump(mode="json", exclude=labels)
         payload["model"] = _model_payload(self.model)
+        payload["data"] = _data_payload(self.data)
         walk("", payload)
         return flat
 

@@ -1,6 +1,8 @@
 """The plan of a sweep, pure: a sweep file becomes a validated SweepConfig and a list of RunSpecs.
 
-Nothing here touches Optuna, MLflow or the disk (beyond reading the sweep file): the queue and
+Nothing here touches Optuna or MLflow; of the disk it reads the sweep file and the corpus's
+identity (its content hash and vocabulary, :func:`scaling.training.data.pin_corpus`, which
+prepares a text source once into the token cache). The queue and
 the workers live in :mod:`scaling.sweeps.queue`, which re-exports :func:`load_sweep`, :func:`expand`
 and :func:`plan`. Parameter and FLOP counts come from :func:`scaling.training.model.model_counts`, so a
 plan's N, D and C are the trainer's.
@@ -65,6 +67,13 @@ def load_sweep(path: str | Path, *, quick: bool = False) -> SweepConfig:
     return config
 
 
+def pin_corpus(data: DataConfig) -> DataConfig:
+    """The data config with its corpus's content hash (:func:`scaling.training.data.pin_corpus`)."""
+    from scaling.training.data import pin_corpus as pin
+
+    return pin(data)
+
+
 def model_vocab_size(model: ModelConfig, data: DataConfig) -> int:
     """The vocabulary the model will have: ``model.vocab_size`` when set, else the data's
     (:func:`scaling.training.data.vocab_size`, the source the trainer uses too)."""
@@ -120,10 +129,11 @@ def expand(config: SweepConfig) -> list[RunSpec]:
     """
     source = config.source
     specs: list[tuple[str, RunSpec]] = []
+    data = pin_corpus(config.data)  # the run keys name the corpus by its content
 
     def add(where: str, shape: Shape, role: str, name: str, tokens: int, **train: Any) -> None:
         model, train = _shape_spec(config, shape, tokens=tokens, **train)
-        spec = RunSpec(sweep=config.name, name=name, role=role, model=model, data=config.data,
+        spec = RunSpec(sweep=config.name, name=name, role=role, model=model, data=data,
                        train=train, evals=config.evals)
         specs.append((where, spec))
 
@@ -185,8 +195,8 @@ def _tune_base(config: SweepConfig, shape: Shape) -> RunSpec:
     tune = config.tune
     tokens, _ = _budget(config, "tune", shape, tune.tokens, tune.tokens_per_param)
     model, train = _shape_spec(config, shape, tokens=tokens)
-    return RunSpec(sweep=config.name, name=_label(model), model=model, data=config.data,
-                   train=train, evals=config.evals)
+    return RunSpec(sweep=config.name, name=_label(model), model=model,
+                   data=pin_corpus(config.data), train=train, evals=config.evals)
 
 
 def tune_studies(config: SweepConfig) -> dict[str, RunSpec]:

@@ -1,14 +1,24 @@
-"""Corpora, tokenizers and the token cache every run trains and is scored on.
+"""Corpora, tokenizers and the token data every run trains and is scored on.
 
 A :class:`~scaling.config.run.DataConfig` names a source and a tokenizer; :func:`prepare_data`
-reads the source once, splits it into disjoint train and eval documents, tokenises both and
-keeps them as memmapped ``uint16`` files in a cache keyed by (corpus hash, tokenizer), so that
-every run of a sweep sees exactly the same tokens and is scored on the same eval text.
+returns its train and eval tokens as memory-mapped :class:`~scaling.training.shards.TokenStream`
+objects, so that every run of a sweep sees exactly the same tokens and is scored on the same
+eval text. What it does depends on the source:
 
-Sources: ``python-stdlib`` (the ``.py`` files of the running Python's standard library, the
-default that needs no download), a text file, a directory of text files, a ``.jsonl`` file,
-a nanoGPT-style flat ``uint16`` ``.bin`` and ``synthetic``, a seeded Markov source whose
-entropy rate, the loss no model can beat, is computed exactly (:class:`MarkovSource`).
+- a directory prepared by ``scaling data prepare`` (it holds a ``manifest.json``), or a
+  nanoGPT-style ``.bin`` of ``uint16`` (or ``data.bin_dtype``) tokens with its ``val.bin``:
+  used in place, never copied, never re-read at run start;
+- ``python-stdlib`` (the embedded corpus shipped in the package, the same on every machine),
+  a text file, a directory of text files or a ``.jsonl`` file, any of them gzip/zstd/xz
+  compressed: prepared once into the cache (``cache_dir()``) by the same code as
+  ``scaling data prepare`` (:mod:`scaling.training.preparation`), and found again from the
+  files' paths, sizes and modification times, without reading them;
+- ``synthetic``: a seeded Markov source whose entropy rate, the loss no model can beat, is
+  computed exactly (:class:`~scaling.training.sources.MarkovSource`).
+
+Every corpus has a content hash (:func:`corpus_hash`): SHA-256 over its documents' names and
+texts (over the token files for a ``.bin``). It enters the run key, so changed data can never
+reuse a run trained on other data.
 """
 
 from __future__ import annotations
@@ -19,14 +29,21 @@ import math
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from scaling.errors import ConfigError, DataError
-from scaling.training.sources import Document, MarkovSource, read_documents
+from scaling.training.shards import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    TokenStream,
+    is_prepared,
+    read_manifest,
+)
+from scaling.training.sources import EMBEDDED_HASH, MarkovSource, open_source
 
 if TYPE_CHECKING:
     from scaling.config.run import DataConfig
@@ -38,15 +55,16 @@ __all__ = [
     "MarkovSource",
     "PreparedData",
     "prepare_data",
+    "pin_corpus",
+    "load_prepared",
+    "corpus_hash",
     "cache_dir",
     "sample_batch",
     "eval_sequences",
     "vocab_size",
 ]
 
-TOKEN_DTYPE = np.uint16
-MAX_VOCAB = int(np.iinfo(TOKEN_DTYPE).max) + 1  # 65536 ids fit the uint16 cache
-CACHE_FORMAT = 1  # bump when the cache layout changes, so old caches are not misread
+CACHE_FORMAT = 2  # bump when the cache layout changes, so old caches are not misread
 
 
 def cache_dir() -> Path:
@@ -117,25 +135,7 @@ class JsonTokenizer:
         return self._tokenizer.decode([int(i) for i in ids])
 
 
-def _train_bpe(documents: list[str], vocab_size: int, path: Path) -> None:
-    """Train a byte-level BPE on the training documents and save it as ``path``."""
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-
-    tokenizer = HFTokenizer(models.BPE())
-    # Byte-level pre-tokenisation: every string is representable, nothing maps to <unk>.
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(documents, trainer=trainer, length=len(documents))
-    tokenizer.save(str(path))
-
-
-# ----------------------------------------------------------------------------- the cache
+# ----------------------------------------------------------------------------- prepared data
 
 
 @dataclass
@@ -144,8 +144,8 @@ class PreparedData:
 
     Attributes
     ----------
-    train, eval : numpy.memmap
-        Flat ``uint16`` token streams; eval documents never appear in train.
+    train, eval : TokenStream
+        Memory-mapped token streams; eval documents never appear in train.
     vocab_size : int
         Size of the tokenizer's vocabulary (the model's output width).
     bytes_per_token : float
@@ -154,17 +154,17 @@ class PreparedData:
     corpus_hash : str
         SHA-256 over the documents' names and contents: what a run saw, exactly.
     manifest : dict
-        Source description, per-document name/bytes/split, token counts.
+        Source, tokenizer, document/token/byte counts per split, shards.
     tokenizer : Tokenizer
         ``encode``/``decode`` for capability evaluations and sampling.
     path : Path
-        The cache directory holding ``train.bin``, ``eval.bin``, ``meta.json``.
+        Where the tokens are: the prepared directory, or the ``.bin`` file.
     entropy_rate : float or None
         The synthetic source's exact entropy rate in nats per token (the loss floor).
     """
 
-    train: np.ndarray
-    eval: np.ndarray
+    train: TokenStream
+    eval: TokenStream
     vocab_size: int
     bytes_per_token: float
     corpus_hash: str
@@ -172,58 +172,151 @@ class PreparedData:
     tokenizer: Tokenizer
     path: Path
     entropy_rate: float | None = None
-    meta: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def bits_per_byte(self, loss: float) -> float:
         """Convert a loss in nats per token to bits per byte of raw text."""
         return loss / math.log(2) / self.bytes_per_token
 
 
-def _is_eval_document(name: str, eval_fraction: float) -> bool:
-    """Split by a hash of the document's name: fixed, and stable when documents are added."""
-    digest = hashlib.sha256(name.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction
+def load_prepared(directory: Path) -> PreparedData:
+    """A prepared directory's tokens, memory-mapped in place (a few system calls, no reading).
+
+    Raises
+    ------
+    DataError
+        If the manifest is missing or of another format, or a shard is missing or truncated.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    tokenizer: Tokenizer = (JsonTokenizer(directory / manifest["tokenizer_file"])
+                            if manifest.get("tokenizer_file") else ByteTokenizer())
+    dtype = np.dtype(manifest["dtype"])
+    shards = manifest["shards"]
+    bytes_per_token = manifest.get("bytes_per_token")
+    return PreparedData(
+        train=TokenStream([directory / n for n in shards["train"]], dtype),
+        eval=TokenStream([directory / n for n in shards["eval"]], dtype),
+        vocab_size=int(manifest["vocab_size"]),
+        bytes_per_token=float(bytes_per_token) if bytes_per_token is not None else math.nan,
+        corpus_hash=manifest["content_hash"],
+        manifest=manifest,
+        tokenizer=tokenizer,
+        path=directory,
+        entropy_rate=manifest.get("entropy_rate"),
+    )
 
 
-def _split(documents: list[Document], eval_fraction: float, source: str) -> tuple[list, list]:
-    if len(documents) < 2:
+def _kind(config: DataConfig) -> str:
+    """``synthetic``, ``prepared`` (a directory with a manifest), ``bin`` or ``text``."""
+    if config.source == "synthetic":
+        return "synthetic"
+    if config.source == "python-stdlib":
+        return "text"
+    path = Path(config.source).expanduser()
+    if is_prepared(path):
+        return "prepared"
+    return "bin" if path.suffix == ".bin" else "text"
+
+
+_PREPARED: dict[tuple[str, str], PreparedData] = {}
+
+
+def prepare_data(config: DataConfig) -> PreparedData:
+    """The configured corpus's tokens, memory-mapped (preparing a text source once).
+
+    Parameters
+    ----------
+    config : DataConfig
+        Source, tokenizer and eval split.
+
+    Returns
+    -------
+    PreparedData
+        Train and eval tokens, vocab size, bytes per token, corpus hash and manifest.
+
+    Raises
+    ------
+    DataError
+        If the source is missing, empty, binary or not UTF-8, has fewer than two documents,
+        or its tokens do not match ``data.content_hash`` when that is set.
+
+    Examples
+    --------
+    >>> from scaling.config.run import DataConfig
+    >>> data = prepare_data(DataConfig(source="synthetic", synthetic={"tokens": 5000}))  # doctest: +SKIP
+    >>> data.vocab_size, len(data.train) + len(data.eval)  # doctest: +SKIP
+    (16, 5000)
+    """
+    memo_key = (config.model_dump_json(exclude={"content_hash"}), str(cache_dir()))
+    prepared = _PREPARED.get(memo_key)
+    if prepared is None:
+        kind = _kind(config)
+        if kind == "synthetic":
+            prepared = _prepare_synthetic(config)
+        elif kind == "prepared":
+            prepared = _prepared_in_place(config)
+        elif kind == "bin":
+            prepared = _prepare_bin(config)
+        else:
+            prepared = _prepare_text(config)
+        _PREPARED[memo_key] = prepared
+    if config.content_hash is not None and config.content_hash != prepared.corpus_hash:
         raise DataError(
-            f"data.source = {source!r} has {len(documents)} document(s); need at least 2 to "
-            "hold some out for evaluation (separate documents by a blank line)"
+            f"data.source = {config.source!r}: its content hash is {prepared.corpus_hash[:16]}, "
+            f"not the {config.content_hash[:16]} in data.content_hash (the data changed since "
+            "the sweep was planned, or this machine holds other data); plan again to train on "
+            "this data, or restore the data"
         )
-    train = [doc for doc in documents if not _is_eval_document(doc.name, eval_fraction)]
-    held = [doc for doc in documents if _is_eval_document(doc.name, eval_fraction)]
-    if not held:  # a small corpus can miss the fraction: hold out its last document
-        train, held = train[:-1], train[-1:]
-    if not train:
-        train, held = held[:1], held[1:]
-    return train, held
+    return prepared
 
 
-def _tokenize(tokenizer: Tokenizer, documents: list[Document]) -> np.ndarray:
-    if isinstance(tokenizer, ByteTokenizer):
-        joined = "".join(doc.text for doc in documents).encode("utf-8")
-        return np.frombuffer(joined, dtype=np.uint8).astype(TOKEN_DTYPE)
-    ids = tokenizer.encode_batch([doc.text for doc in documents])  # type: ignore[attr-defined]
-    return np.fromiter((i for doc in ids for i in doc), dtype=TOKEN_DTYPE)
+def corpus_hash(config: DataConfig) -> str:
+    """The content hash of the configured corpus, the identity that enters the run key.
+
+    Cheap after the first call for a corpus: a prepared directory reads its manifest, a
+    ``.bin`` its cached record (by path, size and modification time), a text source its cache
+    entry (by its files' paths, sizes and modification times); the synthetic source hashes
+    its settings.
+    """
+    kind = _kind(config)
+    if kind == "synthetic":
+        return _synthetic_hash(config)
+    if kind == "prepared":
+        return read_manifest(Path(config.source).expanduser())["content_hash"]
+    if kind == "bin":
+        return _bin_record(config)["content_hash"]
+    return prepare_data(config.model_copy(update={"content_hash": None})).corpus_hash
 
 
-def _write_atomically(final: Path, write: Any) -> None:
-    """Build the cache entry in a temporary sibling directory, then rename it into place:
-    a crash leaves no half-written entry, only a stray temporary directory."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir()
-    try:
-        write(temporary)
-        try:
-            os.rename(temporary, final)
-        except OSError:  # another process finished the same entry first: keep theirs
-            if not (final / "meta.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+def pin_corpus(config: DataConfig) -> DataConfig:
+    """``config`` with ``content_hash`` set to its corpus's, so that the run key names the data.
+
+    Raises
+    ------
+    DataError
+        If ``content_hash`` is already set and the corpus's differs (the data changed).
+    """
+    actual = corpus_hash(config)
+    if config.content_hash is not None and config.content_hash != actual:
+        raise DataError(
+            f"data.content_hash = {config.content_hash[:16]}... does not match the corpus "
+            f"data.source = {config.source!r}, whose content hash is {actual[:16]}...; set "
+            "data.content_hash to the new hash to accept the new data, or restore the data"
+        )
+    return config if config.content_hash == actual else config.model_copy(update={"content_hash": actual})
+
+
+def _prepared_in_place(config: DataConfig) -> PreparedData:
+    data = load_prepared(Path(config.source).expanduser())
+    prepared_with = data.manifest["tokenizer"]
+    asked = config.tokenizer
+    if asked not in ("bytes", prepared_with) and not (asked == "bpe" and prepared_with.startswith("bpe")):
+        raise DataError(
+            f"data.tokenizer = {asked!r} does not match the tokenizer {prepared_with!r} the "
+            f"directory {config.source!r} was prepared with; leave data.tokenizer unset (a "
+            "prepared directory carries its tokenizer) or prepare the corpus again"
+        )
+    return data
 
 
 def _tokenizer_id(config: DataConfig) -> str:
@@ -240,132 +333,71 @@ def _tokenizer_id(config: DataConfig) -> str:
     return "json-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def _load_entry(path: Path) -> PreparedData:
-    meta = json.loads((path / "meta.json").read_text())
-    if meta["tokenizer"] == "bytes" or meta["source_kind"] in ("synthetic", "bin"):
-        tokenizer: Tokenizer = ByteTokenizer()
-    else:
-        tokenizer = JsonTokenizer(path / "tokenizer.json")
-    return PreparedData(
-        train=np.memmap(path / "train.bin", dtype=TOKEN_DTYPE, mode="r"),
-        eval=np.memmap(path / "eval.bin", dtype=TOKEN_DTYPE, mode="r"),
-        vocab_size=meta["vocab_size"],
-        bytes_per_token=meta["bytes_per_token"] if meta["bytes_per_token"] is not None else math.nan,
-        corpus_hash=meta["corpus_hash"],
-        manifest=meta["manifest"],
-        tokenizer=tokenizer,
-        path=path,
-        entropy_rate=meta.get("entropy_rate"),
-        meta=meta,
-    )
+def _entry_name(content_hash: str, tokenizer_id: str, config: DataConfig) -> str:
+    return f"v{CACHE_FORMAT}-{content_hash[:16]}-{tokenizer_id}-eval{config.eval_fraction:g}"
 
 
-_PREPARED: dict[tuple[str, str], PreparedData] = {}
+def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(json.dumps(payload, indent=1))
+    os.replace(temporary, path)
 
 
-def prepare_data(config: DataConfig) -> PreparedData:
-    """Tokenise the configured corpus once into the cache and return it memmapped.
-
-    Parameters
-    ----------
-    config : DataConfig
-        Source, tokenizer and eval split.
-
-    Returns
-    -------
-    PreparedData
-        Train and eval tokens, vocab size, bytes per token, corpus hash and manifest.
-
-    Raises
-    ------
-    DataError
-        If the source is missing, empty, binary or not UTF-8, has fewer than two documents,
-        or the tokenizer's vocabulary does not fit ``uint16`` tokens.
-
-    Examples
-    --------
-    >>> from scaling.config.run import DataConfig
-    >>> data = prepare_data(DataConfig(source="synthetic", synthetic={"tokens": 5000}))  # doctest: +SKIP
-    >>> data.vocab_size, len(data.train) + len(data.eval)  # doctest: +SKIP
-    (16, 5000)
-    """
-    memo_key = (config.model_dump_json(), str(cache_dir()))
-    if memo_key in _PREPARED:
-        return _PREPARED[memo_key]
-    source = config.source
-    if source == "synthetic":
-        prepared = _prepare_synthetic(config)
-    elif source != "python-stdlib" and Path(source).suffix == ".bin":
-        prepared = _prepare_bin(config)
-    else:
-        prepared = _prepare_text(config)
-    _PREPARED[memo_key] = prepared
-    return prepared
-
-
-def _entry_name(corpus_hash: str, tokenizer_id: str, config: DataConfig) -> str:
-    split = f"eval{config.eval_fraction:g}"
-    return f"v{CACHE_FORMAT}-{corpus_hash[:16]}-{tokenizer_id}-{split}"
+def _move_into_place(staging: Path, final: Path) -> None:
+    """Rename a finished entry into the cache; if another process finished it first, keep
+    theirs (the same content under the same tokenizer is the same tokens)."""
+    try:
+        os.rename(staging, final)
+    except OSError:
+        if not is_prepared(final):
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _prepare_text(config: DataConfig) -> PreparedData:
-    documents, source = read_documents(config)
-    hasher = hashlib.sha256()
-    for doc in documents:
-        hasher.update(doc.name.encode() + b"\x00" + doc.text.encode("utf-8") + b"\x00")
-    corpus_hash = hasher.hexdigest()
+    """A text source through :func:`scaling.training.preparation.prepare_corpus`, once."""
+    from scaling.training.preparation import prepare_corpus
+
+    source = open_source(config)
     tokenizer_id = _tokenizer_id(config)
-    entry = cache_dir() / _entry_name(corpus_hash, tokenizer_id, config)
-    if (entry / "meta.json").is_file():
-        return _load_entry(entry)
-    train_docs, eval_docs = _split(documents, config.eval_fraction, config.source)
-
-    def write(directory: Path) -> None:
-        tokenizer: Tokenizer
-        if config.tokenizer == "bytes":
-            tokenizer = ByteTokenizer()
-        elif config.tokenizer == "bpe":
-            _train_bpe([doc.text for doc in train_docs], config.bpe_vocab_size,
-                       directory / "tokenizer.json")
-            tokenizer = JsonTokenizer(directory / "tokenizer.json")
-        else:
-            shutil.copyfile(config.tokenizer, directory / "tokenizer.json")
-            tokenizer = JsonTokenizer(directory / "tokenizer.json")
-        if tokenizer.vocab_size > MAX_VOCAB:
-            raise DataError(
-                f"data.tokenizer = {config.tokenizer!r} has {tokenizer.vocab_size} tokens, more "
-                f"than the {MAX_VOCAB} a uint16 token cache holds; use a smaller vocabulary"
-            )
-        train_tokens = _tokenize(tokenizer, train_docs)
-        eval_tokens = _tokenize(tokenizer, eval_docs)
-        eval_bytes = sum(len(doc.text.encode("utf-8")) for doc in eval_docs)
-        manifest = {
-            "source": source,
-            "documents": [
-                {"name": doc.name, "bytes": len(doc.text.encode("utf-8")),
-                 "split": "eval" if doc in eval_docs else "train"}
-                for doc in documents
-            ],
-            "train_tokens": int(len(train_tokens)),
-            "eval_tokens": int(len(eval_tokens)),
-        }
-        _write_tokens(directory, train_tokens, eval_tokens, {
-            "source_kind": source["kind"],
-            "tokenizer": tokenizer_id,
-            "vocab_size": int(tokenizer.vocab_size),
-            "bytes_per_token": eval_bytes / max(1, len(eval_tokens)),
-            "corpus_hash": corpus_hash,
-            "manifest": manifest,
-        })
-
-    _write_atomically(entry, write)
-    return _load_entry(entry)
+    identity = EMBEDDED_HASH if source.kind == "embedded" else source.fingerprint()
+    key = hashlib.sha256(
+        f"{CACHE_FORMAT}:{identity}:{tokenizer_id}:{config.eval_fraction!r}".encode()
+    ).hexdigest()
+    index = cache_dir() / "sources" / f"{key[:32]}.json"
+    if index.is_file():
+        entry = cache_dir() / json.loads(index.read_text())["entry"]
+        if is_prepared(entry):
+            return load_prepared(entry)
+    staging = cache_dir() / f".staging-{key[:16]}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    label = config.source if source.kind != "embedded" else "python-stdlib"
+    manifest = prepare_corpus(
+        source, staging, tokenizer=config.tokenizer, bpe_vocab_size=config.bpe_vocab_size,
+        eval_fraction=config.eval_fraction, label=label,
+    )
+    final = cache_dir() / _entry_name(manifest["content_hash"], tokenizer_id, config)
+    _move_into_place(staging, final)
+    _write_json_atomically(index, {"entry": final.name, "source": source.describe()})
+    return load_prepared(final)
 
 
-def _write_tokens(directory: Path, train: np.ndarray, held: np.ndarray, meta: dict) -> None:
-    train.astype(TOKEN_DTYPE).tofile(directory / "train.bin")
-    held.astype(TOKEN_DTYPE).tofile(directory / "eval.bin")
-    (directory / "meta.json").write_text(json.dumps({"format": CACHE_FORMAT, **meta}, indent=1))
+def _write_entry(directory: Path, train: np.ndarray, held: np.ndarray, manifest: dict) -> None:
+    """An entry of tokens generated in memory (the synthetic source) in the prepared format."""
+    names = {}
+    for split, tokens in (("train", train), ("eval", held)):
+        names[split] = [f"{split}-00000.bin"]
+        tokens.tofile(directory / names[split][0])
+    payload = {"format": MANIFEST_FORMAT, **manifest, "shards": names,
+               "tokens": {"train": int(len(train)), "eval": int(len(held))},
+               "dtype": train.dtype.name}
+    (directory / MANIFEST).write_text(json.dumps(payload, indent=1))
+
+
+def _synthetic_hash(config: DataConfig) -> str:
+    description = json.dumps(config.synthetic.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(f"synthetic:{description}".encode()).hexdigest()
 
 
 def _prepare_synthetic(config: DataConfig) -> PreparedData:
@@ -375,79 +407,100 @@ def _prepare_synthetic(config: DataConfig) -> PreparedData:
             f"data.tokenizer = {config.tokenizer!r} cannot apply to the synthetic source, whose "
             "symbols are already tokens; use data.tokenizer = 'bytes'"
         )
-    description = json.dumps(synthetic.model_dump(mode="json"), sort_keys=True)
-    corpus_hash = hashlib.sha256(f"synthetic:{description}".encode()).hexdigest()
-    entry = cache_dir() / _entry_name(corpus_hash, "symbols", config)
-    if (entry / "meta.json").is_file():
-        return _load_entry(entry)
+    content_hash = _synthetic_hash(config)
+    entry = cache_dir() / _entry_name(content_hash, "symbols", config)
+    if is_prepared(entry):
+        return load_prepared(entry)
     source = MarkovSource(synthetic)
-
-    def write(directory: Path) -> None:
-        tokens = source.generate(synthetic.tokens)
-        # One long stream: hold out its tail (the chain mixes fast, so the tail is unseen text
-        # from the same distribution).
-        cut = len(tokens) - max(1, int(round(len(tokens) * config.eval_fraction)))
-        manifest = {"source": {"kind": "synthetic", **synthetic.model_dump(mode="json")},
-                    "train_tokens": cut, "eval_tokens": len(tokens) - cut}
-        _write_tokens(directory, tokens[:cut], tokens[cut:], {
-            "source_kind": "synthetic",
-            "tokenizer": "symbols",
-            "vocab_size": synthetic.alphabet,
+    tokens = source.generate(synthetic.tokens)
+    # One long stream: hold out its tail (the chain mixes fast, so the tail is unseen text
+    # from the same distribution).
+    cut = len(tokens) - max(1, int(round(len(tokens) * config.eval_fraction)))
+    staging = cache_dir() / f".staging-{content_hash[:16]}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        _write_entry(staging, tokens[:cut], tokens[cut:], {
+            "source": {"kind": "synthetic", **synthetic.model_dump(mode="json")},
+            "tokenizer": "symbols", "tokenizer_file": None, "vocab_size": synthetic.alphabet,
             "bytes_per_token": 1.0,  # one symbol stands for one byte
-            "corpus_hash": corpus_hash,
-            "manifest": manifest,
-            "entropy_rate": source.entropy_rate,
+            "content_hash": content_hash, "entropy_rate": source.entropy_rate,
+            "eval_fraction": config.eval_fraction,
         })
+        _move_into_place(staging, entry)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return load_prepared(entry)
 
-    _write_atomically(entry, write)
-    return _load_entry(entry)
 
-
-def _prepare_bin(config: DataConfig) -> PreparedData:
-    """A nanoGPT-style flat uint16 token file; a sibling ``val.bin`` is the eval split,
-    otherwise the last ``eval_fraction`` of the tokens is."""
-    path = Path(config.source)
+def _bin_files(config: DataConfig) -> tuple[Path, Path | None, np.dtype]:
+    path = Path(config.source).expanduser()
     if not path.is_file():
         raise DataError(f"data.source = {config.source!r}: no such file; give an existing .bin")
-    size = path.stat().st_size
-    if size == 0 or size % 2:
-        raise DataError(
-            f"data.source = {config.source!r} holds {size} bytes, not a whole number of uint16 "
-            "tokens (or none); give a nanoGPT-style uint16 .bin"
-        )
+    dtype = np.dtype(config.bin_dtype)
+    sibling = path.with_name("val.bin")
+    sibling = sibling if sibling.is_file() and sibling.resolve() != path.resolve() else None
+    for part in [path] + ([sibling] if sibling else []):
+        size = part.stat().st_size
+        if size == 0 or size % dtype.itemsize:
+            raise DataError(
+                f"data.source = {str(part)!r} holds {size} bytes, not a whole number of "
+                f"{dtype.name} tokens (or none); give a nanoGPT-style .bin, or set "
+                "data.bin_dtype to the type it was written with"
+            )
     if config.tokenizer != "bytes":
         raise DataError(
             f"data.tokenizer = {config.tokenizer!r} cannot apply to a .bin source, which is "
             "already tokenised; use data.tokenizer = 'bytes' and set model.vocab_size"
         )
-    sibling = path.with_name("val.bin")
-    hasher = hashlib.sha256()
-    for part in ([path, sibling] if sibling.is_file() and sibling != path else [path]):
-        with open(part, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 24), b""):
-                hasher.update(block)
-    corpus_hash = hasher.hexdigest()
-    entry = cache_dir() / _entry_name(corpus_hash, "bin", config)
-    if (entry / "meta.json").is_file():
-        return _load_entry(entry)
+    return path, sibling, dtype
 
-    def write(directory: Path) -> None:
-        tokens = np.fromfile(path, dtype=TOKEN_DTYPE)
-        if sibling.is_file() and sibling != path:
-            train, held = tokens, np.fromfile(sibling, dtype=TOKEN_DTYPE)
-        else:
-            cut = len(tokens) - max(1, int(round(len(tokens) * config.eval_fraction)))
-            train, held = tokens[:cut], tokens[cut:]
-        vocab = int(max(train.max(), held.max())) + 1
-        manifest = {"source": {"kind": "bin", "path": str(path.resolve())},
-                    "train_tokens": len(train), "eval_tokens": len(held)}
-        _write_tokens(directory, train, held, {
-            "source_kind": "bin", "tokenizer": "bin", "vocab_size": vocab,
-            "bytes_per_token": None, "corpus_hash": corpus_hash, "manifest": manifest,
-        })
 
-    _write_atomically(entry, write)
-    return _load_entry(entry)
+def _bin_record(config: DataConfig) -> dict[str, Any]:
+    """Content hash and largest id of a ``.bin`` (and its ``val.bin``): computed in one pass
+    the first time, then cached by path, size and modification time."""
+    path, sibling, dtype = _bin_files(config)
+    parts = [path] + ([sibling] if sibling else [])
+    stamp = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in parts]
+    key = hashlib.sha256(json.dumps([stamp, dtype.name]).encode()).hexdigest()[:32]
+    record_path = cache_dir() / "bins" / f"{key}.json"
+    if record_path.is_file():
+        return json.loads(record_path.read_text())
+    hasher, largest = hashlib.sha256(), 0
+    block_tokens = (64 << 20) // dtype.itemsize
+    for part in parts:
+        tokens = np.memmap(part, dtype=dtype, mode="r")
+        for start in range(0, len(tokens), block_tokens):
+            block = np.asarray(tokens[start : start + block_tokens])
+            hasher.update(block.tobytes())
+            largest = max(largest, int(block.max()))
+    record = {"content_hash": hasher.hexdigest(), "vocab_size": largest + 1,
+              "files": stamp, "dtype": dtype.name}
+    _write_json_atomically(record_path, record)
+    return record
+
+
+def _prepare_bin(config: DataConfig) -> PreparedData:
+    """A nanoGPT-style flat token file, used in place: a sibling ``val.bin`` is the eval split,
+    otherwise the last ``eval_fraction`` of the tokens is."""
+    path, sibling, dtype = _bin_files(config)
+    record = _bin_record(config)
+    tokens = TokenStream([path], dtype)
+    if sibling is not None:
+        train, held = tokens, TokenStream([sibling], dtype)
+    else:
+        cut = len(tokens) - max(1, int(round(len(tokens) * config.eval_fraction)))
+        train, held = tokens.window(0, cut), tokens.window(cut, len(tokens))
+    manifest = {"source": {"kind": "bin", "path": str(path.resolve()),
+                           "val": str(sibling.resolve()) if sibling else None},
+                "tokens": {"train": len(train), "eval": len(held)}, "dtype": dtype.name,
+                "tokenizer": "bin", "vocab_size": record["vocab_size"],
+                "content_hash": record["content_hash"]}
+    return PreparedData(
+        train=train, eval=held, vocab_size=record["vocab_size"], bytes_per_token=math.nan,
+        corpus_hash=record["content_hash"], manifest=manifest, tokenizer=ByteTokenizer(),
+        path=path,
+    )
 
 
 # ----------------------------------------------------------------------------- batches
@@ -495,9 +548,10 @@ def vocab_size(config: DataConfig) -> int:
     """The vocabulary a model trained on ``config`` gets (when ``model.vocab_size`` is unset).
 
     The one source of it, for the plan, the run key and the trainer alike: bytes give 256,
-    the synthetic source its alphabet, a ``tokenizer.json`` its own size; a vocabulary learnt
-    from the corpus (BPE, or the largest id of a pre-tokenised ``.bin``) is read from the
-    prepared data, so the corpus is prepared (once, into the cache) to know it.
+    the synthetic source its alphabet, a ``tokenizer.json`` its own size, a prepared directory
+    its manifest's; a vocabulary learnt from the corpus (BPE, or the largest id of a
+    pre-tokenised ``.bin``) is read from the prepared data, so the corpus is prepared (once,
+    into the cache) to know it.
 
     Raises
     ------
@@ -506,12 +560,16 @@ def vocab_size(config: DataConfig) -> int:
     DataError
         If the corpus cannot be prepared.
     """
-    if config.source == "synthetic":
+    kind = _kind(config)
+    if kind == "synthetic":
         return config.synthetic.alphabet
-    is_bin = config.source != "python-stdlib" and Path(config.source).suffix == ".bin"
-    if config.tokenizer == "bytes" and not is_bin:
+    if kind == "prepared":
+        return int(read_manifest(Path(config.source).expanduser())["vocab_size"])
+    if kind == "bin":
+        return int(_bin_record(config)["vocab_size"])
+    if config.tokenizer == "bytes":
         return ByteTokenizer.vocab_size
-    if config.tokenizer not in ("bytes", "bpe") and not is_bin:
+    if config.tokenizer != "bpe":
         try:
             return JsonTokenizer(config.tokenizer).vocab_size
         except DataError:
@@ -519,4 +577,4 @@ def vocab_size(config: DataConfig) -> int:
                 f"data.tokenizer = {config.tokenizer!r} is not 'bytes', 'bpe' or a readable "
                 "tokenizer.json; fix the path or set model.vocab_size"
             ) from None
-    return prepare_data(config).vocab_size
+    return prepare_data(config.model_copy(update={"content_hash": None})).vocab_size

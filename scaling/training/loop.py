@@ -373,6 +373,9 @@ def _setup(spec: RunSpec, log: LogFn | None, progress: ProgressFn | None,
     device = pick_device(cfg.device, dist)
     set_threads(dist)
     data = prepare_data(spec.data)
+    if spec.data.content_hash is None:  # a run outside a sweep: its key names its data too
+        spec = spec.model_copy(
+            update={"data": spec.data.model_copy(update={"content_hash": data.corpus_hash})})
     config = GPTConfig.from_model_config(spec.model, data.vocab_size)
     if config.vocab_size < data.vocab_size:
         raise ConfigError(
