@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import json
 import lzma
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -79,6 +80,9 @@ class Piece:
 
 def _open_binary(path: Path) -> tuple[IO[bytes], IO[bytes]]:
     """(raw file, decompressed stream) of ``path``, by its suffix."""
+    if path.suffix not in _COMPRESSED:  # unbuffered: each read lands in its bytes object once
+        raw = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the caller
+        return raw, raw
     raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
     if path.suffix == ".gz":
         return raw, gzip.GzipFile(fileobj=raw)
@@ -121,6 +125,7 @@ class _Reader:
         self._disk = 0
         try:
             self.raw, self.stream = _open_binary(path)
+            self.size = os.fstat(self.raw.fileno()).st_size
         except OSError as error:
             raise DataError(f"{field_name} = {str(path)!r}: cannot be read ({error.strerror})") from None
         self.errors: tuple[type[BaseException], ...] = (OSError, EOFError, lzma.LZMAError)
@@ -130,8 +135,11 @@ class _Reader:
             self.errors += (zstandard.ZstdError,)
 
     def read(self) -> bytes:
+        size = PIECE_BYTES
+        if self.stream is self.raw:  # a plain file: ask for what is left, not a piece's worth
+            size = max(1, min(PIECE_BYTES, self.size - self.position))
         try:
-            block = self.stream.read(PIECE_BYTES)
+            block = self.stream.read(size)
         except self.errors as error:
             raise DataError(
                 f"{self.field} = {str(self.path)!r}: cannot be read ({error}); check that the "
