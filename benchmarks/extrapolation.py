@@ -18,6 +18,13 @@ compute levels that leave at least 5 runs to fit), one JSON line per method:
    500 s for one fit on the 240 Chinchilla points on 2 cores, hence 3 by default).
    Skipped, with a line saying so, if it is not installed (``pip install chinchilla``).
 
+Tables that suit more than one law are rolled out with each (method ``scaling``, its ``law``
+in the line): Muennighoff et al.'s data-constrained law (``muennighoff``, reading
+``unique_tokens``) on the ``muennighoff2023_*`` tables, and Gadre et al.'s L(C, M) (``gadre``)
+on the L(N, D) ``gadre2024_*`` tables, beside ``chinchilla``. ``--laws`` keeps only the laws
+named; ``--where`` and ``--drop-top-loss`` filter every table's rows before the cuts
+(``scaling.laws.selection.filter_rows``), for all methods alike.
+
 Errors are relative, (predicted − observed) / observed: ``mean_abs_error``, ``max_abs_error``
 and ``bias`` (their mean with sign). Everything is seeded (bootstrap, start samples).
 
@@ -26,6 +33,7 @@ Usage::
     python benchmarks/extrapolation.py                       # every dataset, all starts
     python benchmarks/extrapolation.py --quick               # fewer starts and resamples
     python benchmarks/extrapolation.py --datasets chinchilla_points --no-pypi
+    python benchmarks/extrapolation.py --datasets muennighoff2023_all --laws muennighoff chinchilla
 """
 
 from __future__ import annotations
@@ -50,9 +58,21 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 from scaling import datasets  # noqa: E402
+from scaling.errors import ScalingError  # noqa: E402
 from scaling.laws.rollouts import held_out_scores, leave_largest_out_cuts, rollout  # noqa: E402
+from scaling.laws.selection import filter_rows  # noqa: E402
 
 X_CUT = "flops"
+#: Laws rolled out on a table besides the one it suits (``datasets.describe(name).law``).
+EXTRA_LAWS = {"muennighoff2023_all": ("muennighoff",), "muennighoff2023_single_epoch": ("muennighoff",),
+              "gadre2024_all": ("gadre",), "gadre2024_c4": ("gadre",), "gadre2024_rpj": ("gadre",),
+              "gadre2024_rw": ("gadre",)}
+
+
+def dataset_laws(name: str, keep: list[str] | None) -> list[str]:
+    """The laws a table is rolled out with: the one it suits, then :data:`EXTRA_LAWS`."""
+    laws = [datasets.describe(name).law, *EXTRA_LAWS.get(name, ())]
+    return [law for law in laws if keep is None or law in keep]
 
 
 # --- the reference: Besiroglu et al. 2024, plain scipy ------------------------------------------
@@ -146,6 +166,54 @@ def emit(record: dict) -> None:
     print(json.dumps(clean), flush=True)
 
 
+def roll_dataset(name, law, frame, cuts, n_bootstrap, starts, use_pypi, pypi_grid, no_reference):
+    """The records of one table and law: ours per cut, then (for ``chinchilla``) the others'."""
+    ours = rollout(frame, law, cuts=cuts, x_cut=X_CUT, interval=0.9, n_bootstrap=n_bootstrap,
+                   seed=0, source=f"dataset {name!r}")
+    compute = frame[X_CUT].to_numpy(dtype=float)
+    for row in ours.to_dict("records"):
+        record = {"dataset": name, "law": law, "method": "scaling", "cut": row["cut"],
+                  "n_fit": row["n_fit"], "n_held": row["n_held"],
+                  **{k: row[k] for k in ("mean_abs_error", "max_abs_error", "bias", "coverage",
+                                          "wall_s", "is_valid")}}
+        if row["error"]:
+            record["error"] = row["error"]
+        record.update({k: v for k, v in row["params"].items() if k in ("alpha", "beta", "E", "eta",
+                                                                       "RD_star", "RN_star")})
+        yield record
+        if law != "chinchilla":
+            continue
+        train, held = compute <= row["cut"], compute > row["cut"]
+        fitted, scored = frame[train], frame[held]
+        methods = []
+        if not no_reference:
+            methods.append(("besiroglu2024", lambda fitted=fitted: besiroglu_fit(
+                fitted["params"].to_numpy(), fitted["tokens"].to_numpy(),
+                fitted["loss"].to_numpy(), starts)))
+        if use_pypi:
+            methods.append(("chinchilla_pypi", lambda fitted=fitted: pypi_fit(
+                fitted["params"].to_numpy(), fitted["tokens"].to_numpy(),
+                fitted["flops"].to_numpy(), fitted["loss"].to_numpy(), pypi_grid)))
+        for method, run in methods:
+            yield reference_record(name, law, method, run, row["cut"], train, held, scored)
+
+
+def reference_record(name, law, method, run, cut, train, held, scored) -> dict:
+    """One line for a reference method's fit below ``cut``, scored on the runs above."""
+    started = time.perf_counter()
+    record = {"dataset": name, "law": law, "method": method, "cut": cut,
+              "n_fit": int(train.sum()), "n_held": int(held.sum())}
+    try:
+        p = run()
+    except Exception as error:  # a method that fails on a cut is a result too
+        record.update(error=f"{type(error).__name__}: {error}", wall_s=time.perf_counter() - started)
+        return record
+    predicted = chinchilla_predict(p, scored["params"].to_numpy(), scored["tokens"].to_numpy())
+    record.update(held_out_scores(scored["loss"].to_numpy(), predicted))
+    record.update(wall_s=time.perf_counter() - started, alpha=p["alpha"], beta=p["beta"], E=p["E"])
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -161,6 +229,12 @@ def main() -> None:
     parser.add_argument("--no-reference", action="store_true", help="leave out the reference method")
     parser.add_argument("--n-cuts", type=int, default=3)
     parser.add_argument("--min-fit", type=int, default=5)
+    parser.add_argument("--laws", nargs="+", default=None,
+                        help="only these laws (default: each table's law and EXTRA_LAWS)")
+    parser.add_argument("--where", default=None,
+                        help="pandas query every table's rows must satisfy, e.g. 'epochs <= 40'")
+    parser.add_argument("--drop-top-loss", type=int, default=0,
+                        help="drop each table's K highest-loss rows first")
     args = parser.parse_args()
     n_bootstrap = args.n_bootstrap if args.n_bootstrap is not None else (30 if args.quick else 200)
     ref_starts = args.ref_starts if args.ref_starts is not None else (300 if args.quick else 0)
@@ -180,62 +254,28 @@ def main() -> None:
                   "pip install chinchilla to include it"})
     emit({"settings": True, "n_bootstrap": n_bootstrap, "ref_starts": len(starts),
           "pypi_grid_per_axis": pypi_grid if use_pypi else None, "n_cuts": args.n_cuts,
-          "min_fit": args.min_fit, "x_cut": X_CUT, "interval": 0.9, "seed": 0})
+          "min_fit": args.min_fit, "x_cut": X_CUT, "interval": 0.9, "seed": 0,
+          "where": args.where, "drop_top_loss": args.drop_top_loss, "laws": args.laws})
 
     summary: dict[str, list[dict]] = {}
     for name in args.datasets or datasets.names():
-        frame = datasets.load(name)
-        law = datasets.describe(name).law
-        cuts = leave_largest_out_cuts(frame, X_CUT, n_cuts=args.n_cuts, min_fit=args.min_fit)
-        if not cuts:
-            emit({"dataset": name, "law": law, "skipped": "no cut leaves enough runs to fit"})
+        try:
+            frame, _ = filter_rows(datasets.load(name), where=args.where,
+                                   drop_top_loss=args.drop_top_loss, source=f"dataset {name!r}")
+        except ScalingError as error:
+            emit({"dataset": name, "skipped": str(error)})
             continue
-        ours = rollout(frame, law, cuts=cuts, x_cut=X_CUT, interval=0.9, n_bootstrap=n_bootstrap,
-                       seed=0, source=f"dataset {name!r}")
-        compute = frame[X_CUT].to_numpy(dtype=float)
-        for row in ours.to_dict("records"):
-            record = {"dataset": name, "law": law, "method": "scaling", "cut": row["cut"],
-                      "n_fit": row["n_fit"], "n_held": row["n_held"],
-                      **{k: row[k] for k in ("mean_abs_error", "max_abs_error", "bias", "coverage",
-                                              "wall_s", "is_valid")}}
-            if row["error"]:
-                record["error"] = row["error"]
-            if law == "chinchilla" and row["params"]:
-                record.update({k: row["params"][k] for k in ("alpha", "beta", "E")})
-            emit(record)
-            summary.setdefault("scaling", []).append(record)
-            if law != "chinchilla":
+        cuts = leave_largest_out_cuts(frame, X_CUT, n_cuts=args.n_cuts, min_fit=args.min_fit)
+        for law in dataset_laws(name, args.laws):
+            if not cuts:
+                emit({"dataset": name, "law": law, "skipped": "no cut leaves enough runs to fit"})
                 continue
-            train, held = compute <= row["cut"], compute > row["cut"]
-            fitted, scored = frame[train], frame[held]
-            methods = []
-            if not args.no_reference:
-                methods.append(("besiroglu2024", lambda: besiroglu_fit(
-                    fitted["params"].to_numpy(), fitted["tokens"].to_numpy(),
-                    fitted["loss"].to_numpy(), starts)))
-            if use_pypi:
-                methods.append(("chinchilla_pypi", lambda: pypi_fit(
-                    fitted["params"].to_numpy(), fitted["tokens"].to_numpy(),
-                    fitted["flops"].to_numpy(), fitted["loss"].to_numpy(), pypi_grid)))
-            for method, run in methods:
-                started = time.perf_counter()
-                record = {"dataset": name, "law": law, "method": method, "cut": row["cut"],
-                          "n_fit": int(train.sum()), "n_held": int(held.sum())}
-                try:
-                    p = run()
-                except Exception as error:  # a method that fails on a cut is a result too
-                    record.update(error=f"{type(error).__name__}: {error}",
-                                  wall_s=time.perf_counter() - started)
-                else:
-                    predicted = chinchilla_predict(p, scored["params"].to_numpy(),
-                                                   scored["tokens"].to_numpy())
-                    record.update(held_out_scores(scored["loss"].to_numpy(), predicted))
-                    record.update(wall_s=time.perf_counter() - started, alpha=p["alpha"],
-                                  beta=p["beta"], E=p["E"])
+            for record in roll_dataset(name, law, frame, cuts, n_bootstrap, starts, use_pypi,
+                                       pypi_grid, args.no_reference):
                 emit(record)
-                summary.setdefault(method, []).append(record)
+                summary.setdefault((record["method"], record["law"]), []).append(record)
 
-    for method, records in summary.items():
+    for (method, law), records in summary.items():
         ok = [r for r in records if "error" not in r and r.get("mean_abs_error") is not None]
         chin = [r for r in ok if r["law"] == "chinchilla"]
 
@@ -243,7 +283,7 @@ def main() -> None:
             values = [r[key] for r in rows if r.get(key) is not None]
             return float(np.mean(values)) if values else None
 
-        emit({"summary": method, "folds": len(records), "failed": len(records) - len(ok),
+        emit({"summary": method, "law": law, "folds": len(records), "failed": len(records) - len(ok),
               "mean_of_mean_abs_error": mean("mean_abs_error", ok),
               "worst_max_abs_error": max((r["max_abs_error"] for r in ok), default=None),
               "mean_bias": mean("bias", ok), "mean_coverage": mean("coverage", ok),

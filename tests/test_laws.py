@@ -9,8 +9,8 @@ from scaling.errors import FitError
 from scaling.laws.forms import LAWS, get_law, vector_jacobian
 
 EXPECTED = {
-    "gpt4", "power", "kaplan_n", "kaplan_d", "kaplan_nd", "chinchilla", "capability", "sigmoid", "lr",
-    "batch",
+    "gpt4", "power", "kaplan_n", "kaplan_d", "kaplan_nd", "chinchilla", "muennighoff", "gadre",
+    "capability", "sigmoid", "lr", "batch",
 }
 
 # One plausible parameter point per law (natural space) and x values to test it at.
@@ -26,6 +26,16 @@ POINTS = {
     "chinchilla": (
         {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.35, "beta": 0.37},
         [np.logspace(7, 10, 7), np.logspace(9, 12, 7)],
+    ),
+    # Sizes on both sides of N_opt(U_D), 1 to 100 epochs: both repetition terms are exercised.
+    "muennighoff": (
+        {"E": 1.87, "A": 521.0, "B": 1488.0, "alpha": 0.353, "beta": 0.353, "RD_star": 15.4,
+         "RN_star": 5.31},
+        [np.logspace(7, 10, 7), np.logspace(9, 12, 7), np.array([1e9, 1e8, 1e10, 1e9, 2e10, 1e11, 1e12])],
+    ),
+    "gadre": (
+        {"E": 1.9, "a": 60.0, "b": 900.0, "eta": 0.16},
+        [np.logspace(7, 10, 7), np.logspace(9, 12, 7)[::-1]],
     ),
     "capability": ({"alpha": 2.0, "k": 0.1}, [np.logspace(18, 22, 7)]),
     "sigmoid": ({"a": 0.7, "k": -4.0, "loss_mid": 3.0, "b": 0.05}, [np.linspace(1.5, 4.5, 7)]),

@@ -250,15 +250,15 @@ def test_fit_command_table(capsys):
     assert code == 0
     assert "gpt4: L(C) = a·C^b + c" in out
     # One line per parameter: its value and bootstrap interval as `value +up/-down` (or
-    # `value ± error` when symmetric) at the 95% level, the numbers of the same fit's JSON.
+    # `value ± error` when symmetric) at the 90% level (the default --interval), the numbers of the same fit's JSON.
     assert main([*args, "--output", "json"]) == 0
     fitted = json.loads(capsys.readouterr().out)["fit"]
-    assert list(fitted["params"]) == ["a", "b", "c"] and fitted["interval"] == 0.95
+    assert list(fitted["params"]) == ["a", "b", "c"] and fitted["interval"] == 0.9
     lines = out.splitlines()
     for name, p in fitted["params"].items():
         shown = format_interval(p["value"], p["lower"], p["upper"])
         assert re.fullmatch(r"-?[\d.]+ (± [\d.]+|\+[\d.]+/-[\d.]+)", shown), shown
-        assert f"  {name:>8} = {shown}  (95%)" in lines, out
+        assert f"  {name:>8} = {shown}  (90%)" in lines, out
     assert "245 runs" in out
 
 
@@ -298,7 +298,8 @@ def test_predict_command_fits_on_the_fly(capsys):
         (["fit", "--csv", str(DATA), "--law", "chinchilla", "--bootstrap", "0", "--backtest", "1e20,x"],
          "--backtest '1e20,x': give compute cuts as numbers"),
         (["predict", "--fit", "f.json", "--csv", "a.csv", "--flops", "1e20"],
-         "give --fit FILE or --csv/--experiment"),
+         "--fit FILE --csv ROWS predicts the rows of ROWS; leave out --experiment, --flops"),
+        (["predict", "--fit", "f.json", "--experiment", "demo"], "give --fit FILE or --csv/--experiment"),
         (["predict", "--fit", "f.json", "--flops", "1e20"], "f.json: no such fit file"),
     ],
 )

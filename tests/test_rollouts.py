@@ -188,3 +188,24 @@ def test_harness_prints_one_json_line_per_method_and_cut():
         assert 0 <= r["coverage"] <= 1 and r["law"] == "gpt4"
     summary = [r for r in lines if "summary" in r]
     assert [r["summary"] for r in summary] == ["scaling"] and summary[0]["folds"] == 4
+
+
+def test_harness_rolls_out_the_extra_laws_with_the_row_filter():
+    harness = _harness()
+    assert harness.dataset_laws("muennighoff2023_all", None) == ["chinchilla", "muennighoff"]
+    assert harness.dataset_laws("gadre2024_rw", ["gadre"]) == ["gadre"]
+    assert harness.dataset_laws("gadre2024_rw_m20", None) == ["gpt4"]
+    where = "token_multiplier <= 80"
+    out = subprocess.run(
+        [sys.executable, str(HARNESS), "--no-pypi", "--no-reference", "--n-bootstrap", "0",
+         "--n-cuts", "1", "--datasets", "gadre2024_rw", "--laws", "gadre", "--where", where,
+         "--drop-top-loss", "2"],
+        capture_output=True, text=True, check=True, timeout=300,
+    ).stdout
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0]["where"] == where and lines[0]["drop_top_loss"] == 2 and lines[0]["laws"] == ["gadre"]
+    folds = [r for r in lines if "method" in r and "cut" in r]
+    assert len(folds) == 1 and folds[0]["law"] == "gadre" and "eta" in folds[0]
+    kept = int((datasets.load("gadre2024_rw")["token_multiplier"] <= 80).sum()) - 2
+    assert folds[0]["n_fit"] + folds[0]["n_held"] == kept
+    assert 0 <= folds[0]["mean_abs_error"] < 0.05

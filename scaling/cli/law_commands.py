@@ -6,7 +6,17 @@ from typing import Any
 
 import click
 
-from scaling.cli.options import comma_list, emit_json, output_option, tracking_option
+from scaling.cli.options import (
+    comma_list,
+    drop_top_loss_option,
+    emit_json,
+    interval_option,
+    law_option,
+    output_option,
+    print_rows,
+    tracking_option,
+    where_option,
+)
 
 __all__ = ["fit_command", "predict_command", "capability_command"]
 
@@ -23,7 +33,7 @@ def _cuts(text: str) -> list[float]:
 @click.command("fit")
 @click.option("--csv", help="Run table as a CSV file (one row per run).")
 @click.option("--experiment", help="MLflow experiment (= sweep name) to read the runs from.")
-@click.option("--law", default="gpt4", show_default=True, help="Law to fit (see scaling.laws.forms.LAWS).")
+@law_option("Law to fit (scaling.laws.forms.LAWS).")
 @click.option("--x", "x_columns", help="Comma-separated x columns, e.g. 'flops' (default: the law's).")
 @click.option("--y", "y_column", help="Column to fit (default: the law's, usually 'loss'), or a "
               "metric such as task/copy/neg_log_pass_rate.")
@@ -31,10 +41,14 @@ def _cuts(text: str) -> list[float]:
 @click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--backtest", "cuts", help="Comma-separated compute cuts to backtest at, e.g. '1e20'.")
 @click.option("--save", help="Write the fit to this JSON file (for 'scaling predict --fit').")
+@interval_option
+@where_option
+@drop_top_loss_option
 @output_option
 @tracking_option
 def fit_command(
-    csv, experiment, law, x_columns, y_column, n_bootstrap, seed, cuts, save, output, tracking_uri
+    csv, experiment, law, x_columns, y_column, n_bootstrap, seed, cuts, save, interval, where,
+    drop_top_loss, output, tracking_uri,
 ):
     """Fit a scaling law to runs, with bootstrap intervals and diagnostics.
 
@@ -42,24 +56,30 @@ def fit_command(
     Example:
       scaling fit --csv chinchilla_points.csv --law chinchilla --backtest 1e20 --save fit.json
       scaling fit --experiment demo --law capability --y task/copy/neg_log_pass_rate
+      scaling fit --csv chinchilla_points.csv --law chinchilla --drop-top-loss 5
+      scaling fit --csv runs.csv --law chinchilla --where "tokens >= 2 * params"
     """
     from scaling.laws.backtesting import backtest
     from scaling.laws.capability import metric_column
     from scaling.laws.fitting import fit, fit_report
     from scaling.laws.hparams import law_table
     from scaling.laws.saved import save_fit
+    from scaling.laws.selection import filter_rows
     from scaling.reporting.comparison import read_run_table
 
     frame, source = read_run_table(csv, experiment, tracking_uri=tracking_uri)
     frame = law_table(law, frame, seed=seed, source=source)  # tuned shapes: optima or best trials
     x = comma_list(x_columns)
     y_column = metric_column(y_column)
-    result = fit(law, frame, x=x, y=y_column, n_bootstrap=n_bootstrap, seed=seed, source=source)
+    result = fit(law, frame, x=x, y=y_column, n_bootstrap=n_bootstrap, seed=seed, interval=interval,
+                 where=where, drop_top_loss=drop_top_loss, source=source)
+    frame, _ = filter_rows(frame, where=where, drop_top_loss=drop_top_loss, y=result.y_, source=source)
     report: dict[str, Any] = {"fit": result.summary()}
     if "tune" in frame.columns and law in ("lr", "batch"):
         report["optima"] = frame.to_dict(orient="records")
     if cuts:
-        folds = backtest(law, frame, _cuts(cuts), x=x, y=y_column, seed=seed, source=source)
+        folds = backtest(law, frame, _cuts(cuts), x=x, y=y_column, seed=seed, interval=interval,
+                         source=source)
         report["backtest"] = folds.summary()
     if save:
         report["saved"] = str(save_fit(result, save))
@@ -98,22 +118,32 @@ def _optima_lines(optima: list[dict[str, Any]]) -> list[str]:
 
 @click.command("predict")
 @click.option("--fit", "fit_file", help="A fit saved by 'scaling fit --save FILE'.")
-@click.option("--csv", help="Fit on the fly from this CSV run table instead.")
+@click.option("--csv", help="With --fit: rows to predict (one run per row, the columns the law "
+              "reads). Without --fit: a CSV run table to fit on the fly.")
 @click.option("--experiment", help="Fit on the fly from this MLflow experiment instead.")
-@click.option("--law", default="gpt4", show_default=True, help="Law to fit on the fly.")
+@law_option("Law to fit on the fly.")
 @click.option("--x", "x_columns", help="Comma-separated x columns for the on-the-fly fit.")
 @click.option("--flops", type=float, help="Compute budget C of the run to predict (FLOPs).")
 @click.option("--params", type=float, help="Model size N (non-embedding parameters).")
 @click.option("--tokens", type=float, help="Training tokens D.")
-@click.option("--interval", default=0.9, show_default=True, help="Level of the prediction band.")
+@interval_option
+@click.option("--band", type=click.Choice(["run", "fit"]), default="run", show_default=True,
+              help="With --fit and --csv: 'run' bands hold one run's value (the fit's scatter "
+              "included), 'fit' bands the fitted curve.")
 @click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
+@where_option
+@drop_top_loss_option
 @output_option
 @tracking_option
 def predict_command(
-    fit_file, csv, experiment, law, x_columns, flops, params, tokens, interval, n_bootstrap, output,
-    tracking_uri,
+    fit_file, csv, experiment, law, x_columns, flops, params, tokens, interval, band, n_bootstrap,
+    where, drop_top_loss, output, tracking_uri,
 ):
     """Predict a run's loss with its interval, and the compute-optimal N and D.
+
+    With --fit FILE --csv ROWS.csv it predicts every row of ROWS.csv instead, and scores the
+    rows that have the fitted column (usually loss): a fit checked on your own held-out runs.
+    --where and --drop-top-loss then filter those rows; without --fit, the fitted runs.
 
     Fitted on the fly from runs scored on capability tasks, it also forecasts each task's
     metrics at that budget (as 'scaling capability' does).
@@ -121,6 +151,7 @@ def predict_command(
     \b
     Example:
       scaling predict --fit fit.json --flops 5.76e23
+      scaling predict --fit fit.json --csv held_out.csv --output json
       scaling predict --csv runs.csv --law gpt4 --x flops --params 70e9 --tokens 1.4e12
     """
     from scaling.errors import ConfigError
@@ -132,7 +163,12 @@ def predict_command(
     from scaling.laws.saved import load_fit
     from scaling.reporting.comparison import read_run_table
 
-    if fit_file and (csv or experiment):
+    if fit_file and csv:
+        if experiment or flops is not None or params is not None or tokens is not None:
+            raise ConfigError("--fit FILE --csv ROWS predicts the rows of ROWS; leave out "
+                              "--experiment, --flops, --params and --tokens")
+        return _predict_csv_rows(load_fit(fit_file), csv, interval, band, where, drop_top_loss, output)
+    if fit_file and experiment:
         raise ConfigError("give --fit FILE or --csv/--experiment to fit on the fly, not both")
     trials, source = None, str(fit_file)
     if fit_file:
@@ -142,7 +178,8 @@ def predict_command(
         frame, source = read_run_table(csv, experiment, tracking_uri=tracking_uri)
         trials = tune_trials(frame)
         frame = law_table(law, frame, source=source)  # a mistuned trial would bend the loss law
-        result = fit(law, frame, x=comma_list(x_columns), n_bootstrap=n_bootstrap, source=source)
+        result = fit(law, frame, x=comma_list(x_columns), n_bootstrap=n_bootstrap, interval=interval,
+                     where=where, drop_top_loss=drop_top_loss, source=source)
         optimal_fit = result if law == "chinchilla" else None
         if optimal_fit is None and {"params", "tokens", "loss"} <= set(frame.columns):
             optimal_fit = optional_chinchilla_fit(frame, n_bootstrap, source)
@@ -158,6 +195,57 @@ def predict_command(
         return
     click.echo("\n".join(_prediction_lines(prediction, allocation, result)
                           + _hyperparameter_lines(hparams) + _task_lines(tasks)))
+
+
+def _predict_csv_rows(result, csv: str, interval, band, where, drop_top_loss, output) -> None:
+    """``scaling predict --fit FILE --csv ROWS``: every row predicted, and scored where it has y."""
+    from scaling.laws.prediction import predict_rows
+    from scaling.laws.selection import filter_rows
+    from scaling.table import load_csv
+
+    rows = load_csv(csv)
+    rows, record = filter_rows(rows, where=where, drop_top_loss=drop_top_loss, y=result.y_, source=csv)
+    out = predict_rows(result, rows, interval=interval, band=band, source=csv)
+    out.update(source=csv, row_filter=record, fit_valid=result.is_valid, fit_reasons=list(result.reasons_))
+    if output == "json":
+        emit_json(out)
+        return
+    level = round(100 * interval)
+    table = []
+    for row in out["rows"]:
+        cells = {column: f"{row[column]:.4g}" for column in out["x"]}
+        cells.update(predicted=f"{row['value']:.4g}", band=_band_text(row["lower"], row["upper"]))
+        if "observed" in row:
+            cells.update(observed=f"{row['observed']:.4g}", error=f"{100 * row['error']:+.2f}%",
+                         inside="yes" if row["inside"] else "no")
+        table.append(cells)
+    columns = [*out["x"], "predicted", "band"]
+    if out["scores"] is not None:
+        columns += ["observed", "error", "inside"]
+    print_rows(table, columns, title=f"{out['y']} from {result.law_.name} ({level}% {band} band), {csv}")
+    click.echo("\n".join(_row_score_lines(out, record, result, level)))
+
+
+def _band_text(lower: float | None, upper: float | None) -> str:
+    return "-" if lower is None or upper is None else f"[{lower:.4g}, {upper:.4g}]"
+
+
+def _row_score_lines(out, record, result, level) -> list[str]:
+    from scaling.laws.selection import filter_text
+
+    lines = [f"  {len(out['rows'])} rows predicted"]
+    scores = out["scores"]
+    if scores is not None:
+        scored = sum("observed" in row for row in out["rows"])
+        inside = "" if scores["coverage"] is None else f", {100 * scores['coverage']:.0f}% inside the {level}% band"
+        lines[0] += (f"; {scored} with {out['y']}: mean |error| {100 * scores['mean_abs_error']:.2f}%, "
+                     f"max {100 * scores['max_abs_error']:.2f}%, bias {100 * scores['bias']:+.2f}%{inside}")
+    text = filter_text(record)
+    if text:
+        lines.append(f"  {text}")
+    if not result.is_valid:
+        lines.append("  WARNING, fit invalid: " + "; ".join(result.reasons_))
+    return lines
 
 
 def _hyperparameter_lines(hparams: dict[str, Any]) -> list[str]:

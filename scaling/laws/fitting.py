@@ -24,6 +24,7 @@ from scaling.errors import FitError, NotFittedError
 from scaling.formatting import format_interval
 from scaling.laws.forms import Law, get_law, vector_jacobian
 from scaling.laws.optimizer import minimize_batched
+from scaling.laws.selection import filter_rows, filter_text
 from scaling.table import coerce_numeric, finished, require_columns
 
 __all__ = [
@@ -156,6 +157,11 @@ class FitResult:
         Level of ``intervals_`` (two-sided, percentile bootstrap).
     screen : bool
         Successive halving over starts (fast); False runs every start to convergence.
+    where : str, optional
+        A pandas query over the run table; only the rows where it holds are fitted
+        (:func:`scaling.laws.selection.filter_rows`).
+    drop_top_loss : int
+        Leave out the runs with the ``drop_top_loss`` highest values of ``y`` (after ``where``).
 
     Attributes
     ----------
@@ -193,6 +199,9 @@ class FitResult:
     run_ids_ : ndarray (n,)
         ``run_id`` of each fitted run (the table's index when there is no such column).
     fit_seconds_ : float
+    row_filter_ : dict
+        The row filter applied before fitting: ``where``, ``drop_top_loss``, ``n_rows`` and
+        ``n_kept`` (rows before and after it).
     """
 
     def __init__(
@@ -206,6 +215,8 @@ class FitResult:
         delta: float = 1e-3,
         interval: float = 0.95,
         screen: bool = True,
+        where: str | None = None,
+        drop_top_loss: int = 0,
     ) -> None:
         self.law = law
         self.x = x
@@ -215,12 +226,15 @@ class FitResult:
         self.delta = delta
         self.interval = interval
         self.screen = screen
+        self.where = where
+        self.drop_top_loss = drop_top_loss
 
     def __repr__(self) -> str:
         law = self.law.name if isinstance(self.law, Law) else self.law
         return (
             f"FitResult(law={law!r}, x={self.x!r}, y={self.y!r}, n_bootstrap={self.n_bootstrap}, "
-            f"seed={self.seed}, delta={self.delta}, interval={self.interval}, screen={self.screen})"
+            f"seed={self.seed}, delta={self.delta}, interval={self.interval}, screen={self.screen}, "
+            f"where={self.where!r}, drop_top_loss={self.drop_top_loss})"
         )
 
     # --- fitting ----------------------------------------------------------------------------
@@ -246,6 +260,10 @@ class FitResult:
             raise FitError(f"interval = {self.interval} must lie strictly between 0 and 1")
         if self.n_bootstrap < 0:
             raise FitError(f"n_bootstrap = {self.n_bootstrap} must be 0 or more")
+        if isinstance(frame, pd.DataFrame):
+            frame, self.row_filter_ = filter_rows(
+                frame, where=self.where, drop_top_loss=self.drop_top_loss, y=y, source=source
+            )
         xs, values, used = run_arrays(law, frame, x, y, source)
         lower, upper = law.bound_arrays()
 
@@ -477,6 +495,7 @@ class FitResult:
             "delta": self.delta,
             "seed": self.seed,
             "fit_seconds": round(self.fit_seconds_, 3),
+            "row_filter": dict(getattr(self, "row_filter_", None) or _NO_FILTER),
         }
 
     # --- saving -----------------------------------------------------------------------------
@@ -543,9 +562,15 @@ class FitResult:
             result.log_residuals_ = np.asarray(data["log_residuals"], dtype=float)
             result.run_ids_ = np.asarray(data.get("run_ids", []), dtype=str)
             result.fit_seconds_ = float(data["fit_seconds"])
+            result.row_filter_ = dict(data.get("row_filter") or _NO_FILTER)
+            result.where = result.row_filter_.get("where")
+            result.drop_top_loss = int(result.row_filter_.get("drop_top_loss") or 0)
         except (KeyError, TypeError, ValueError) as error:
             raise FitError(f"{source}: saved fit is incomplete or damaged ({error!r}); refit it") from None
         return result
+
+
+_NO_FILTER = {"where": None, "drop_top_loss": 0, "n_rows": None, "n_kept": None}
 
 
 def _json_float(value: float) -> float | None:
@@ -567,6 +592,8 @@ def fit(
     delta: float = 1e-3,
     interval: float = 0.95,
     screen: bool = True,
+    where: str | None = None,
+    drop_top_loss: int = 0,
     source: str = "run table",
 ) -> FitResult:
     """Fit ``law`` to the runs of ``frame`` (see :class:`FitResult` for the parameters).
@@ -582,7 +609,7 @@ def fit(
     """
     return FitResult(
         law, x=x, y=y, n_bootstrap=n_bootstrap, seed=seed, delta=delta, interval=interval,
-        screen=screen,
+        screen=screen, where=where, drop_top_loss=drop_top_loss,
     ).fit(frame, source=source)
 
 
@@ -615,7 +642,8 @@ def fit_report(result: FitResult) -> str:
 
     The law, its formula and columns; each parameter with its interval (``AT BOUND`` where
     it sits at a bound); the runs, starts, bootstrap fits, RMS log residual and time; and
-    ``valid`` or ``INVALID:`` with the reasons.
+    the row filter, when one was given (``rows: where ...``); and ``valid`` or ``INVALID:``
+    with the reasons.
 
     Examples
     --------
@@ -641,5 +669,8 @@ def fit_report(result: FitResult) -> str:
         f"({summary['n_starts_screened']} screened out), {summary['n_bootstrap']} bootstrap fits, "
         f"rms log residual {summary['rms_log_residual']:.2g}, {summary['fit_seconds']:.2f} s"
     )
+    rows = filter_text(summary["row_filter"])
+    if rows:
+        lines.append(f"  {rows}")
     lines.append("  valid" if summary["is_valid"] else "  INVALID: " + "; ".join(summary["reasons"]))
     return "\n".join(lines)

@@ -14,7 +14,8 @@ columns follow ``law.param_names``; packing and unpacking by name happens only i
 Sources: GPT-4 technical report (L(C) = a·C^b + c; −E[log pass_rate] = α·C^(−k)); Kaplan
 et al. 2020 (L(N), L(D), L(N, D)); Hoffmann et al. 2022 and Besiroglu et al. 2024 (the
 Chinchilla form and its start grid); DeepSeek LLM 2024 (learning-rate and batch-size laws);
-Llama 3 and the OLMo ladder (a sigmoid from loss to a downstream metric).
+Llama 3 and the OLMo ladder (a sigmoid from loss to a downstream metric); Muennighoff et al.
+2023 (the data-constrained law with repeated tokens); Gadre et al. 2024 (L(C, M) over-training).
 """
 
 from __future__ import annotations
@@ -281,6 +282,95 @@ def _chinchilla_starts(xs, y):
     )
 
 
+# --- Muennighoff et al. 2023: data-constrained L(N, D, U_D) -------------------------------------
+
+
+def _repetition_gain(log_r_star: np.ndarray, repeats: np.ndarray):
+    """``log(1 + R*·(1 − exp(−R/R*)))`` and its derivatives in ``log R*`` and in ``R``.
+
+    The effective count of a repeated resource is ``U·(1 + R*·(1 − exp(−R/R*)))``: each
+    repetition is worth less, and at most ``R*`` repetitions' worth is ever gained.
+    """
+    r_star = np.exp(log_r_star)
+    x = repeats / r_star
+    decay = np.exp(-x)
+    saturation = -np.expm1(-x)
+    inner = 1.0 + r_star * saturation
+    return np.log(inner), r_star * (saturation - x * decay) / inner, decay / inner
+
+
+def _muennighoff_model(theta, xs):
+    log_n, log_d, log_u = _log(xs[0]), _log(xs[1]), _log(xs[2])
+    log_e, log_a, log_b, alpha, beta, log_rd, log_rn = (theta[:, i : i + 1] for i in range(7))
+    repeats_d = np.maximum(np.expm1(log_d - log_u), 0.0)
+    gain_d, d_rd, _ = _repetition_gain(log_rd, repeats_d)
+    log_d_eff = log_u + gain_d
+    # U_N = min(N, N_opt(U_D)): the compute-optimal size for U_D tokens under the law itself,
+    # log N_opt = (log(alpha·A / (beta·B)) + beta·log U_D) / alpha.
+    k = np.log(alpha) + log_a - np.log(beta) - log_b + beta * log_u
+    log_n_opt = k / alpha
+    capped = log_n_opt < log_n
+    log_u_n = np.where(capped, log_n_opt, log_n)
+    repeats_n = np.expm1(np.minimum(log_n - log_u_n, 50.0))
+    gain_n, d_rn, d_repeats_n = _repetition_gain(log_rn, repeats_n)
+    log_n_eff = log_u_n + gain_n
+    # d log N' / d log N_opt where U_N = N_opt (0 where U_N = N).
+    through = np.where(capped, 1.0 - d_repeats_n * (repeats_n + 1.0), 0.0)
+    term_n = log_a - alpha * log_n_eff
+    term_d = log_b - beta * log_d_eff
+    log_pred, (w_n, w_d, w_e) = _logsumexp_terms(
+        [term_n, term_d, np.broadcast_to(log_e, term_n.shape)]
+    )
+    via = w_n * through
+    return log_pred, [
+        (w_e, None),
+        (w_n - via, None),
+        (w_d + via, None),
+        (-w_n * log_n_eff - via * (1.0 - k) / alpha, None),
+        (-w_d * log_d_eff - via * (log_u - 1.0 / beta), None),
+        (-beta * w_d * d_rd, None),
+        (-alpha * w_n * d_rn, None),
+    ]
+
+
+def _muennighoff_starts(xs, y):
+    # Besiroglu et al.'s ranges for E, A, B (coarser in alpha, beta), times R*_D and R*_N.
+    return _product(
+        E=np.arange(-1.0, 1.01, 0.5),
+        A=np.arange(0.0, 25.1, 5.0),
+        B=np.arange(0.0, 25.1, 5.0),
+        alpha=(0.25, 0.5, 1.0),
+        beta=(0.25, 0.5, 1.0),
+        RD_star=np.log([5.0, 20.0]),
+        RN_star=np.log([2.0, 10.0]),
+    )
+
+
+# --- Gadre et al. 2024: over-training, L(C, M) with M = D/N -------------------------------------
+
+
+def _gadre_model(theta, xs):
+    log_n, log_d = _log(xs[0]), _log(xs[1])
+    log_c, log_m = np.log(6.0) + log_n + log_d, log_d - log_n
+    log_e, log_a, log_b, eta = (theta[:, i : i + 1] for i in range(4))
+    slope_a, slope_b = log_m - log_c, -(log_m + log_c)
+    term_a = log_a + eta * slope_a
+    term_b = log_b + eta * slope_b
+    log_pred, (w_a, w_b, w_e) = _logsumexp_terms(
+        [term_a, term_b, np.broadcast_to(log_e, term_a.shape)]
+    )
+    return log_pred, [(w_e, None), (w_a, None), (w_b, None), (w_a * slope_a + w_b * slope_b, None)]
+
+
+def _gadre_starts(xs, y):
+    return _product(
+        E=np.arange(-1.0, 1.01, 0.5),
+        a=np.arange(0.0, 25.1, 5.0),
+        b=np.arange(0.0, 25.1, 5.0),
+        eta=(0.05, 0.1, 0.15, 0.2, 0.3, 0.5),
+    )
+
+
 # --- Capabilities -------------------------------------------------------------------------------
 
 
@@ -411,6 +501,44 @@ LAWS: dict[str, Law] = {
             start_grid=_chinchilla_starts,
             reference={"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28},
             description="Hoffmann et al. 2022 (approach 3), fitted as Besiroglu et al. 2024 do.",
+        ),
+        Law(
+            name="muennighoff",
+            formula="L(N, D, U_D) = E + A/N'^alpha + B/D'^beta, D' = U_D + U_D·R*_D·(1 - exp(-R_D/R*_D)), "
+                    "R_D = D/U_D - 1, N' likewise with U_N = min(N, N_opt(U_D)), R*_N",
+            param_names=("E", "A", "B", "alpha", "beta", "RD_star", "RN_star"),
+            log_params=frozenset({"E", "A", "B", "RD_star", "RN_star"}),
+            x=("params", "tokens", "unique_tokens"),
+            y="loss",
+            bounds={
+                "E": (-10.0, 10.0),
+                "A": (-20.0, 100.0),
+                "B": (-20.0, 100.0),
+                "alpha": (1e-2, 10.0),
+                "beta": (1e-2, 10.0),
+                "RD_star": (-5.0, 12.0),
+                "RN_star": (-5.0, 12.0),
+            },
+            log_model=_muennighoff_model,
+            start_grid=_muennighoff_starts,
+            reference={"E": 1.87, "A": 521.0, "B": 1488.0, "alpha": 0.353, "beta": 0.353,
+                       "RD_star": 15.4, "RN_star": 5.31},
+            description="Muennighoff et al. 2023, data-constrained scaling: repeated tokens (and "
+                        "parameters beyond the compute-optimal size for the unique tokens) are "
+                        "worth less, up to R* repetitions' worth.",
+        ),
+        Law(
+            name="gadre",
+            formula="L(C, M) = E + (a·M^eta + b·M^(-eta))·C^(-eta), C = 6·N·D, M = D/N",
+            param_names=("E", "a", "b", "eta"),
+            log_params=frozenset({"E", "a", "b"}),
+            x=("params", "tokens"),
+            y="loss",
+            bounds={"E": (-10.0, 10.0), "a": (-20.0, 100.0), "b": (-20.0, 100.0), "eta": (0.0, 5.0)},
+            log_model=_gadre_model,
+            start_grid=_gadre_starts,
+            description="Gadre et al. 2024, over-training: loss in compute C = 6ND and the token "
+                        "multiplier M = D/N (the Chinchilla form with alpha = beta = 2·eta).",
         ),
         Law(
             name="capability",

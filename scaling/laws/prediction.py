@@ -1,8 +1,10 @@
-"""Predictions from a fit: one run by its budget or its size, and two-step metric forecasts.
+"""Predictions from a fit: one run by its budget or its size, rows of a table, and two-step forecasts.
 
 :func:`predict_run` reads a fitted law at a budget C (or at N and D) and, for an L(N, D) fit,
-adds the compute-optimal allocation; :func:`two_step` composes two fits (compute -> loss or
-task NLL -> a metric), pairing their bootstrap draws so the band carries both steps.
+adds the compute-optimal allocation; :func:`predict_rows` predicts every row of a table (the
+columns the law reads) and, where the table has the fitted column, scores the prediction;
+:func:`two_step` composes two fits (compute -> loss or task NLL -> a metric), pairing their
+bootstrap draws so the band carries both steps.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from scaling.errors import FitError
+from scaling.errors import DataError, FitError
 from scaling.formatting import json_safe
 from scaling.laws.allocation import compute_optimal
 from scaling.laws.fitting import FitResult
 
-__all__ = ["predict_run", "two_step"]
+__all__ = ["predict_run", "predict_rows", "two_step"]
 
 
 def predict_run(
@@ -75,6 +78,90 @@ def predict_run(
         "interval": interval,
         "extrapolation": float(max(stretch)) if stretch else None,
     })
+
+
+def predict_rows(
+    result: FitResult,
+    frame: pd.DataFrame,
+    *,
+    interval: float = 0.9,
+    band: str = "run",
+    source: str = "rows",
+) -> dict[str, Any]:
+    """Predict every row of ``frame`` from a fit, with its interval; score rows that have ``y``.
+
+    Parameters
+    ----------
+    result : FitResult
+        A fitted (or loaded) law; the table needs the columns it reads (``result.x_``).
+    frame : DataFrame
+        One row per run to predict. Rows that also have the fitted column (``result.y_``)
+        are scored: ``observed``, ``error`` = (predicted − observed) / observed, ``inside``.
+    interval : float
+        Level of each row's interval.
+    band : {"run", "fit"}
+        ``"run"`` (default): where one run's value lies (the fit's scatter included);
+        ``"fit"``: where the fitted curve lies (see :meth:`FitResult.predict`).
+    source : str
+        The table's name (a file), named in errors.
+
+    Returns
+    -------
+    dict
+        ``law``, ``x``, ``y``, ``interval``, ``band``, ``rows`` (one dict per row: the x
+        values, ``value``, ``lower``, ``upper`` and, when scored, ``observed``, ``error``,
+        ``inside``) and ``scores`` (:func:`scaling.laws.rollouts.held_out_scores` over the
+        scored rows, or None when no row has ``y``).
+
+    Raises
+    ------
+    DataError
+        If the table lacks a column the law reads, or a value is not a positive number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scaling.laws.fitting import fit
+    >>> C = np.logspace(15, 19, 12)
+    >>> result = fit("gpt4", pd.DataFrame({"flops_exact": C, "loss": 40.0 * C**-0.1 + 1.5}),
+    ...              n_bootstrap=20)
+    >>> out = predict_rows(result, pd.DataFrame({"flops_exact": [1e20], "loss": [2.0]}))
+    >>> round(out["rows"][0]["value"], 4), round(out["rows"][0]["error"], 4)
+    (1.9, -0.05)
+    """
+    from scaling.laws.rollouts import held_out_scores
+
+    columns = list(result.x_)
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise DataError(f"{source}: no column {missing[0]!r}, which law {result.law_.name!r} reads "
+                        f"({', '.join(columns)}); add it to the file (one value per row)")
+    values = {}
+    for column in columns:
+        numbers = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(numbers) | (numbers <= 0)
+        if bad.any():
+            row = int(bad.nonzero()[0][0])
+            raise DataError(f"{source}: column {column!r} row {row + 1} is {frame[column].iloc[row]!r}, "
+                            "not a positive number; fix or drop that row")
+        values[column] = numbers
+    point, (lower, upper) = result.predict(values, interval=interval, band=band)
+    observed = None
+    if result.y_ in frame.columns:
+        observed = pd.to_numeric(frame[result.y_], errors="coerce").to_numpy(dtype=float)
+    rows = []
+    for i in range(len(frame)):
+        row = {column: float(values[column][i]) for column in columns}
+        row.update(value=float(point[i]), lower=float(lower[i]), upper=float(upper[i]))
+        if observed is not None and np.isfinite(observed[i]):
+            row.update(observed=float(observed[i]), error=float((point[i] - observed[i]) / observed[i]),
+                       inside=bool(lower[i] <= observed[i] <= upper[i]))
+        rows.append(row)
+    scored = [] if observed is None else np.isfinite(observed).nonzero()[0]
+    scores = (held_out_scores(observed[scored], point[scored], lower[scored], upper[scored])
+              if len(scored) else None)
+    return json_safe({"law": result.law_.name, "x": columns, "y": result.y_, "interval": interval,
+                      "band": band, "rows": rows, "scores": scores})
 
 
 def two_step(

@@ -3,7 +3,8 @@
 Every fit of the toolkit (``fit``, ``report``, ``compare``, ``capability``, the demo) chooses
 its runs here, with :func:`split_runs`: finished proxy runs with usable values of the law's
 columns, the target run apart, and optionally the smallest proxies left out when the proxies'
-own backtest says the law fits better without them (``fit_range="auto"``).
+own backtest says the law fits better without them (``fit_range="auto"``). A user's own row
+filter (``--where``, a pandas query, and ``--drop-top-loss K``) is :func:`filter_rows`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 from scaling.errors import ConfigError, DataError
 from scaling.table import finished
 
-__all__ = ["RunSplit", "run_label", "split_runs", "find_run"]
+__all__ = ["RunSplit", "run_label", "split_runs", "find_run", "filter_rows", "filter_text"]
 
 
 # Runs logged by the toolkit itself (reports) are not training runs.
@@ -212,3 +213,104 @@ def find_run(frame: pd.DataFrame, run_id: str) -> pd.Series:
     if rows.empty:
         raise DataError(f"the run table has no run {run_id!r}; pass a run_id from it")
     return rows.iloc[0]
+
+
+def filter_rows(
+    frame: pd.DataFrame,
+    *,
+    where: str | None = None,
+    drop_top_loss: int = 0,
+    y: str = "loss",
+    source: str = "run table",
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Keep the rows a user's filter selects: a pandas query, then drop the K highest ``y``.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The run table.
+    where : str, optional
+        A :meth:`pandas.DataFrame.query` expression over the columns, e.g.
+        ``"tokens >= 2 * params"``; rows where it is false are dropped.
+    drop_top_loss : int
+        Drop the ``drop_top_loss`` rows with the highest ``y`` among those left (Besiroglu
+        et al. 2024 drop the 5 highest-loss Chinchilla points); 0 drops none.
+    y : str
+        The column ranked by ``drop_top_loss`` (the fitted one, usually ``loss``).
+    source : str
+        Where the table came from, named in errors.
+
+    Returns
+    -------
+    (DataFrame, dict)
+        The rows kept, and the record of the filter: ``where``, ``drop_top_loss``,
+        ``n_rows`` (before), ``n_kept`` (after).
+
+    Raises
+    ------
+    DataError
+        If the query is not valid over the table, does not give one true/false per row,
+        leaves no row, or ``drop_top_loss`` is negative, exceeds the rows or ``y`` is missing.
+
+    Examples
+    --------
+    >>> runs = pd.DataFrame({"params": [1.0, 2.0, 3.0, 4.0], "tokens": [1.0, 8.0, 9.0, 16.0],
+    ...                      "loss": [4.0, 3.0, 2.5, 2.0]})
+    >>> kept, record = filter_rows(runs, where="tokens >= 2 * params", drop_top_loss=1)
+    >>> kept["loss"].tolist(), record["n_kept"]
+    ([2.5, 2.0], 2)
+    """
+    record = {"where": where, "drop_top_loss": int(drop_top_loss), "n_rows": len(frame),
+              "n_kept": len(frame)}
+    if where is not None and where.strip():
+        frame = _query(frame, where, source)
+    if drop_top_loss:
+        frame = _drop_top(frame, int(drop_top_loss), y, source)
+    record["n_kept"] = len(frame)
+    return frame, record
+
+
+def _query(frame: pd.DataFrame, where: str, source: str) -> pd.DataFrame:
+    columns = ", ".join(map(str, frame.columns)) or "none"
+    fix = f"write a pandas query over the columns ({columns}), e.g. --where \"tokens >= 2 * params\""
+    try:
+        mask = frame.eval(where)
+    except Exception as error:  # pandas raises many kinds (SyntaxError, UndefinedVariableError, ...)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"{source}: --where {where!r} is not a valid row filter ({reason}); {fix}") from None
+    if not isinstance(mask, pd.Series) or mask.dtype != bool:
+        raise DataError(f"{source}: --where {where!r} does not give true or false per row; {fix}")
+    if not mask.any():
+        raise DataError(f"{source}: --where {where!r} keeps none of its {len(frame)} rows; loosen it")
+    return frame[mask]
+
+
+def _drop_top(frame: pd.DataFrame, k: int, y: str, source: str) -> pd.DataFrame:
+    if k < 0:
+        raise DataError(f"--drop-top-loss {k}: give 0 or a positive number of runs to drop")
+    if y not in frame.columns:
+        raise DataError(f"{source}: --drop-top-loss ranks column {y!r}, which it lacks; "
+                        "drop --drop-top-loss or add the column")
+    if k >= len(frame):
+        raise DataError(f"{source}: --drop-top-loss {k} would drop all {len(frame)} rows; "
+                        "give a smaller number")
+    values = pd.to_numeric(frame[y], errors="coerce")
+    top = values.sort_values(ascending=False, na_position="last", kind="stable").index[:k]
+    return frame.drop(index=top)
+
+
+def filter_text(record: dict[str, Any] | None) -> str | None:
+    """The row filter of a fit in words, or None when nothing was filtered.
+
+    >>> filter_text({"where": "tokens >= 2 * params", "drop_top_loss": 5, "n_rows": 245,
+    ...              "n_kept": 200})
+    "rows: where 'tokens >= 2 * params', the 5 highest-loss dropped (245 -> 200)"
+    """
+    if not record or (not record.get("where") and not record.get("drop_top_loss")):
+        return None
+    parts = []
+    if record.get("where"):
+        parts.append(f"where {record['where']!r}")
+    if record.get("drop_top_loss"):
+        parts.append(f"the {record['drop_top_loss']} highest-loss dropped")
+    return f"rows: {', '.join(parts)} ({record['n_rows']} -> {record['n_kept']})"
