@@ -5,7 +5,12 @@ The same assertions run against a sqlite file and (marked slow) a real ``mlflow 
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import socket
+import subprocess
+from importlib import metadata
 
 import pytest
 
@@ -168,3 +173,77 @@ def test_unreachable_server_is_a_clear_error():
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TrackingError, match=rf"cannot reach the MLflow tracking server at {url} .*; start it"):
         tracking.check_tracking(url, timeout=2)
+
+
+def _git(repo, *args):
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_runs_carry_their_provenance(tmp_path, sqlite_uri, monkeypatch):
+    """Git commit and dirty flag of the working directory, package versions, device, host,
+    sweep config hash and corpus hash, as scaling.* tags and run-table columns."""
+    uri = sqlite_uri
+    repo = tmp_path / "repo"  # a throwaway repository: the project's own is never touched
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "train.py").write_text("a\n")
+    _git(repo, "add", "train.py")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "one")
+    head = _git(repo, "rev-parse", "HEAD")
+    tracking.setup_experiment("provenance", tracking_uri=uri)
+    spec = _spec("clean", sweep="provenance")
+    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"content_hash": "c0ffee" * 4})})
+    monkeypatch.chdir(repo)
+    with tracking.RunLogger(spec, tracking_uri=uri, tags={tracking.TAG_CONFIG_HASH: "cfg123"}) as run:
+        run.finish(SUMMARY)
+    (repo / "train.py").write_text("b\n")  # an uncommitted change
+    _finished_run(uri, _spec("dirty", sweep="provenance", lr=1e-3), steps=1)
+    monkeypatch.chdir(tmp_path)  # not a repository
+    _finished_run(uri, _spec("outside", sweep="provenance", lr=2e-3), steps=1)
+
+    runs = {run["name"]: run["tags"] for run in tracking.find_runs("provenance", tracking_uri=uri)}
+    clean, dirty, outside = runs["clean"], runs["dirty"], runs["outside"]
+    assert clean["scaling.git_commit"] == head and clean["scaling.git_dirty"] == "false"
+    assert clean["mlflow.source.git.commit"] == head  # the MLflow UI's "Version" column
+    assert dirty["scaling.git_commit"] == head and dirty["scaling.git_dirty"] == "true"
+    assert "scaling.git_commit" not in outside and "scaling.git_dirty" not in outside
+    for package in ("scaling", "torch", "mlflow", "optuna"):
+        assert clean[f"scaling.version_{package}"] == metadata.version(package)
+    import torch
+
+    assert clean.get("scaling.version_cuda") == (torch.version.cuda or None)
+    if torch.cuda.is_available():
+        assert clean["scaling.device"] == torch.cuda.get_device_name(0)
+        assert clean["scaling.device_count"] == str(torch.cuda.device_count())
+    else:
+        assert clean["scaling.device"].startswith("cpu: ")
+        assert clean["scaling.device_count"] == str(os.cpu_count())
+    assert clean["scaling.host"] == socket.gethostname()
+    assert clean[tracking.TAG_CONFIG_HASH] == "cfg123"
+    assert clean[tracking.TAG_CORPUS_HASH] == "c0ffee" * 4
+    assert tracking.TAG_CORPUS_HASH not in dirty  # no content hash in its data config
+
+    frame = tracking.runs_frame("provenance", tracking_uri=uri).set_index("name")
+    assert frame.loc["clean", "git_commit"] == head and frame.loc["dirty", "git_dirty"] == "true"
+    assert frame.loc["clean", "version_torch"] == metadata.version("torch")
+    assert frame.loc["clean", "corpus_hash"] == "c0ffee" * 4
+    assert frame.loc["clean", "host"] == socket.gethostname()
+    assert frame["git_commit"].isna().sum() == 1  # outside the repository
+
+
+def test_the_experiment_opens_as_model_training_with_the_sweep_view(sqlite_uri):
+    from mlflow import MlflowClient
+
+    tracking.setup_experiment("ui-kind", tracking_uri=sqlite_uri)
+    tags = MlflowClient(sqlite_uri).get_experiment_by_name("ui-kind").tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(tags[f"mlflow.sharedViewState.{tracking.SWEEP_VIEW_KEY}"])
+    assert view["searchFilter"] == "tags.`scaling.role` != 'report'"
+    assert view["selectedColumns"] == [
+        "metrics.`final/eval_loss`", "metrics.`size/params`", "metrics.`size/tokens`", "metrics.`size/flops`"
+    ]
+    assert tracking.sweep_view_url("ui-kind", tracking_uri=sqlite_uri) is None  # no UI address known
+    url = tracking.sweep_view_url("ui-kind", tracking_uri=sqlite_uri, ui="http://127.0.0.1:5000/")
+    assert url.startswith("http://127.0.0.1:5000/#/experiments/") and url.endswith(
+        f"/runs?workflowType=machine_learning&viewStateShareKey={tracking.SWEEP_VIEW_KEY}"
+    )

@@ -7,6 +7,7 @@ lives in a module of its own and is registered below with ``root.add_command``:
 - :mod:`scaling.cli.sweep_commands`: ``sweep run|worker|status``
 - :mod:`scaling.cli.law_commands`: ``fit``, ``predict``, ``capability``
 - :mod:`scaling.cli.report_commands`: ``report``, ``compare``
+- :mod:`scaling.cli.forecast_commands`: ``forecast``, ``watch``
 - :mod:`scaling.cli.reference`: ``cli-reference`` (hidden)
 
 and :mod:`scaling.cli.options` holds what they share (options, JSON and table output,
@@ -23,6 +24,7 @@ import sys
 import click
 
 from scaling.cli.data_commands import data_group
+from scaling.cli.forecast_commands import forecast_command, watch_command
 from scaling.cli.law_commands import capability_command, fit_command, predict_command
 from scaling.cli.reference import cli_reference_command
 from scaling.cli.report_commands import compare_command, report_command
@@ -30,7 +32,11 @@ from scaling.cli.run_commands import check_coords_command, demo_command, train_c
 from scaling.cli.sweep_commands import sweep_group
 from scaling.errors import ScalingError
 
-__all__ = ["root", "main"]
+__all__ = ["root", "main", "READ_COMMANDS"]
+
+# The commands that only read MLflow (``report`` also logs its report run): they use MLflow's
+# fail-fast HTTP settings (scaling.sweeps.tracking.READ_SETTINGS).
+READ_COMMANDS = frozenset({"fit", "predict", "capability", "report", "compare"})
 
 
 @click.group("scaling", context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,6 +54,10 @@ def root(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
     if not debug:  # MLflow announces database migrations and the like at INFO
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # workers inherit it
+    if ctx.invoked_subcommand in READ_COMMANDS:  # a down server fails in seconds, not minutes
+        from scaling.sweeps.tracking import fail_fast_reads
+
+        fail_fast_reads()
 
 
 root.add_command(demo_command)
@@ -60,6 +70,8 @@ root.add_command(predict_command)
 root.add_command(capability_command)
 root.add_command(report_command)
 root.add_command(compare_command)
+root.add_command(forecast_command)
+root.add_command(watch_command)
 root.add_command(cli_reference_command)
 
 

@@ -6,11 +6,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from scaling.errors import ConfigError
+from scaling.laws.selection import filter_rows, filter_text
 from scaling.reporting.render import write_report
 from scaling.reporting.report import (
     build_report,
@@ -35,6 +39,8 @@ def make_report(
     tracking_uri: str | None = None,
     date: _dt.date | str | None = None,
     fit_range: str = "all",
+    where: str | None = None,
+    drop_top_loss: int = 0,
 ) -> Path:
     """Build and write a report from an MLflow experiment or a CSV; log it to the experiment.
 
@@ -51,6 +57,9 @@ def make_report(
         Where to write; ``reports/NAME/`` by default.
     tracking_uri : str, optional
         MLflow tracking URI (needed with ``experiment``).
+    where, drop_top_loss
+        A row filter on the runs (:func:`scaling.laws.selection.filter_rows`); the target run
+        is always kept. The filter is named in the report's source line.
 
     Returns
     -------
@@ -75,6 +84,8 @@ def make_report(
         inputs = inputs_from_experiment(experiment, tracking_uri=tracking_uri)
     else:
         inputs = inputs_from_csv(csv)
+    if where or drop_top_loss:
+        inputs = filtered_inputs(inputs, where=where, drop_top_loss=drop_top_loss)
     report = build_report(
         inputs, law=law, target=target, target_flops=target_flops, n_bootstrap=n_bootstrap,
         seed=seed, date=date, fit_range=fit_range,
@@ -87,3 +98,16 @@ def make_report(
             experiment, path, tracking_uri=tracking_uri, tags={"scaling.law": report.law.name}
         )
     return path
+
+
+def filtered_inputs(inputs, *, where: str | None, drop_top_loss: int = 0):
+    """``inputs`` with a user's row filter applied to its runs (target runs kept), and named
+    in its ``source``."""
+    runs = inputs.runs
+    is_target = (runs["role"].astype(str) == "target") if "role" in runs.columns else None
+    candidates = runs if is_target is None else runs[~is_target]
+    kept, record = filter_rows(candidates, where=where, drop_top_loss=drop_top_loss,
+                               source=inputs.source)
+    if is_target is not None:
+        kept = pd.concat([kept, runs[is_target]]).loc[lambda f: sorted(f.index)]
+    return dataclasses.replace(inputs, runs=kept, source=f"{inputs.source}; {filter_text(record)}")

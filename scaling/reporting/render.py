@@ -41,7 +41,7 @@ __all__ = ["blocks", "render_markdown", "render_html", "write_report", "comparis
 
 
 # A report is rendered from a list of blocks, so Markdown and HTML say exactly the same:
-# ("h1"|"h2"|"p"|"footer", text), ("list", [text]), ("table", header, rows), ("img", name, alt).
+# ("h1"|"h2"|"p", text), ("list"|"footer", [text]), ("table", header, rows), ("img", name, alt).
 Block = tuple
 
 
@@ -178,15 +178,60 @@ def _backtest_and_allocation_blocks(report: Report) -> list[Block]:
 
 
 def _footer(report: Report) -> Block:
+    """The footer: what built the report, and (when the runs carry it) what trained the runs."""
     import scaling
 
     inputs = report.inputs
-    return (
-        "footer",
+    lines = [
         f"scaling {scaling.__version__} · sweep {inputs.sweep or 'unknown'} · config hash "
         f"{inputs.config_hash or 'unknown'} · tracking "
-        f"{inputs.tracking_uri or f'none ({inputs.source})'} · {report.date}",
-    )
+        f"{inputs.tracking_uri or f'none ({inputs.source})'} · {report.date}"
+    ]
+    provenance = _provenance_line(report)
+    if provenance:
+        lines.append(provenance)
+    return ("footer", lines)
+
+
+def _distinct(runs: pd.DataFrame, column: str) -> list[str]:
+    """The distinct non-empty values of a text column, in order of first appearance."""
+    if column not in runs.columns:
+        return []
+    values = [str(v) for v in runs[column] if isinstance(v, str) and v]
+    return list(dict.fromkeys(values))
+
+
+def _provenance_line(report: Report) -> str | None:
+    """Commit, versions, device and corpus hash of the runs the report was built from (the
+    fitted proxies and the target; see scaling.sweeps.tracking.PROVENANCE_COLUMNS), or None
+    when none of them logged any (a CSV of someone else's runs)."""
+    runs = report.split.proxies
+    if report.split.target is not None:
+        runs = pd.concat([runs, report.split.target.to_frame().T], ignore_index=True)
+    join = " / ".join
+    items = []
+    commits = [commit[:12] for commit in _distinct(runs, "git_commit")]
+    if commits:
+        dirty = " (uncommitted changes)" if "true" in _distinct(runs, "git_dirty") else ""
+        items.append(f"commit {join(commits)}{dirty}")
+    versions = [
+        f"{name} {join(found)}"
+        for name in ("scaling", "torch", "cuda", "mlflow", "optuna")
+        if (found := _distinct(runs, f"version_{name}"))
+    ]
+    if versions:
+        items.append(", ".join(versions).replace("cuda ", "CUDA "))
+    devices = _distinct(runs, "device")
+    if devices:
+        counts = _distinct(runs, "device_count")
+        items.append(f"device {join(devices)}" + (f" (count {join(counts)})" if counts else ""))
+    hosts = _distinct(runs, "host")
+    if hosts:
+        items.append(f"host {join(hosts)}")
+    corpus = _distinct(runs, "corpus_hash")
+    if corpus:
+        items.append(f"corpus hash {join(corpus)}")
+    return f"Runs trained with: {' · '.join(items)}." if items else None
 
 
 def _capability_blocks(report: Report, number: int) -> list[Block]:
@@ -290,7 +335,9 @@ def render_markdown(report: Report, *, images: Mapping[str, str] | None = None) 
             lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
             lines.append("")
         elif kind == "footer":
-            lines += ["---", "", block[1], ""]
+            lines += ["---", ""]
+            for line in block[1]:
+                lines += [line, ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -340,7 +387,7 @@ def render_html(report: Report, images: Mapping[str, bytes]) -> str:
             )
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif kind == "footer":
-            body.append(f"<footer><p>{esc(block[1])}</p></footer>")
+            body.append("<footer>" + "".join(f"<p>{esc(line)}</p>" for line in block[1]) + "</footer>")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"

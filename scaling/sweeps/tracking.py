@@ -7,7 +7,11 @@ Every MLflow call of the toolkit lives in this module (docs/architecture.md, "ML
 - params are the dotted config paths of the RunSpec (``model.d_model``, ``train.lr``);
 - step metrics (``train/loss``, ``eval/loss``...) are buffered in memory and flushed with
   ``MlflowClient.log_batch`` (0.2 ms/step instead of 3-5 ms for one call per step);
-- summary metrics (``final/eval_loss``, ``size/flops``...) are logged once at the end.
+- summary metrics (``final/eval_loss``, ``size/flops``...) are logged once at the end;
+- each run's provenance (git commit, versions, device, host, corpus hash) is tagged ``scaling.*``;
+- the experiment is tagged for the MLflow UI (training kind, a shared runs-table view);
+- a client checks its URI once (``/health`` within 3 s; a missing sqlite file is refused
+  unless the database is being set up), and reads can use MLflow's fail-fast HTTP settings.
 
 :func:`runs_frame` turns an experiment into the run table, a pandas DataFrame, so that fitting
 never needs MLflow. mlflow is imported inside functions: ``import scaling.sweeps.tracking`` is cheap.
@@ -15,6 +19,7 @@ never needs MLflow. mlflow is imported inside functions: ``import scaling.sweeps
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -39,8 +44,15 @@ __all__ = [
     "TAG_ROLE",
     "TAG_FAILURE",
     "TAG_CONFIG_HASH",
+    "TAG_CORPUS_HASH",
+    "PROVENANCE_COLUMNS",
+    "provenance_tags",
     "RUN_COLUMNS",
+    "READ_SETTINGS",
+    "fail_fast_reads",
     "check_tracking",
+    "SWEEP_VIEW_KEY",
+    "sweep_view_url",
     "setup_experiment",
     "find_runs",
     "RunLogger",
@@ -48,6 +60,8 @@ __all__ = [
     "runs_frame",
     "learning_curve",
     "log_report",
+    "log_forecast",
+    "latest_forecast",
 ]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -60,11 +74,46 @@ TAG_PID = "scaling.pid"
 TAG_TUNE = "scaling.tune"
 TAG_TUNE_BEST = "scaling.tune_best"
 TAG_CONFIG_HASH = "scaling.config_hash"
+# MLflow 3's experiment type: without it the UI opens a sweep on its GenAI traces view.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# A view of the runs table stored in the experiment (MLflow's shared views: the experiment tag
+# mlflow.sharedViewState.<key>, opened with ?viewStateShareKey=<key>): training runs only (no
+# report run), sorted by compute, with columns final loss, N, D and C.
+SWEEP_VIEW_KEY = "scaling-sweep"
+_SWEEP_VIEW_METRICS = ("final/eval_loss", "size/params", "size/tokens", "size/flops")
+
+# MLflow's own HTTP settings for commands that only read (docs/architecture.md, "Defaults"):
+# one retry, no back-off, 4 s per request, so an unreachable server fails in seconds instead
+# of MLflow's default 7 retries with back-off (about 4 minutes).
+READ_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "4",
+}
+_HEALTH_TIMEOUT_S = 3.0
+_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
+_checked: set[str] = set()  # tracking URIs this process has already found usable
+
+# Provenance (scaling.training.provenance.run_provenance): run-table column -> tag. The host is
+# TAG_HOST, which also names the run's owner; the config hash is TAG_CONFIG_HASH.
+PROVENANCE_COLUMNS = {
+    key: f"scaling.{key}"
+    for key in (
+        "git_commit", "git_dirty", "version_scaling", "version_torch", "version_cuda",
+        "version_mlflow", "version_optuna", "device", "device_count", "corpus_hash",
+    )
+}  # fmt: skip
+TAG_CORPUS_HASH = PROVENANCE_COLUMNS["corpus_hash"]
+_TAG_GIT_COMMIT_UI = "mlflow.source.git.commit"  # the MLflow UI shows this one as the run's version
 
 # The run table of docs/architecture.md, in order; after them come name, tune, tune_best, wall_s and any
 # other metric as its own column.
 RUN_COLUMNS = list(RUN_TABLE_COLUMNS)  # the run-table contract, in its documented order
-_TEXT_COLUMNS = {"run_id", "run_key", "sweep", "role", "status", "name", "tune", "config_hash"}
+_TEXT_COLUMNS = {
+    "run_id", "run_key", "sweep", "role", "status", "name", "tune", "config_hash", "host",
+    *PROVENANCE_COLUMNS,
+}  # fmt: skip
 _PARAM_COLUMNS = {
     "n_layer": "model.n_layer",
     "d_model": "model.d_model",
@@ -87,7 +136,23 @@ _METRIC_COLUMNS = {
 _MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 
 
-def _client(tracking_uri: str):
+def fail_fast_reads() -> None:
+    """Apply :data:`READ_SETTINGS` to this process (a setting the user made is kept).
+
+    The CLI calls it for the commands that only read MLflow (``fit``, ``report``...); training
+    keeps MLflow's patient defaults, which ride out a server restart.
+    """
+    for key, value in READ_SETTINGS.items():
+        os.environ.setdefault(key, value)
+
+
+def _client(tracking_uri: str, *, create: bool = False):
+    """An ``MlflowClient`` for ``tracking_uri``, once the URI was found usable.
+
+    Unless ``create``, a sqlite URI whose file is missing is refused, so that no read ever
+    creates an empty database as a side effect (only :func:`setup_experiment` creates one).
+    """
+    _check_usable(tracking_uri, create)  # before importing mlflow, which takes seconds
     from mlflow import MlflowClient
 
     path = _sqlite_path(tracking_uri)
@@ -104,14 +169,66 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
     return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
 
 
+def _check_usable(tracking_uri: str, create: bool) -> None:
+    """:func:`check_tracking` once per URI and process, and refuse a missing sqlite file.
+
+    Raises
+    ------
+    TrackingError
+        If the server does not answer, the URI is malformed, or (unless ``create``) the
+        sqlite database does not exist.
+    """
+    path = _sqlite_path(tracking_uri)
+    key = tracking_uri if path is None else str(path.resolve())  # a relative file moves with the cwd
+    if key in _checked:
+        return
+    check_tracking(tracking_uri, timeout=_HEALTH_TIMEOUT_S)
+    if path is not None and not create and not path.is_file():
+        raise TrackingError(
+            f"no tracking database at {path.resolve()}; run a sweep first or pass --tracking-uri"
+        )
+    _checked.add(key)
+
+
+@contextlib.contextmanager
+def _reading(tracking_uri: str):
+    """Turn an MLflow failure during a read (a server gone mid-way) into one-line TrackingError."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as error:
+        from mlflow.exceptions import MlflowException  # only now: a failed check imports no mlflow
+
+        if not isinstance(error, MlflowException):
+            raise
+        reason = " ".join(str(error.message if hasattr(error, "message") else error).split())
+        raise TrackingError(
+            f"cannot read MLflow at {tracking_uri} ({reason[:200]}); check that the server is "
+            "up and --tracking-uri"
+        ) from None
+
+
 def check_tracking(tracking_uri: str, timeout: float = 10.0) -> None:
     """Fail fast, before any training, when the tracking URI cannot work.
 
     Raises
     ------
     TrackingError
-        If a tracking server does not answer ``/health`` or a sqlite file's folder is missing.
+        If the URI has no scheme MLflow reads, a tracking server does not answer
+        ``/health`` or a sqlite file's folder is missing.
     """
+    scheme = tracking_uri.partition(":")[0].split("+")[0].lower()
+    if (scheme not in _SCHEMES or "://" not in tracking_uri) and tracking_uri != "databricks":
+        raise TrackingError(
+            f"tracking URI {tracking_uri!r} is not one MLflow reads; use sqlite:///mlflow.db "
+            "or http://HOST:PORT"
+        )
+    if scheme == "sqlite" and not tracking_uri.startswith("sqlite:///"):
+        raise TrackingError(
+            f"tracking URI {tracking_uri!r}: a sqlite URI has three slashes; use "
+            "sqlite:///mlflow.db (relative) or sqlite:////abs/path/mlflow.db"
+        )
     if tracking_uri.startswith(("http://", "https://")):
         url = tracking_uri.rstrip("/") + "/health"
         try:
@@ -143,15 +260,68 @@ def setup_experiment(name: str, *, tracking_uri: str = DEFAULT_TRACKING_URI) -> 
     at once gets corrupted (docs/architecture.md, "Measured MLflow and Optuna facts").
     """
     check_tracking(tracking_uri)
-    client = _client(tracking_uri)
+    client = _client(tracking_uri, create=True)
+    tags = {TAG_SWEEP: name, TAG_EXPERIMENT_KIND: EXPERIMENT_KIND, _view_tag(): _sweep_view_state()}
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        for key, value in tags.items():  # an experiment made by an older version gets them too
+            if experiment.tags.get(key) != value:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     path = _sqlite_path(tracking_uri)
     location = None
     if path is not None:  # artifacts beside the database, wherever the worker's cwd is
         location = (path.resolve().parent / "mlartifacts" / name).as_uri()
-    return client.create_experiment(name, artifact_location=location, tags={TAG_SWEEP: name})
+    return client.create_experiment(name, artifact_location=location, tags=tags)
+
+
+def _view_tag() -> str:
+    return f"mlflow.sharedViewState.{SWEEP_VIEW_KEY}"
+
+
+def _sweep_view_state() -> str:
+    """The runs-table view of a sweep, as the JSON the MLflow UI reads from a shared view."""
+    import json
+
+    return json.dumps({
+        "searchFilter": f"tags.`{TAG_ROLE}` != 'report'",
+        "orderByKey": "metrics.`size/flops`", "orderByAsc": True,
+        "startTime": "ALL", "lifecycleFilter": "Active", "modelVersionFilter": "All Runs",
+        "datasetsFilter": [], "runsPinned": [], "runsHidden": [], "runsExpanded": {},
+        "selectedColumns": [f"metrics.`{key}`" for key in _SWEEP_VIEW_METRICS],
+    })  # fmt: skip
+
+
+def sweep_view_url(experiment: str, *, tracking_uri: str, ui: str | None = None) -> str | None:
+    """Where the MLflow UI shows a sweep as a sweep: its training runs, with final loss, N, D and C.
+
+    Parameters
+    ----------
+    experiment : str
+        The sweep name.
+    tracking_uri : str
+        The tracking URI; a server's URL is also its UI.
+    ui : str, optional
+        The UI's URL when the tracking URI is a database (``mlflow ui`` serves
+        ``http://127.0.0.1:5000`` by default).
+
+    Returns
+    -------
+    str or None
+        The runs page in MLflow's "Model training" workflow with the sweep's shared view, or
+        None when there is no UI URL to give or the experiment does not exist.
+    """
+    base = ui or (tracking_uri if tracking_uri.startswith(("http://", "https://")) else None)
+    if base is None:
+        return None
+    with _reading(tracking_uri):
+        found = _client(tracking_uri).get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    return (
+        f"{base.rstrip('/')}/#/experiments/{found.experiment_id}/runs"
+        f"?workflowType=machine_learning&viewStateShareKey={SWEEP_VIEW_KEY}"
+    )
 
 
 def _experiment_id(client, experiment: str, tracking_uri: str) -> str:
@@ -182,14 +352,15 @@ def find_runs(
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Runs of an experiment as plain dicts (``run_id``, ``status``, ``tags``, ``metrics``),
     newest first, optionally only those with one run key and/or status."""
-    client = _client(tracking_uri)
-    experiment_id = _experiment_id(client, experiment, tracking_uri)
     clauses = []
     if run_key is not None:
         clauses.append(f"tags.`{TAG_RUN_KEY}` = '{run_key}'")
     if status is not None:
         clauses.append(f"attributes.status = '{status}'")
-    runs = _search(client, experiment_id, " and ".join(clauses))
+    with _reading(tracking_uri):
+        client = _client(tracking_uri)
+        experiment_id = _experiment_id(client, experiment, tracking_uri)
+        runs = _search(client, experiment_id, " and ".join(clauses))
     return [
         {
             "run_id": run.info.run_id,
@@ -212,11 +383,29 @@ def terminate_run(run_id: str, status: str, *, tracking_uri: str, reason: str | 
     client.set_terminated(run_id, status=status)
 
 
+def provenance_tags(spec: RunSpec) -> dict[str, str]:
+    """The provenance of a run about to be trained, as MLflow tags.
+
+    Git commit and dirty flag of the working directory (when it is a repository), versions
+    of scaling, torch, CUDA, mlflow and optuna, device name and count, host and corpus hash
+    (:func:`scaling.training.provenance.run_provenance`), under :data:`PROVENANCE_COLUMNS`.
+    """
+    from scaling.training.provenance import run_provenance
+
+    found = run_provenance(spec)
+    tags = {tag: found[key] for key, tag in PROVENANCE_COLUMNS.items() if key in found}
+    tags[TAG_HOST] = found["host"]
+    if "git_commit" in found:
+        tags[_TAG_GIT_COMMIT_UI] = found["git_commit"]
+    return tags
+
+
 class RunLogger:
     """One MLflow run of one RunSpec, as a context manager.
 
     Opens a new run (tags, params, the resolved config as ``run_spec.json``) or reopens
-    ``run_id`` to resume into it. Step metrics are buffered and flushed in batches. On leaving
+    ``run_id`` to resume into it, tagged with its provenance (:func:`provenance_tags`; a
+    resumed run gets the new machine's). Step metrics are buffered and flushed in batches. On leaving
     the block the run is FINISHED if :meth:`finish` was called, FAILED (with
     ``scaling.failure``) on an exception, and KILLED on KeyboardInterrupt/SystemExit (the
     worker's SIGTERM handler raises SystemExit), so no run is left RUNNING by a live process.
@@ -268,10 +457,12 @@ class RunLogger:
 
         client = self._client = _client(self.tracking_uri)
         spec = self.spec
-        owner = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
+        owner = {**provenance_tags(spec), TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
         if self.run_id is not None:
             client.update_run(self.run_id, status="RUNNING")
             client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in owner.items()])
+            if TAG_FAILURE in client.get_run(self.run_id).data.tags:
+                client.delete_tag(self.run_id, TAG_FAILURE)  # a retry: the old reason is past
             return self
         experiment_id = _experiment_id(client, spec.sweep, self.tracking_uri)
         tags = {
@@ -325,6 +516,15 @@ class RunLogger:
         """Flush, tag ``scaling.failure`` = reason, and end the run FAILED."""
         self._end("FAILED", summary=summary, reason=reason)
 
+    def end(self, status: str, reason: str) -> None:
+        """End the run as ``status`` (KILLED, FAILED) with ``scaling.failure`` = reason, even
+        when the block already ended it (a worker's failure policy has the last word)."""
+        if not self._ended:
+            self._end(status, reason=reason)
+            return
+        self._client.set_tag(self.run_id, TAG_FAILURE, reason[:5000])
+        self._client.set_terminated(self.run_id, status=status)
+
     def _end(self, status: str, summary=None, reason: str | None = None) -> None:
         from mlflow.entities import Metric, RunTag
 
@@ -357,7 +557,8 @@ class RunLogger:
 def _to_frame(rows: list[dict[str, Any]], extra: list[str]):
     import pandas as pd
 
-    columns = RUN_COLUMNS + ["name", "tune", "tune_best", "config_hash", "wall_s"] + sorted(extra)
+    labels = ["name", "tune", "tune_best", "config_hash", "wall_s", "host", *PROVENANCE_COLUMNS]
+    columns = RUN_COLUMNS + labels + sorted(extra)
     frame = pd.DataFrame(rows, columns=columns)
     for column in columns:
         if column not in _TEXT_COLUMNS:
@@ -390,8 +591,10 @@ def runs_frame(
     pandas.DataFrame
         Columns :data:`RUN_COLUMNS` (numbers as numeric dtypes), then ``name``, ``tune`` (the
         tuned shape, for tune trials), ``tune_best`` (1.0 for each shape's best trial),
-        ``config_hash`` (of the sweep file that launched the run), ``wall_s``, and every other
-        metric as its own column (``/`` written as ``_``).
+        ``config_hash`` (of the sweep file that launched the run), ``wall_s``, the provenance
+        (``host`` and :data:`PROVENANCE_COLUMNS`: ``git_commit``, ``version_torch``, ``device``,
+        ``corpus_hash``...; text, None when not logged), and every other metric as its own
+        column (``/`` written as ``_``).
 
     Raises
     ------
@@ -403,40 +606,48 @@ def runs_frame(
     >>> frame = runs_frame("demo", role="proxy")  # doctest: +SKIP
     >>> frame[["params", "tokens", "flops", "loss"]]  # doctest: +SKIP
     """
-    client = _client(tracking_uri)
-    experiment_id = _experiment_id(client, experiment, tracking_uri)
     clauses = [f"attributes.status = '{status}'"] if status else []
     if role is not None:
         clauses.append(f"tags.`{TAG_ROLE}` = '{role}'")
-    runs = _search(client, experiment_id, " and ".join(clauses))
+    with _reading(tracking_uri):
+        client = _client(tracking_uri)
+        experiment_id = _experiment_id(client, experiment, tracking_uri)
+        runs = _search(client, experiment_id, " and ".join(clauses))
     rows, extra = [], set()
-    taken = set(_METRIC_COLUMNS.values())
     for run in sorted(runs, key=lambda run: run.info.start_time or 0):
-        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-        if role is None and tags.get(TAG_ROLE) not in ("proxy", "target"):
+        if role is None and run.data.tags.get(TAG_ROLE) not in ("proxy", "target"):
             continue
-        row: dict[str, Any] = {
-            "run_id": run.info.run_id,
-            "run_key": tags.get(TAG_RUN_KEY),
-            "sweep": tags.get(TAG_SWEEP, experiment),
-            "role": tags.get(TAG_ROLE),
-            "status": run.info.status,
-            "name": run.info.run_name,
-            "tune": tags.get(TAG_TUNE),
-            "tune_best": {"true": 1.0, "false": 0.0}.get(tags.get(TAG_TUNE_BEST, "")),
-            "config_hash": tags.get(TAG_CONFIG_HASH),
-        }
-        if run.info.end_time and run.info.start_time:
-            row["wall_s"] = (run.info.end_time - run.info.start_time) / 1000
-        row.update({column: params.get(key) for column, key in _PARAM_COLUMNS.items()})
-        row.update({column: metrics.get(key) for column, key in _METRIC_COLUMNS.items()})
-        for key, value in metrics.items():
-            if key not in taken:
-                name = key.replace("/", "_")
-                row[name] = value
-                extra.add(name)
+        row, others = _run_row(run, experiment)
         rows.append(row)
+        extra |= others
     return _to_frame(rows, [name for name in extra if name not in RUN_COLUMNS])
+
+
+def _run_row(run, experiment: str) -> tuple[dict[str, Any], set[str]]:
+    """One run-table row (labels and provenance from tags, shape from params, numbers from
+    metrics, any other metric under its own name with ``/`` as ``_``) and those other names."""
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    row: dict[str, Any] = {
+        "run_id": run.info.run_id,
+        "run_key": tags.get(TAG_RUN_KEY),
+        "sweep": tags.get(TAG_SWEEP, experiment),
+        "role": tags.get(TAG_ROLE),
+        "status": run.info.status,
+        "name": run.info.run_name,
+        "tune": tags.get(TAG_TUNE),
+        "tune_best": {"true": 1.0, "false": 0.0}.get(tags.get(TAG_TUNE_BEST, "")),
+        "config_hash": tags.get(TAG_CONFIG_HASH),
+        "host": tags.get(TAG_HOST),
+        **{column: tags.get(tag) for column, tag in PROVENANCE_COLUMNS.items()},
+    }
+    if run.info.end_time and run.info.start_time:
+        row["wall_s"] = (run.info.end_time - run.info.start_time) / 1000
+    row.update({column: params.get(key) for column, key in _PARAM_COLUMNS.items()})
+    row.update({column: metrics.get(key) for column, key in _METRIC_COLUMNS.items()})
+    taken = set(_METRIC_COLUMNS.values())
+    others = {key.replace("/", "_"): value for key, value in metrics.items() if key not in taken}
+    row.update(others)
+    return row, set(others)
 
 
 def learning_curve(
@@ -457,16 +668,20 @@ def learning_curve(
     client = _client(tracking_uri)
     try:
         client.get_run(run_id)
-    except MlflowException:
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            with _reading(tracking_uri):
+                raise
         raise TrackingError(
             f"no MLflow run {run_id!r} at {tracking_uri}; take run ids from runs_frame()"
         ) from None
-    history = client.get_metric_history(run_id, metric)
+    with _reading(tracking_uri):
+        history = client.get_metric_history(run_id, metric)
+        tokens = {point.step: point.value for point in client.get_metric_history(run_id, "train/tokens")}
     if not history:
         raise TrackingError(
             f"run {run_id} has no metric {metric!r}; use e.g. 'eval/loss' or 'train/loss'"
         )
-    tokens = {point.step: point.value for point in client.get_metric_history(run_id, "train/tokens")}
     latest = {point.step: point.value for point in history}  # a resumed step keeps its last value
     steps = sorted(latest)
     return pd.DataFrame(
@@ -510,6 +725,63 @@ def log_report(
     return run.info.run_id
 
 
+def log_forecast(
+    experiment: str, path: str | Path, *, tracking_uri: str = DEFAULT_TRACKING_URI,
+    tags: Mapping[str, str] | None = None,
+) -> str:  # fmt: skip
+    """Register a forecast file as the artifact ``forecast.json`` of a new FINISHED run with
+    role ``forecast`` in ``experiment`` (which must exist: nothing is created otherwise).
+
+    Returns
+    -------
+    str
+        The new run's id.
+    """
+    path = Path(path)
+    with _reading(tracking_uri):
+        client = _client(tracking_uri)
+        experiment_id = _experiment_id(client, experiment, tracking_uri)
+        all_tags = {TAG_SWEEP: experiment, TAG_ROLE: "forecast", **dict(tags or {})}
+        run = client.create_run(experiment_id, run_name="forecast", tags=all_tags)
+        try:
+            client.log_artifact(run.info.run_id, str(path))
+            if path.name != "forecast.json":
+                client.log_text(run.info.run_id, path.read_text(), "forecast.json")
+        except Exception:
+            client.set_terminated(run.info.run_id, status="FAILED")
+            raise
+        client.set_terminated(run.info.run_id, status="FINISHED")
+    return run.info.run_id
+
+
+def latest_forecast(experiment: str, *, tracking_uri: str = DEFAULT_TRACKING_URI) -> dict[str, Any] | None:
+    """The newest registered forecast of ``experiment`` (its ``forecast.json`` as a dict, with
+    ``run_id`` added), or None when none was registered."""
+    import json
+    import tempfile
+
+    with _reading(tracking_uri):
+        client = _client(tracking_uri)
+        experiment_id = _experiment_id(client, experiment, tracking_uri)
+        runs = _search(client, experiment_id,
+                       f"tags.`{TAG_ROLE}` = 'forecast' and attributes.status = 'FINISHED'")
+        if not runs:
+            return None
+        newest = max(runs, key=lambda run: run.info.start_time or 0)
+        bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no bar on stderr
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                local = client.download_artifacts(newest.info.run_id, "forecast.json", folder)
+                record = json.loads(Path(local).read_text())
+        finally:
+            if bar is None:
+                os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+            else:
+                os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
+    return {**record, "run_id": newest.info.run_id}
+
+
 def run_status(run_id: str, *, tracking_uri: str) -> str:
     """The status of one run (RUNNING, FINISHED, FAILED, KILLED)."""
     return _client(tracking_uri).get_run(run_id).info.status
@@ -517,7 +789,8 @@ def run_status(run_id: str, *, tracking_uri: str) -> str:
 
 def run_tags(run_id: str, *, tracking_uri: str) -> dict[str, str]:
     """The tags of one run (used by the reaper to find a run's owner)."""
-    return dict(_client(tracking_uri).get_run(run_id).data.tags)
+    with _reading(tracking_uri):
+        return dict(_client(tracking_uri).get_run(run_id).data.tags)
 
 
 def set_run_tags(run_ids: list[str], tags: Mapping[str, str], *, tracking_uri: str) -> None:
