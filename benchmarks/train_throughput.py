@@ -13,9 +13,13 @@ On a GPU (``--device cuda``, the default when one is visible) the reference runs
 in plain fp32 as PyTorch defaults to (no TF32), a ``bf16+compile`` case is added, a GPT-2
 small shape (12 layers x 768, 85M parameters) joins the sizes, and the first ``--warmup``
 steps of every case (compilation, allocator and kernel autotuning) are left out of its
-tokens/s. Every line also gives the achieved FLOP/s (tokens/s x the model's exact FLOPs per
-token: every matmul, the output head and attention) and MFU, that over the device's dense
-bf16 peak (H100/H200 989 TFLOP/s, A100 312; on a CPU the best of a few bf16 1024^3 matmuls).
+tokens/s. The first line names the CPU's capability as torch reports it
+(``torch.backends.cpu.get_cpu_capability()``) and its bf16 flags, which decide what 'auto'
+picks on a CPU, and every figure repeats the capability. Every line also gives the achieved
+FLOP/s (tokens/s x the model's exact FLOPs per token: every matmul, the output head and
+attention) and MFU, that over the device's dense
+bf16 peak (H100/H200 989 TFLOP/s, A100 312; on a CPU the best of a few 1024^3 matmuls in bf16
+where it is native, in fp32 elsewhere).
 
 Usage::
 
@@ -39,7 +43,7 @@ from torch.nn import functional as F
 
 from scaling.config.run import RunSpec
 from scaling.training.data import eval_sequences, prepare_data, sample_batch
-from scaling.training.hardware import device_peak_flops, resolve_precision
+from scaling.training.hardware import cpu_capability, device_peak_flops, resolve_precision
 from scaling.training.loop import lr_multiplier, train
 from scaling.training.model import GPT, GPTConfig, model_counts
 
@@ -208,11 +212,18 @@ def main() -> None:
         parser.error(f"--steps {args.steps} must be a multiple of --warmup {warmup}, and larger")
     cases = ("fp32", "bf16", "bf16+compile") if gpu else ("fp32", "bf16")
     data = prepare_data(RunSpec().data)
-    peak = device_peak_flops(device, "bf16")
+    # What 'auto' decides from: bf16 on a CPU only with native bf16 (AMX or AVX512_BF16).
+    capability = cpu_capability()
+    # MFU over the fastest precision the device has: a CPU without native bf16 emulates it
+    # (its bf16 matmuls ran slower than fp32), so its peak is fp32's.
+    peak_precision = "bf16" if gpu or capability["native_bf16"] else "fp32"
+    peak = device_peak_flops(device, peak_precision)
     machine = {"device": torch.cuda.get_device_name(device) if gpu else "cpu",
                "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
                "torch": torch.__version__, "sequences": sequences, "warmup_steps": warmup,
-               "bf16_peak_tflops": round(peak / 1e12, 1)}
+               "peak_tflops": round(peak / 1e12, 3), "peak_precision": peak_precision,
+               "cpu_capability": capability["capability"],
+               "cpu_bf16_flags": capability["bf16_flags"], "cpu_native_bf16": capability["native_bf16"]}
     print(json.dumps({"machine": machine}), flush=True)
     for size in sizes:
         layers, d, heads, _ = SIZES[size]
@@ -234,7 +245,7 @@ def main() -> None:
             tokens_per_s = float(np.median([r["tokens_per_s"] for r in runs]))
             row = {
                 "size": size, "params": params, "case": name,
-                "default": name == f"scaling-{default}",
+                "default": name == f"scaling-{default}", "cpu_capability": capability["capability"],
                 "tokens": args.steps * sequences * CONTEXT, "repeats": args.repeats,
                 "tokens_per_s": round(tokens_per_s, 1),
                 "speedup_vs_reference": round(float(np.median([r["ratio"] for r in runs])), 3),

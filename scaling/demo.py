@@ -134,7 +134,7 @@ def run_demo(
     quick: bool = False,
     tracking_uri: str = "sqlite:///mlflow.db",
     storage: str | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     law: str | None = None,
     x: str = "flops_exact",
     fit_range: str | None = None,
@@ -153,7 +153,8 @@ def run_demo(
     quick : bool
         Use the sweep file's ``quick:`` toy sizes (for tests; accuracy is not the point).
     tracking_uri, storage, workers
-        As for :func:`scaling.sweeps.queue.run_sweep`.
+        As for :func:`scaling.sweeps.workers.run_sweep` (``workers`` None: one per core for
+        the tiny proxies, one with every core for a larger target).
     law, x : str
         The law fitted to the proxies and the run-table column it extrapolates along; the
         law is the sweep file's ``forecast.law`` when None.

@@ -11,7 +11,7 @@ from helpers import ladder_proxy_count, write_sweep
 
 from scaling.cli import main
 from scaling.config.run import ModelConfig
-from scaling.errors import ConfigError, StorageError, TrackingError
+from scaling.errors import DataError, ConfigError, StorageError, TrackingError
 from scaling.sweeps import tracking
 from scaling.sweeps.planning import expand, load_sweep, plan
 from scaling.sweeps.workers import run_sweep, status, worker
@@ -91,7 +91,7 @@ def test_isoflop_tokens_come_from_budget_over_exact_flops_per_token():
 
 
 def test_gpt2_ladder_spans_10m_to_350m_and_a_1_3b_target():
-    specs = expand(load_sweep(SWEEPS / "gpt2-ladder-gpu.yaml"))
+    specs = expand(load_sweep(SWEEPS / "gpt2-ladder-gpu.yaml"), pin=False)  # its corpus is a GPU box's
     sizes = {s.name: _counts(s.model.n_layer, s.model.d_model, s.model.n_head, 1024, 50304) for s in specs}
     proxies = [sizes[s.name]["params"] for s in specs if s.role == "proxy"]
     (target,) = [sizes[s.name] for s in specs if s.role == "target"]
@@ -112,7 +112,12 @@ def test_every_shipped_sweep_file_plans_and_has_a_toy_version(path):
     config = load_sweep(path)
     quick = load_sweep(path, quick=True)
     assert quick.name == f"{config.name}-quick"  # its own experiment, never mixed with the real one
-    assert plan(config) and plan(quick)
+    assert plan(quick)
+    if config.data.source.endswith(".bin"):  # a corpus that lives on the GPU machines
+        with pytest.raises(DataError, match=r"no such file; give an existing .bin"):
+            plan(config)
+    else:
+        assert plan(config)
 
 
 def test_tune_file_plans_trials_per_shape():
@@ -152,6 +157,10 @@ BAD = [
     ({}, r"bad.yaml: the sweep runs nothing; add a ladder, isoflop, tune or target section"),
     ({"ladder": {"shapes": [{"d_model": 8}], "tokens_per_param": [1]}, "forecast": {"law": "chinchilla"}},
      r"bad.yaml: forecast.law = 'chinchilla': Input should be 'gpt4' or 'power'"),
+    ({"ladder": {"shapes": [{"d_model": 8}], "tokens_per_param": [1]}, "execution": {"max_retries": -1}},
+     r"bad.yaml: execution.max_retries = -1: Input should be greater than or equal to 0"),
+    ({"ladder": {"shapes": [{"d_model": 8}], "tokens_per_param": [1]}, "execution": {"retries": 3}},
+     r"bad.yaml: unknown key execution.retries; remove it or check its spelling"),
 ]  # fmt: skip
 
 
@@ -174,6 +183,22 @@ def test_same_run_under_two_names_and_unreadable_tokenizer_are_rejected():
     missing = {**TINY, "data": {"tokenizer": "no/tokenizer.json"}}
     with pytest.raises(ConfigError, match=r"data.tokenizer = 'no/tokenizer.json' is not 'bytes', 'bpe' or a readable tokenizer.json; fix the path or set model.vocab_size"):
         load_sweep(write_sweep(missing))
+
+
+def test_a_negative_max_retries_option_is_one_line_exit_2(capsys):
+    assert main(["sweep", "run", str(write_sweep(TINY)), "--max-retries", "-1"]) == 2
+    error = capsys.readouterr().err
+    assert error == "error: --max-retries = -1: use 0 or more (default 2)\n"
+    assert not Path("optuna.journal").exists()
+
+
+def test_execution_settings_change_no_run_and_not_the_config_hash():
+    plain = load_sweep(write_sweep(TINY))
+    other = load_sweep(write_sweep({**TINY, "execution": {"max_retries": 5, "checkpoint_root": "/shared/ck"}}))
+    assert (other.execution.max_retries, other.checkpoint_root) == (5, "/shared/ck")
+    assert (plain.execution.max_retries, plain.checkpoint_root) == (2, "checkpoints")
+    assert other.config_hash == plain.config_hash
+    assert [s.run_key for s in expand(other)] == [s.run_key for s in expand(plain)]
 
 
 def test_unknown_role_is_rejected():
@@ -208,8 +233,10 @@ def test_dry_run_prints_the_plan_and_trains_nothing(capsys):
     names = [row["name"] for row in printed["runs"]]
     assert names[0] == "d14-L4-20xN" and names[-1] == "target-d96-L4-20xN"
     assert printed["total_flops_exact"] == pytest.approx(sum(row["C_exact"] for row in printed["runs"]))
-    assert main(["sweep", "run", str(SWEEPS / "gpt2-ladder-gpu.yaml"), "--dry-run"]) == 0
-    assert "target-d2048-L24-20xN" in capsys.readouterr().out
+    # a dry run reads the corpus's identity: one whose data is not here fails in one line
+    assert main(["sweep", "run", str(SWEEPS / "gpt2-ladder-gpu.yaml"), "--dry-run"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "data/openwebtext/train.bin': no such file" in error[0]
     assert not Path("mlflow.db").exists() and not Path("optuna.journal").exists()
 
 

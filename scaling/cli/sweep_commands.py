@@ -1,4 +1,4 @@
-"""``scaling sweep run|worker|status``: families of runs through an Optuna queue."""
+"""``scaling sweep run|worker|status|retry``: families of runs through an Optuna queue."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from scaling.cli.options import (
     progress_display,
     tracking_option,
 )
+from scaling.errors import ScalingError
 
 __all__ = ["sweep_group"]
 
@@ -35,21 +36,48 @@ _storage_option = click.option(
 )  # fmt: skip
 _roles_option = click.option("--roles", default=None, help="Only these roles, e.g. 'proxy' or 'proxy,target'.")
 _quick_option = click.option("--quick", is_flag=True, help="Use the file's 'quick:' toy overrides.")
+_retries_option = click.option(
+    "--max-retries", type=int, default=None,
+    help="Retries of a run after a transient failure (killed worker, lost node or connection) "
+         "[default: the file's execution.max_retries, 2].",
+)  # fmt: skip
+_checkpoint_option = click.option(
+    "--checkpoint-root", type=click.Path(file_okay=False), default=None,
+    help="Folder of <sweep>/<run_key>/ checkpoints shared by every machine [default: the file's "
+         "execution.checkpoint_root, else checkpoints/].",
+)  # fmt: skip
+
+
+def _report_failures(failed: list[dict[str, str]]) -> None:
+    """One line per failed run on stderr (which and why), then exit 1 through the error gate."""
+    if not failed:
+        return
+    for failure in failed:
+        reason = " ".join(str(failure["reason"]).split())
+        click.echo(f"failed: {failure['name']}: {reason[:500]}", err=True)
+    raise ScalingError(f"{len(failed)} run(s) failed; fix the cause, then 'scaling sweep run FILE' "
+                       "(or 'scaling sweep retry FILE') re-queues them")  # fmt: skip
 
 
 @sweep_group.command("run")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--workers", type=int, default=1, show_default=True, help="CPU worker processes (cores are split).")
+@click.option("--workers", type=int, default=None,
+              help="CPU worker processes (cores are split) [default: one per core when every run "
+                   "is tiny, else 1].")  # fmt: skip
 @click.option("--devices", default=None, help="GPU indices, one worker each, e.g. 0,1,2,3.")
 @_storage_option
 @tracking_option
 @_roles_option
 @_quick_option
 @click.option("--threads", type=int, default=None, help="torch threads per CPU worker (default: cores / workers).")
+@_retries_option
+@_checkpoint_option
 @click.option("--dry-run", is_flag=True, help="Print the plan (shape, N, D, exact C) and train nothing.")
 @output_option
-def sweep_run(file, workers, devices, storage, tracking_uri, roles, quick, threads, dry_run, output) -> None:
-    """Run a sweep until every run is done (a second call reuses finished runs).
+def sweep_run(file, workers, devices, storage, tracking_uri, roles, quick, threads, max_retries,
+              checkpoint_root, dry_run, output) -> None:  # fmt: skip
+    """Run a sweep until every run is done (a second call reuses finished runs and re-queues
+    failed ones); exits 1, naming each failed run and why, when any failed.
 
     \b
     Example:
@@ -71,10 +99,13 @@ def sweep_run(file, workers, devices, storage, tracking_uri, roles, quick, threa
         summary = sweeps.run_sweep(
             config, workers=workers, devices=_split(devices), storage=storage,
             tracking_uri=tracking_uri, roles=_split(roles), threads=threads, progress=update,
+            max_retries=max_retries, checkpoint_root=checkpoint_root,
         )  # fmt: skip
     if output == "json":
-        return emit_json(summary)
-    print_rows(summary["rows"], ["name", "role", "state", "loss", "flops_exact", "reused", "failure"], config.name)
+        emit_json(summary)
+    else:
+        print_rows(summary["rows"], ["name", "role", "state", "loss", "flops_exact", "reused", "failure"], config.name)
+    _report_failures(summary["failures"])
 
 
 @sweep_group.command("worker")
@@ -84,18 +115,65 @@ def sweep_run(file, workers, devices, storage, tracking_uri, roles, quick, threa
 @_roles_option
 @_quick_option
 @click.option("--threads", type=int, default=None, help="torch threads for this worker.")
-def sweep_worker(file, storage, tracking_uri, roles, quick, threads) -> None:
+@click.option("--devices", default=None,
+              help="GPU indices of this node: one pinned worker process each, e.g. 0,1,2,3.")
+@_retries_option
+@_checkpoint_option
+def sweep_worker(file, storage, tracking_uri, roles, quick, threads, devices, max_retries, checkpoint_root) -> None:
     """Join a running sweep (e.g. from another machine or a SLURM array) and drain its queue.
+
+    Waits until every run has ended, reaping the runs of dead workers meanwhile, so no
+    launcher has to stay alive; exits 1, naming each failed run and why, when any failed.
 
     \b
     Example:
-      scaling sweep worker sweeps/gpt2-ladder-gpu.yaml \
-        --storage postgresql://user@db/optuna --tracking-uri http://mlflow:5000
+      scaling sweep worker sweeps/gpt2-ladder-gpu.yaml --devices 0,1,2,3
+      scaling sweep worker sweeps/gpt2-ladder-gpu.yaml --storage postgresql://user@db/optuna
+        --tracking-uri http://mlflow:5000 --checkpoint-root /shared/checkpoints
     """
     from scaling.sweeps import workers as sweeps
 
-    counts = sweeps.worker(file, storage=storage, tracking_uri=tracking_uri, roles=_split(roles), threads=threads, quick=quick)
-    emit_json(counts)
+    options = {"storage": storage, "tracking_uri": tracking_uri, "roles": _split(roles), "quick": quick,
+               "threads": threads, "max_retries": max_retries, "checkpoint_root": checkpoint_root}  # fmt: skip
+    if devices:
+        codes = sweeps.node_workers(file, devices=_split(devices), **options)
+        emit_json({"workers": len(codes), "exit_codes": codes})
+    else:
+        emit_json(sweeps.worker(file, **options))
+    rows = sweeps.status(file, storage=storage, tracking_uri=tracking_uri, roles=_split(roles), quick=quick)
+    _report_failures(sweeps.failures(rows))
+
+
+@sweep_group.command("retry")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_storage_option
+@tracking_option
+@_roles_option
+@_quick_option
+def sweep_retry(file, storage, tracking_uri, roles, quick) -> None:
+    """Re-queue the sweep's failed runs (after fixing their cause) and train nothing.
+
+    Workers already running pick them up; otherwise run 'scaling sweep run FILE' or
+    'scaling sweep worker FILE'. Diverged runs are results and stay as they are.
+
+    \b
+    Example:
+      scaling sweep retry sweeps/demo.yaml
+    """
+    from scaling.sweeps.planning import load_sweep
+    from scaling.sweeps.queue import (
+        check_roles,
+        open_storage,
+        retry_failed,
+        storage_url,
+    )
+
+    config = load_sweep(file, quick=quick)
+    store = open_storage(storage_url(storage, tracking_uri))
+    names = retry_failed(config, store, check_roles(_split(roles)))
+    for name in names:
+        click.echo(f"re-queued: {name}")
+    click.echo(f"{len(names)} failed run(s) re-queued")
 
 
 @sweep_group.command("status")
@@ -117,4 +195,4 @@ def sweep_status(file, storage, tracking_uri, roles, quick, output) -> None:
     rows = sweeps.status(file, storage=storage, tracking_uri=tracking_uri, roles=_split(roles), quick=quick)
     if output == "json":
         return emit_json(rows)
-    print_rows(rows, ["name", "role", "state", "loss", "flops_exact", "worker", "mlflow_run_id"], file)
+    print_rows(rows, ["name", "role", "state", "loss", "flops_exact", "retries", "worker", "failure"], file)

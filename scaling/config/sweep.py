@@ -36,6 +36,7 @@ __all__ = [
     "TuneConfig",
     "TargetConfig",
     "ForecastConfig",
+    "ExecutionConfig",
     "SweepConfig",
 ]
 
@@ -146,6 +147,24 @@ class ForecastConfig(StrictModel):
     )
 
 
+class ExecutionConfig(StrictModel):
+    """How the sweep's runs are executed; nothing here changes a run's result or its key.
+
+    ``scaling sweep run`` and ``scaling sweep worker`` take ``--max-retries`` and
+    ``--checkpoint-root`` over these values.
+    """
+
+    max_retries: NonNegativeInt = Field(
+        2, description="times a run that failed for a transient reason (a killed worker, a lost "
+                       "node, database or tracking connection) is retried from its checkpoint",
+    )
+    checkpoint_root: str | None = Field(
+        None, min_length=1,
+        description="folder of checkpoints/<sweep>/<run_key>/ shared by every machine "
+                    "(default: checkpoints/ in each worker's working directory)",
+    )
+
+
 class SweepConfig(StrictModel):
     """A whole sweep file: names, shared recipe, and the families of runs to launch.
 
@@ -164,8 +183,14 @@ class SweepConfig(StrictModel):
     tune: TuneConfig | None = None
     target: TargetConfig | None = None
     forecast: ForecastConfig = Field(default_factory=ForecastConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     quick: dict[str, Any] | None = Field(None, description="toy overrides for tests and demos")
     _source: str = PrivateAttr("<sweep>")  # the file it came from, for error messages
+
+    @property
+    def checkpoint_root(self) -> str:
+        """Where run checkpoints live: ``execution.checkpoint_root`` or ``checkpoints``."""
+        return self.execution.checkpoint_root or "checkpoints"
 
     @property
     def source(self) -> str:
@@ -174,10 +199,11 @@ class SweepConfig(StrictModel):
 
     @property
     def config_hash(self) -> str:
-        """A 16-hex-digit hash of the validated sweep (its ``quick`` and ``forecast`` sections
-        aside, which change no run): every run of the sweep is tagged with it, so a report can
-        say which sweep file produced it."""
-        text = json.dumps(self.model_dump(mode="json", exclude={"quick", "forecast"}), sort_keys=True)
+        """A 16-hex-digit hash of the validated sweep (its ``quick``, ``forecast`` and
+        ``execution`` sections aside, which change no run): every run of the sweep is tagged
+        with it, so a report can say which sweep file produced it."""
+        sections = {"quick", "forecast", "execution"}
+        text = json.dumps(self.model_dump(mode="json", exclude=sections), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def with_source(self, source: str | Path) -> SweepConfig:

@@ -63,7 +63,7 @@ def load_sweep(path: str | Path, *, quick: bool = False) -> SweepConfig:
             raise ConfigError(f"{path}: no quick section; add 'quick:' with toy overrides")
         merged = _deep_merge({k: v for k, v in raw.items() if k != "quick"}, config.quick)
         config = validate(SweepConfig, merged, f"{path} (quick)").with_source(f"{path} (quick)")
-    expand(config)
+    expand(config, pin=False)  # the shape of the plan only: the corpus may live elsewhere
     return config
 
 
@@ -116,20 +116,25 @@ def _budget(config, section: str, shape: Shape, tokens: int | None, multiple: fl
     return max(1, round(multiple * N)), f"{multiple:g}xN"
 
 
-def expand(config: SweepConfig) -> list[RunSpec]:
-    """Every RunSpec a sweep fixes in advance: ladder, isoflop and target runs (pure).
+def expand(config: SweepConfig, *, pin: bool = True) -> list[RunSpec]:
+    """Every RunSpec a sweep fixes in advance: ladder, isoflop and target runs.
 
-    Tune trials are not listed: their learning rates are sampled while the sweep runs.
+    Tune trials are not listed: their learning rates are sampled while the sweep runs. With
+    ``pin`` (the default), each spec carries the corpus's content hash in ``data.content_hash``
+    and so in its run key (:func:`pin_corpus`): the corpus must be readable here. Without it the
+    plan's shape is checked without touching the data.
 
     Raises
     ------
     ConfigError
         If an isoflop budget gives a shape fewer than ``isoflop.min_steps`` steps, or two runs
         share a name or a run key.
+    DataError
+        With ``pin``, if the corpus is missing or unreadable.
     """
     source = config.source
     specs: list[tuple[str, RunSpec]] = []
-    data = pin_corpus(config.data)  # the run keys name the corpus by its content
+    data = pin_corpus(config.data) if pin else config.data  # run keys name the corpus's content
 
     def add(where: str, shape: Shape, role: str, name: str, tokens: int, **train: Any) -> None:
         model, train = _shape_spec(config, shape, tokens=tokens, **train)

@@ -51,8 +51,14 @@ __all__ = [
     "claim",
     "Heartbeat",
     "requeue",
+    "give_up",
+    "retry_failed",
     "reap",
     "superseded",
+    "latest_attempts",
+    "retry_history",
+    "diverged",
+    "normalise_storage_url",
     "stored_config",
     "all_studies",
 ]
@@ -79,10 +85,59 @@ def storage_url(storage: str | None, tracking_uri: str) -> str:
 
 _STORAGES: dict[str, Any] = {}  # one open storage per resolved URL and process
 
+# SQLAlchemy's module of each PostgreSQL driver, in the order they are preferred.
+POSTGRES_DRIVERS = {"psycopg2": "psycopg2", "psycopg": "psycopg"}
+
+
+def installed_postgres_drivers() -> tuple[str, ...]:
+    """The PostgreSQL drivers SQLAlchemy could use here, preferred first."""
+    import importlib.util
+
+    return tuple(name for name, module in POSTGRES_DRIVERS.items() if importlib.util.find_spec(module))
+
+
+def normalise_storage_url(url: str, drivers: Sequence[str] | None = None) -> str:
+    """``url`` with a bare ``postgresql://`` (or ``postgres://``) bound to an installed driver.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, while the project installs
+    psycopg2 (``scaling[postgres]``): the URL as README and ``--help`` write it would fail with
+    a message blaming the URL. An explicit ``postgresql+DRIVER://`` is left as it is.
+
+    Parameters
+    ----------
+    url : str
+        An Optuna storage URL or journal path.
+    drivers : sequence of str, optional
+        The installed drivers, preferred first (default: :func:`installed_postgres_drivers`).
+
+    Raises
+    ------
+    StorageError
+        For a PostgreSQL URL when neither psycopg2 nor psycopg is installed.
+
+    Examples
+    --------
+    >>> normalise_storage_url("postgresql://user@db/optuna", drivers=("psycopg2",))
+    'postgresql+psycopg2://user@db/optuna'
+    >>> normalise_storage_url("postgresql+psycopg://user@db/optuna", drivers=("psycopg2",))
+    'postgresql+psycopg://user@db/optuna'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    drivers = installed_postgres_drivers() if drivers is None else tuple(drivers)
+    if not drivers:
+        raise StorageError(
+            f"cannot open the Optuna storage {url}: no PostgreSQL driver is installed; "
+            "pip install 'scaling[postgres]' (psycopg2-binary) or psycopg"
+        )
+    return f"postgresql+{drivers[0]}://{rest}"
+
 
 def open_storage(url: str):
     """The Optuna storage at ``url`` (a journal file path or an RDB URL), opened once per
-    process: the launcher polls it every second."""
+    process: the launcher polls it every second. A bare ``postgresql://`` takes the installed
+    driver (:func:`normalise_storage_url`)."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -99,7 +154,13 @@ def open_storage(url: str):
         store = JournalStorage(JournalFileBackend(key))
     else:
         try:
-            store = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+            normalised = normalise_storage_url(url)
+            engine = {"pool_pre_ping": True}
+            if normalised.startswith("postgresql+"):  # an unreachable host fails, never hangs
+                engine["connect_args"] = {"connect_timeout": 10}
+            store = optuna.storages.RDBStorage(normalised, engine_kwargs=engine)
+        except StorageError:
+            raise
         except Exception as error:  # sqlalchemy errors carry many lines: keep the first
             text = str(error).strip()
             first = text.splitlines()[0] if text else type(error).__name__
@@ -163,7 +224,7 @@ def enqueue(config: SweepConfig, storage, roles: Sequence[str]) -> int:
             study.set_user_attr("config", config_json)
         trials = study.get_trials(deepcopy=False)
         if "/tune/" in name:
-            live = [t for t in trials if t.user_attrs.get("tune") and not superseded(t)]
+            live = [t for t in latest_attempts(trials) if t.user_attrs.get("tune")]
             for _ in range(config.tune.trials - len(live)):
                 study.enqueue_trial({}, user_attrs={"tune": name})
                 count += 1
@@ -200,7 +261,8 @@ def wait_ready(study, timeout: float = READY_TIMEOUT_S) -> None:
 
 
 def superseded(trial) -> bool:
-    """A trial that only records an empty claim or a reaped attempt (its work was requeued).
+    """A trial that only records an empty claim, a duplicate claim or a reaped attempt (its
+    work was requeued).
 
     A reaper marks a trial ``requeued`` before failing it; when the owner completes the trial
     in between, the failing is refused and the completed trial stands, mark or not.
@@ -209,14 +271,46 @@ def superseded(trial) -> bool:
 
     if trial.state == TrialState.COMPLETE:
         return False
-    return bool(trial.user_attrs.get("empty") or trial.user_attrs.get("requeued"))
+    return bool(trial.user_attrs.get("empty") or trial.user_attrs.get("requeued")
+                or trial.user_attrs.get("duplicate"))  # fmt: skip
+
+
+def retry_history(trial) -> list[int]:
+    """The numbers of the earlier attempts this trial retries, oldest first (Optuna's
+    ``RetryHeartbeatStaleTrialCallback.retry_history``)."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return list(RetryHeartbeatStaleTrialCallback.retry_history(trial))
+
+
+def latest_attempts(trials: Sequence[Any]) -> list[Any]:
+    """The trials that stand for their runs now: superseded claims (:func:`superseded`) and
+    attempts that a later trial retries are left out, unless still RUNNING."""
+    from optuna.trial import TrialState
+
+    retried = {number for trial in trials for number in retry_history(trial)}
+    return [
+        trial for trial in trials
+        if trial.state == TrialState.RUNNING or not (superseded(trial) or trial.number in retried)
+    ]  # fmt: skip
+
+
+def diverged(trial) -> bool:
+    """A trial that failed because its run diverged: a result, never retried."""
+    return str(trial.user_attrs.get("failure", "")).startswith("diverged")
 
 
 def reap(config: SweepConfig, *, storage: str | None = None, tracking_uri: str = tracking.DEFAULT_TRACKING_URI,
          roles: Iterable[str] | None = None) -> list[str]:  # fmt: skip
-    """Fail the RUNNING trials whose worker is dead, mark their MLflow runs KILLED and
-    re-enqueue their RunSpecs; then end any RUNNING MLflow run of this sweep whose owner
-    process on this host is gone. Return the names of the requeued runs."""
+    """Fail the RUNNING trials whose worker is dead and re-enqueue their RunSpecs, marking
+    their MLflow runs KILLED, while they have retries left (``execution.max_retries``); past
+    that, fail them for good with the reason. Then end any RUNNING MLflow run of this sweep
+    whose owner process on this host is gone. Return the names of the requeued runs."""
     from optuna.trial import TrialState
 
     store = open_storage(storage_url(storage, tracking_uri))
@@ -232,10 +326,32 @@ def reap(config: SweepConfig, *, storage: str | None = None, tracking_uri: str =
                 continue  # just claimed: owner attrs are on their way
             if "pid" in attrs and owner_live(attrs):
                 continue
-            run_id = attrs.get("mlflow_run_id")
-            kill = (lambda run_id=run_id: kill_run(run_id, tracking_uri, "worker died (reaped)")) if run_id else None
-            if requeue(store, study, trial, before_enqueue=kill):
+            if _retry_dead(store, study, trial, config.execution.max_retries, tracking_uri):
                 requeued.append(attrs.get("name", f"{name}#{trial.number}"))
+    _end_orphaned_runs(config, tracking_uri)
+    return requeued
+
+
+def _retry_dead(store, study, trial, max_retries: int, tracking_uri: str) -> bool:
+    """Requeue the trial of a dead worker (True), or fail it for good once its retries are
+    spent (False, as when another process ended it first)."""
+    attrs = trial.user_attrs
+    run_id = attrs.get("mlflow_run_id")
+    retries = int(attrs.get("retries", 0))
+    owner = f"{attrs.get('host', '?')}:{attrs.get('pid', '?')}"
+    if retries < max_retries:
+        reason = f"worker {owner} died (reaped); retry {retries + 1} of {max_retries}"
+        kill = (lambda: kill_run(run_id, tracking_uri, reason)) if run_id else None
+        return requeue(store, study, trial, before_enqueue=kill, retries=retries + 1)
+    reason = (f"worker {owner} died (reaped) after {retries} retries (max_retries = {max_retries}); "
+              "check the worker logs, then 'scaling sweep retry FILE'")  # fmt: skip
+    if give_up(store, study, trial, reason) and run_id:
+        kill_run(run_id, tracking_uri, reason, status="FAILED")
+    return False
+
+
+def _end_orphaned_runs(config: SweepConfig, tracking_uri: str) -> None:
+    """End KILLED every RUNNING MLflow run of the sweep whose owner on this host is gone."""
     host = socket.gethostname()
     try:
         runs = tracking.find_runs(config.name, tracking_uri=tracking_uri, status="RUNNING")
@@ -246,33 +362,100 @@ def reap(config: SweepConfig, *, storage: str | None = None, tracking_uri: str =
         owner = {"host": tags.get(tracking.TAG_HOST), "pid": tags.get(tracking.TAG_PID)}
         if owner["host"] == host and owner["pid"] and not pid_alive(int(owner["pid"])):
             kill_run(run["run_id"], tracking_uri, "worker died (reaped)")
-    return requeued
 
 
-# What a re-queued trial carries over: the run it is, and the MLflow run it resumes into.
-_REQUEUE_ATTRS = ("run_key", "name", "spec", "tune", "mlflow_run_id")
+# What a re-queued trial carries over: the run it is, the MLflow run it resumes into, and how
+# many times it was retried automatically since the last ``sweep retry``.
+_REQUEUE_ATTRS = ("run_key", "name", "spec", "tune", "mlflow_run_id", "retries")
 
 
-def requeue(store, study, trial, *, before_enqueue=None) -> bool:
+def _recreate(study, frozen, retries: int, **attrs: Any) -> None:
+    """Enqueue the run of a finished attempt again through Optuna's
+    ``RetryHeartbeatStaleTrialCallback``, which records the attempt in the new trial's retry
+    history (that is how :func:`latest_attempts` knows it is superseded). ``attrs`` replace
+    the user attrs carried over (a fixed sweep's RunSpec)."""
+    import copy
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    attempt = copy.deepcopy(frozen)
+    kept = {k: v for k, v in frozen.user_attrs.items() if k in _REQUEUE_ATTRS}
+    attempt.user_attrs = {**kept, **attrs, "retries": retries}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback()(study, attempt)
+
+
+def requeue(store, study, trial, *, before_enqueue=None, retries: int | None = None) -> bool:
     """The one requeue path: fail a RUNNING trial and enqueue its run again, to resume into
     the same MLflow run from its checkpoint. ``before_enqueue`` runs once the trial is failed
     and before anyone can claim the new one (the reaper ends the dead owner's MLflow run
-    there). False when another process ended the trial first, or it carries no run."""
+    there). ``retries`` is the retry count the new attempt carries (default: this one's, for
+    a worker stopped by SIGTERM, which is no failure). False when another process ended the
+    trial first, or it carries no run."""
     import optuna
     from optuna.trial import TrialState
 
-    store.set_trial_user_attr(trial._trial_id, "requeued", True)
-    try:
+    try:  # every worker reaps too: another one may have ended this trial a moment ago
+        store.set_trial_user_attr(trial._trial_id, "requeued", True)
         study.tell(trial.number, state=TrialState.FAIL)
     except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
         return False  # another reaper (or the owner) got there first
     if before_enqueue is not None:
         before_enqueue()
-    keep = {k: v for k, v in trial.user_attrs.items() if k in _REQUEUE_ATTRS}
-    if "spec" not in keep and "tune" not in keep:
+    frozen = store.get_trial(trial._trial_id)
+    if "spec" not in frozen.user_attrs and "tune" not in frozen.user_attrs:
         return False
-    study.enqueue_trial(dict(trial.params), user_attrs=keep)
+    _recreate(study, frozen, int(frozen.user_attrs.get("retries", 0)) if retries is None else retries)
     return True
+
+
+def give_up(store, study, trial, reason: str) -> bool:
+    """Fail a RUNNING trial for good, with ``failure`` = reason (shown by ``sweep status``).
+    False when another process ended it first."""
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        store.set_trial_user_attr(trial._trial_id, "failure", reason[:1000])
+        study.tell(trial.number, state=TrialState.FAIL)
+    except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
+        return False  # another reaper (or the owner) got there first
+    return True
+
+
+def retry_failed(config: SweepConfig, store, roles: Sequence[str]) -> list[str]:
+    """Enqueue again every run of the plan whose latest attempt failed (not diverged: a
+    diverged run is a result), with its retries reset and the RunSpec as the sweep file now
+    says it (a fix that keeps the run key, such as ``train.device``, takes effect): what
+    ``sweep run`` and ``sweep retry`` do after the cause was fixed. Returns the names of the
+    re-queued runs."""
+    from optuna.trial import TrialState
+
+    planned = {spec.run_key: spec for spec in expand(config)}
+    config_json = config.model_dump_json()
+    names = []
+    for name in study_names(config, roles):
+        try:
+            study = load_study(store, name)
+        except KeyError:
+            continue
+        failed = [t for t in latest_attempts(study.get_trials(deepcopy=False))
+                  if t.state == TrialState.FAIL and not diverged(t)]  # fmt: skip
+        for trial in failed:
+            attrs = trial.user_attrs
+            if "tune" in attrs:
+                _recreate(study, trial, 0)
+            elif attrs.get("run_key") in planned:
+                _recreate(study, trial, 0, spec=planned[attrs["run_key"]].model_dump_json())
+            else:
+                continue  # no longer in the sweep file
+            names.append(attrs.get("name", f"{name}#{trial.number}"))
+        if failed and study.user_attrs.get("config") != config_json:
+            study.set_user_attr("config", config_json)  # workers read the fixed sweep
+    return names
 
 
 def pid_alive(pid: int) -> bool:
@@ -284,10 +467,12 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def kill_run(run_id: str, tracking_uri: str, reason: str) -> None:
-    runs_status = tracking.run_status(run_id, tracking_uri=tracking_uri)
-    if runs_status == "RUNNING":
-        tracking.terminate_run(run_id, "KILLED", tracking_uri=tracking_uri, reason=reason)
+def kill_run(run_id: str, tracking_uri: str, reason: str, status: str = "KILLED") -> None:
+    """End a RUNNING MLflow run as ``status`` with ``scaling.failure`` = reason; a run found
+    KILLED becomes FAILED when ``status`` is FAILED (its retries are spent)."""
+    current = tracking.run_status(run_id, tracking_uri=tracking_uri)
+    if current == "RUNNING" or (status == "FAILED" and current == "KILLED"):
+        tracking.terminate_run(run_id, status, tracking_uri=tracking_uri, reason=reason)
 
 
 # --------------------------------------------------------------------------------- worker --
@@ -320,6 +505,8 @@ def claim(study):
 
     owner = {"host": socket.gethostname(), "pid": os.getpid(),
              "pid_start": psutil.Process().create_time(), "heartbeat": time.time()}  # fmt: skip
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # the GPU a node worker was pinned to
+        owner["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     for key, value in owner.items():
         trial.set_user_attr(key, value)
     if "spec" not in attrs and "tune" not in attrs:  # another worker emptied the queue first

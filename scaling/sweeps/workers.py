@@ -22,9 +22,16 @@ from typing import Any
 
 from scaling.config.run import RunSpec, TrainConfig
 from scaling.config.sweep import SweepConfig
-from scaling.errors import StorageError
+from scaling.errors import ConfigError, ScalingError, StorageError, TrackingError
 from scaling.sweeps import tracking
-from scaling.sweeps.planning import load_sweep, model_vocab_size, run_size, tune_studies
+from scaling.sweeps.planning import (
+    expand,
+    load_sweep,
+    model_vocab_size,
+    run_size,
+    tune_studies,
+)
+from scaling.sweeps.progress import eta_seconds, timing_fields
 from scaling.sweeps.queue import (
     DEAD_STATES,
     Heartbeat,
@@ -32,20 +39,23 @@ from scaling.sweeps.queue import (
     check_roles,
     claim,
     enqueue,
+    give_up,
+    latest_attempts,
     load_study,
     mark_ready,
     open_storage,
     pid_alive,
     reap,
     requeue,
+    retry_failed,
     storage_url,
     stored_config,
     study_names,
-    superseded,
     wait_ready,
 )
 
-__all__ = ["run_sweep", "worker", "status"]
+__all__ = ["run_sweep", "worker", "node_workers", "status", "failures", "configured", "with_execution",
+           "default_workers", "is_user_error"]
 
 
 def _tune_spec(trial, config: SweepConfig, base: RunSpec) -> RunSpec:
@@ -60,33 +70,66 @@ def _tune_spec(trial, config: SweepConfig, base: RunSpec) -> RunSpec:
     return base.model_copy(update={"train": merged, "name": name})
 
 
-def _train(spec: RunSpec, *, log, checkpoint_dir: Path):
+def _train(spec: RunSpec, *, log, checkpoint_dir: Path, threads: int | None = None):
+    from scaling.training.hardware import limit_threads
     from scaling.training.loop import train
 
+    limit_threads(threads, params=run_size(spec)["params"])  # tiny runs: one thread
     return train(spec, log=log, checkpoint_dir=checkpoint_dir)
 
 
-def _work_one(study, trial, config: SweepConfig, tracking_uri: str, storage) -> str:
-    """Train (or reuse) one claimed trial; return what happened."""
-    spec = _claimed_spec(trial, config)
-    runs = tracking.find_runs(spec.sweep, tracking_uri=tracking_uri, run_key=spec.run_key)
-    settled = _settled_by_earlier_runs(study, trial, runs)
+def is_user_error(error: BaseException) -> bool:
+    """Whether a run failed for its user's reason (bad config, missing data: a
+    :class:`~scaling.errors.ScalingError`), which fails the run at once; anything else (a
+    lost database or tracking connection, an OOM, a full disk) is transient and retried."""
+    return isinstance(error, ScalingError) and not isinstance(error, (TrackingError, StorageError))
+
+
+class _Attempt:
+    """What one worker needs to train a claimed trial: the queue, the sweep and its settings."""
+
+    def __init__(self, study, trial, config: SweepConfig, tracking_uri: str, storage,
+                 threads: int | None) -> None:  # fmt: skip
+        self.study, self.trial, self.config, self.storage = study, trial, config, storage
+        self.tracking_uri, self.threads = tracking_uri, threads
+        self.run: tracking.RunLogger | None = None
+
+
+def _work_one(study, trial, config: SweepConfig, tracking_uri: str, storage,
+              threads: int | None = None) -> str:  # fmt: skip
+    """Train (or reuse) one claimed trial; return what happened: ``trained``, ``reused``,
+    ``failed``, ``retried`` (a transient failure, enqueued again) or ``duplicate``. A SIGTERM
+    puts the trial back in the queue without spending a retry."""
+    attempt = _Attempt(study, trial, config, tracking_uri, storage, threads)
+    heartbeat = Heartbeat(storage, trial._trial_id)
+    heartbeat.start()
+    try:
+        return _train_attempt(attempt)
+    except (KeyboardInterrupt, SystemExit):
+        requeue(storage, study, trial)
+        raise
+    except Exception as error:  # noqa: BLE001 - the failure policy sorts every error
+        return _settle_failure(attempt, error)
+    finally:
+        heartbeat.stop.set()
+
+
+def _train_attempt(attempt: _Attempt) -> str:
+    spec = _claimed_spec(attempt.trial, attempt.config)
+    runs = tracking.find_runs(spec.sweep, tracking_uri=attempt.tracking_uri, run_key=spec.run_key)
+    settled = _settled_by_earlier_runs(attempt.study, attempt.trial, runs)
     if settled is not None:
         return settled
     resume = next((run["run_id"] for run in runs if run["status"] in (*DEAD_STATES, "RUNNING")), None)
     params = spec.flat_params()
     params["model.vocab_size"] = model_vocab_size(spec.model, spec.data)
-    tags = {tracking.TAG_CONFIG_HASH: config.config_hash}
-    if "tune" in trial.user_attrs:
-        tags[tracking.TAG_TUNE] = trial.user_attrs["tune"].rsplit("/", 1)[1]
-    heartbeat = Heartbeat(storage, trial._trial_id)
-    heartbeat.start()
-    try:
-        with tracking.RunLogger(spec, tracking_uri=tracking_uri, run_id=resume, params=params, tags=tags) as run:
-            trial.set_user_attr("mlflow_run_id", run.run_id)
-            return _train_into(run, spec, study, trial, storage)
-    finally:
-        heartbeat.stop.set()
+    tags = {tracking.TAG_CONFIG_HASH: attempt.config.config_hash}
+    if "tune" in attempt.trial.user_attrs:
+        tags[tracking.TAG_TUNE] = attempt.trial.user_attrs["tune"].rsplit("/", 1)[1]
+    with tracking.RunLogger(spec, tracking_uri=attempt.tracking_uri, run_id=resume, params=params, tags=tags) as run:
+        attempt.run = run
+        attempt.trial.set_user_attr("mlflow_run_id", run.run_id)
+        return _train_into(attempt, spec)
 
 
 def _claimed_spec(trial, config: SweepConfig) -> RunSpec:
@@ -124,37 +167,56 @@ def _settled_by_earlier_runs(study, trial, runs: list[dict[str, Any]]) -> str | 
     return None
 
 
-def _train_into(run: tracking.RunLogger, spec: RunSpec, study, trial, storage) -> str:
-    """Train ``spec`` into the open MLflow run and tell the trial how it ended; an interrupted
-    worker puts its trial back in the queue, to resume from the checkpoint."""
+def _train_into(attempt: _Attempt, spec: RunSpec) -> str:
+    """Train ``spec`` into the open MLflow run and tell the trial how it ended."""
     from optuna.trial import TrialState
 
-    checkpoint_dir = Path("checkpoints") / spec.sweep / spec.run_key
-    try:
-        result = _train(spec, log=run.log, checkpoint_dir=checkpoint_dir)
-    except (KeyboardInterrupt, SystemExit):
-        requeue(storage, study, trial)
-        raise
-    except Exception as error:
-        reason = f"{type(error).__name__}: {error}"
-        run.fail(reason)
-        trial.set_user_attr("failure", reason[:1000])
-        study.tell(trial, state=TrialState.FAIL)
-        return "failed"
+    root = Path(attempt.config.checkpoint_root)
+    result = _train(spec, log=attempt.run.log, checkpoint_dir=root / spec.sweep / spec.run_key,
+                    threads=attempt.threads)  # fmt: skip
     timing = {
         "perf/wall_s": result.wall_s,
         "perf/mean_tokens_per_s": result.tokens_per_s,
         "perf/resumed_from_step": result.resumed_from_step,
     }
     if result.status == "finished":
-        run.finish({**result.summary(), **timing})
-        study.tell(trial, result.final_eval_loss)
+        attempt.run.finish({**result.summary(), **timing})
+        attempt.study.tell(attempt.trial, result.final_eval_loss)
         return "trained"
     reason = f"diverged: {result.failure}"
-    run.fail(reason, timing)
-    trial.set_user_attr("failure", reason[:1000])
-    study.tell(trial, state=TrialState.FAIL)
+    attempt.run.fail(reason, timing)
+    attempt.trial.set_user_attr("failure", reason[:1000])
+    attempt.study.tell(attempt.trial, state=TrialState.FAIL)
     return "failed"
+
+
+def _settle_failure(attempt: _Attempt, error: Exception) -> str:
+    """The failure policy: a user's error fails the run at once with its reason; a transient
+    one puts the run back in the queue (to resume from its checkpoint) while it has retries
+    left (``execution.max_retries``), and fails it with the reason after that."""
+    reason = f"{type(error).__name__}: {error}".strip()
+    retries = int(attempt.trial.user_attrs.get("retries", 0))
+    limit = attempt.config.execution.max_retries
+    if not is_user_error(error) and retries < limit:
+        _end_run(attempt.run, "KILLED", f"{reason} (transient; retry {retries + 1} of {limit})")
+        requeue(attempt.storage, attempt.study, attempt.trial, retries=retries + 1)
+        return "retried"
+    if not is_user_error(error):
+        reason = f"{reason} (after {retries} retries; max_retries = {limit})"
+    _end_run(attempt.run, "FAILED", reason)
+    give_up(attempt.storage, attempt.study, attempt.trial, reason)
+    return "failed"
+
+
+def _end_run(run: tracking.RunLogger | None, status: str, reason: str) -> None:
+    """End the attempt's MLflow run, if it got one, as ``status`` with the reason; a lost
+    tracking connection must not hide the failure being handled."""
+    if run is None:
+        return
+    try:
+        run.end(status, reason)
+    except Exception:  # noqa: BLE001, S110 - the reaper ends it later if it stays RUNNING
+        pass
 
 
 def _owner_alive(tags: dict[str, str]) -> bool:
@@ -163,21 +225,56 @@ def _owner_alive(tags: dict[str, str]) -> bool:
     return int(tags[tracking.TAG_PID]) != os.getpid() and pid_alive(int(tags[tracking.TAG_PID]))
 
 
+def configured(sweep: str | Path | SweepConfig, *, quick: bool = False, max_retries: int | None = None,
+               checkpoint_root: str | Path | None = None) -> SweepConfig:  # fmt: skip
+    """The sweep's config with the command line's ``--max-retries`` and ``--checkpoint-root``
+    over its ``execution`` section (a given root is made absolute: every machine that shares
+    it reads the same path)."""
+    config = sweep if isinstance(sweep, SweepConfig) else load_sweep(sweep, quick=quick)
+    return with_execution(config, max_retries=max_retries, checkpoint_root=checkpoint_root)
+
+
+def with_execution(config: SweepConfig, *, max_retries: int | None = None,
+                   checkpoint_root: str | Path | None = None) -> SweepConfig:  # fmt: skip
+    """``config`` with these ``execution`` settings where given."""
+    update: dict[str, Any] = {}
+    if max_retries is not None:
+        if max_retries < 0:
+            raise ConfigError(f"--max-retries = {max_retries}: use 0 or more (default 2)")
+        update["max_retries"] = max_retries
+    if checkpoint_root is not None:
+        update["checkpoint_root"] = str(Path(checkpoint_root).resolve())
+    if not update:
+        return config
+    execution = config.execution.model_copy(update=update)
+    return config.model_copy(update={"execution": execution}).with_source(config.source)
+
+
 def worker(
     sweep: str | Path | SweepConfig, *, storage: str | None = None,
     tracking_uri: str = tracking.DEFAULT_TRACKING_URI, roles: Iterable[str] | None = None,
     threads: int | None = None, max_trials: int | None = None, quick: bool = False,
+    max_retries: int | None = None, checkpoint_root: str | Path | None = None,
+    poll_s: float = 2.0,
 ) -> dict[str, int]:  # fmt: skip
-    """Drain the sweep's queue in this process until no trial is WAITING.
+    """Drain the sweep's queue in this process until no trial is WAITING or RUNNING.
 
     Joins a sweep a launcher (``run_sweep``) has set up, on this machine or another one: the
     RunSpecs come from the storage, so ``sweep`` only names the sweep (a file or a config).
-    SIGTERM ends the current MLflow run KILLED and puts its RunSpec back in the queue.
+    Between runs, and while it waits for others' runs to end, it reaps the trials of dead
+    workers (:func:`scaling.sweeps.queue.reap`), so no launcher has to stay alive. SIGTERM
+    ends the current MLflow run KILLED and puts its RunSpec back in the queue.
+
+    Parameters
+    ----------
+    max_retries, checkpoint_root : optional
+        Over the ``execution`` settings the launcher stored (``--max-retries``,
+        ``--checkpoint-root``).
 
     Returns
     -------
     dict
-        Counts of ``trained``, ``reused``, ``failed`` and ``duplicate`` trials.
+        Counts of ``trained``, ``reused``, ``failed``, ``retried`` and ``duplicate`` trials.
 
     Raises
     ------
@@ -189,36 +286,46 @@ def worker(
     tracking.check_tracking(tracking_uri)
     store = open_storage(storage_url(storage, tracking_uri))
     names = study_names(config, roles)
-    config = stored_config(store, names) or config
-    if threads:
-        from scaling.training.hardware import limit_threads
-
-        limit_threads(threads)
+    config = with_execution(stored_config(store, names) or config, max_retries=max_retries,
+                            checkpoint_root=checkpoint_root)  # fmt: skip
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    counts = {"trained": 0, "reused": 0, "failed": 0, "duplicate": 0}
+    studies = _load_studies(store, names, storage_url(storage, tracking_uri))
+    if studies:
+        wait_ready(studies[0])
+    counts = {"trained": 0, "reused": 0, "failed": 0, "retried": 0, "duplicate": 0}
+    done = 0
+    while max_trials is None or done < max_trials:
+        reap(config, storage=storage_url(storage, tracking_uri), tracking_uri=tracking_uri, roles=roles)
+        for study in studies:
+            trial = claim(study)
+            if trial is not None:
+                counts[_work_one(study, trial, config, tracking_uri, store, threads)] += 1
+                done += 1
+                break
+        else:
+            if not any(_unfinished(study) for study in studies):
+                return counts
+            time.sleep(poll_s)  # others' runs are still going: one may need reaping
+    return counts
+
+
+def _load_studies(store, names: list[str], url: str) -> list:
     studies = []
     for name in names:
         try:
             studies.append(load_study(store, name, seed=None))
         except KeyError:
             raise StorageError(
-                f"no study {name} in {storage_url(storage, tracking_uri)}; start the sweep "
-                "with 'scaling sweep run FILE' first"
+                f"no study {name} in {url}; start the sweep with 'scaling sweep run FILE' first"
             ) from None
-    if studies:
-        wait_ready(studies[0])
-    done = 0
-    while max_trials is None or done < max_trials:
-        for study in studies:
-            trial = claim(study)
-            if trial is not None:
-                counts[_work_one(study, trial, config, tracking_uri, store)] += 1
-                done += 1
-                break
-        else:
-            return counts
-    return counts
+    return studies
+
+
+def _unfinished(study) -> bool:
+    from optuna.trial import TrialState
+
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
 
 
 def status(
@@ -227,38 +334,50 @@ def status(
     quick: bool = False,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One row per run of the sweep (the latest attempt of each): name, role, state, loss,
-    flops_exact, mlflow_run_id, worker. States: WAITING, RUNNING, COMPLETE, FAIL."""
-    from optuna.trial import TrialState
-
+    flops_exact, run_key, mlflow_run_id, worker, reused, retries, failure (why it failed),
+    planned (False for a run the sweep file no longer lists), study. States: WAITING,
+    RUNNING, COMPLETE, FAIL."""
     config = sweep if isinstance(sweep, SweepConfig) else load_sweep(sweep, quick=quick)
     store = open_storage(storage_url(storage, tracking_uri))
+    planned = {spec.run_key for spec in expand(config)}
     rows = []
     for name in study_names(config, check_roles(roles)):
         try:
             study = load_study(store, name)
         except KeyError:
             continue
-        for trial in study.get_trials(deepcopy=False):
-            attrs = trial.user_attrs
-            if superseded(trial) and trial.state != TrialState.RUNNING:
-                continue
-            spec = RunSpec.model_validate_json(attrs["spec"]) if "spec" in attrs else None
-            rows.append(
-                {
-                    "name": attrs.get("name") or f"{name.rsplit('/', 1)[1]} (tune, not started)",
-                    "role": spec.role if spec else "proxy",
-                    "state": trial.state.name,
-                    "loss": trial.value,
-                    "flops_exact": run_size(spec)["flops_exact"] if spec else None,
-                    "run_key": attrs.get("run_key"),
-                    "mlflow_run_id": attrs.get("mlflow_run_id"),
-                    "worker": f"{attrs['host']}:{attrs['pid']}" if "pid" in attrs else None,
-                    "reused": bool(attrs.get("reused")),
-                    "failure": attrs.get("failure"),
-                    "study": name,
-                }
-            )
+        for trial in latest_attempts(study.get_trials(deepcopy=False)):
+            rows.append(_status_row(name, trial, planned))
     return rows
+
+
+def _status_row(study: str, trial, planned: set[str]) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    spec = RunSpec.model_validate_json(attrs["spec"]) if "spec" in attrs else None
+    return {
+        "name": attrs.get("name") or f"{study.rsplit('/', 1)[1]} (tune, not started)",
+        "role": spec.role if spec else "proxy",
+        "state": trial.state.name,
+        "loss": trial.value,
+        "flops_exact": run_size(spec)["flops_exact"] if spec else None,
+        "run_key": attrs.get("run_key"),
+        "mlflow_run_id": attrs.get("mlflow_run_id"),
+        "worker": f"{attrs['host']}:{attrs['pid']}" if "pid" in attrs else None,
+        "reused": bool(attrs.get("reused")),
+        "retries": int(attrs.get("retries", 0)),
+        "failure": attrs.get("failure") if trial.state.name == "FAIL" else None,
+        "planned": "tune" in attrs or attrs.get("run_key") in planned,
+        "study": study,
+        **timing_fields(trial, run_size(spec) if spec else None),  # params, tokens, wall_s, running_s
+    }
+
+
+def failures(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The runs of the plan whose latest attempt failed, each with why (``name``, ``reason``)."""
+    return [
+        {"name": row["name"], "reason": row["failure"] or "failed without a recorded reason"}
+        for row in rows if row["state"] == "FAIL" and row["planned"]
+    ]  # fmt: skip
 
 
 def _summarise(rows: list[dict[str, Any]], started: float, spent0: float) -> dict[str, Any]:
@@ -266,8 +385,6 @@ def _summarise(rows: list[dict[str, Any]], started: float, spent0: float) -> dic
     spent = sum(row["flops_exact"] or 0 for row in rows if row["state"] == "COMPLETE")
     total = sum(row["flops_exact"] or 0 for row in rows)
     elapsed = time.time() - started
-    rate = (spent - spent0) / elapsed if elapsed > 0 else 0.0
-    left = total - spent
     return {
         "runs": len(rows),
         "done": states.count("COMPLETE"),
@@ -277,7 +394,8 @@ def _summarise(rows: list[dict[str, Any]], started: float, spent0: float) -> dic
         "flops_spent": spent,
         "flops_total": total,
         "elapsed_s": elapsed,
-        "eta_s": left / rate if rate > 0 and left > 0 else None,
+        "eta_s": eta_seconds(rows),  # from measured tokens/s per run size (scaling.sweeps.progress)
+        "rows": rows,  # for plain progress lines: which run started, finished, failed
     }
 
 
@@ -306,11 +424,27 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def default_workers(config: SweepConfig, roles: Sequence[str]) -> int:
+    """Worker processes when ``--workers`` is not given: one per core when every run of the
+    sweep (these roles) is small enough to train with one thread
+    (:data:`scaling.training.hardware.CPU_THREADS_MIN_PARAMS`), else one worker using every
+    core. Parallelism for tiny runs comes from workers, not intra-op threads."""
+    from scaling.training.hardware import CPU_THREADS_MIN_PARAMS
+
+    specs = [spec for spec in expand(config) if spec.role in roles]
+    if "proxy" in roles:
+        specs += list(tune_studies(config).values())
+    if specs and all(run_size(spec)["params"] < CPU_THREADS_MIN_PARAMS for spec in specs):
+        return _cores()
+    return 1
+
+
 def run_sweep(
-    sweep: str | Path | SweepConfig, *, workers: int = 1, devices: Sequence[str] | None = None,
+    sweep: str | Path | SweepConfig, *, workers: int | None = None, devices: Sequence[str] | None = None,
     storage: str | None = None, tracking_uri: str = tracking.DEFAULT_TRACKING_URI,
     roles: Iterable[str] | None = None, quick: bool = False, threads: int | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None, poll_s: float = 1.0,
+    max_retries: int | None = None, checkpoint_root: str | Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Set up, enqueue once, and drain a sweep with worker processes until it is done.
 
@@ -318,8 +452,9 @@ def run_sweep(
     ----------
     sweep : path or SweepConfig
         The sweep file (or an already loaded config).
-    workers : int
+    workers : int, optional
         Worker processes on CPU; the cores are split between them (``torch.set_num_threads``).
+        Default :func:`default_workers`: one per core when every run is tiny, else one.
     devices : sequence of str, optional
         GPU indices: one worker per device (``CUDA_VISIBLE_DEVICES``); overrides ``workers``.
     storage : str, optional
@@ -332,17 +467,20 @@ def run_sweep(
     quick : bool
         Use the file's ``quick:`` overrides (a toy sweep).
     threads : int, optional
-        torch threads per CPU worker; default the cores split evenly between the workers
-        (tiny models on a busy machine run several times faster with 1).
+        torch threads per CPU worker; default the cores split evenly between the workers.
+        Runs below ``CPU_THREADS_MIN_PARAMS`` train with one thread whatever this says.
     progress : callable, optional
         Called about every ``poll_s`` seconds with a snapshot dict (runs, done, running,
         waiting, failed, flops_spent, flops_total, elapsed_s, eta_s).
+    max_retries, checkpoint_root : optional
+        Over the sweep file's ``execution`` section; stored with the sweep for every worker.
 
     Returns
     -------
     dict
-        The final snapshot plus ``enqueued``, ``requeued``, ``rows`` (see :func:`status`)
-        and ``wall_s``.
+        The final snapshot plus ``enqueued``, ``retried`` (failed runs enqueued again),
+        ``requeued``, ``failures`` (name and reason of each failed run), ``rows`` (see
+        :func:`status`), ``wall_s`` and ``workers_started``.
 
     Raises
     ------
@@ -356,13 +494,16 @@ def run_sweep(
     (6, 0)
     """
     started = time.time()
-    config = sweep if isinstance(sweep, SweepConfig) else load_sweep(sweep, quick=quick)
+    config = configured(sweep, quick=quick, max_retries=max_retries, checkpoint_root=checkpoint_root)
     roles = check_roles(roles)
     url = storage_url(storage, tracking_uri)
     tracking.check_tracking(tracking_uri)
     store = open_storage(url)
     enqueued = enqueue(config, store, roles)
+    retried = retry_failed(config, store, roles)
     rows = status(config, storage=url, tracking_uri=tracking_uri, roles=roles)
+    if workers is None:
+        workers = default_workers(config, roles)
     slots = [{"CUDA_VISIBLE_DEVICES": str(d)} for d in devices] if devices else [{} for _ in range(max(1, workers))]
     if threads is None and not devices:
         threads = max(1, _cores() // len(slots))
@@ -375,24 +516,7 @@ def run_sweep(
             pool.top_up()  # workers import torch while MLflow is set up; they wait for the flag
         tracking.setup_experiment(config.name, tracking_uri=tracking_uri)
         mark_ready(config, store, roles)
-        requeued = reap(config, storage=url, tracking_uri=tracking_uri, roles=roles)
-        rows = status(config, storage=url, tracking_uri=tracking_uri, roles=roles)
-        spent0 = _summarise(rows, started, 0)["flops_spent"]
-        last_reap = time.time()
-        while any(row["state"] in ("WAITING", "RUNNING") for row in rows):
-            alive = pool.alive()
-            waiting = any(row["state"] == "WAITING" for row in rows)
-            if waiting and len(alive) < len(slots):
-                if pool.exhausted:
-                    break  # workers keep dying: leave the rest queued for a later run
-                pool.top_up()
-            if progress is not None:
-                progress(_summarise(rows, started, spent0))
-            time.sleep(poll_s)
-            if not alive or time.time() - last_reap > 5 * poll_s:
-                requeued += reap(config, storage=url, tracking_uri=tracking_uri, roles=roles)
-                last_reap = time.time()
-            rows = status(config, storage=url, tracking_uri=tracking_uri, roles=roles)
+        requeued, spent0 = _drain(config, url, tracking_uri, roles, pool, progress, poll_s, started)
     finally:
         pool.stop()
         reap(config, storage=url, tracking_uri=tracking_uri, roles=roles)
@@ -403,19 +527,96 @@ def run_sweep(
     summary = _summarise(rows, started, spent0)
     if progress is not None:
         progress(summary)
-    return {**summary, "enqueued": enqueued, "requeued": requeued, "rows": rows, "wall_s": time.time() - started, "workers_started": pool.starts}
+    left = [{"name": row["name"], "reason": f"left {row['state']}: {pool.starts} worker starts all "
+             f"ended; see the logs in {pool.log_dir}"} for row in rows
+            if row["state"] in ("WAITING", "RUNNING") and row["planned"]]  # fmt: skip
+    return {**summary, "enqueued": enqueued, "retried": retried, "requeued": requeued,
+            "failures": failures(rows) + left, "rows": rows, "wall_s": time.time() - started,
+            "workers_started": pool.starts}  # fmt: skip
+
+
+def _drain(config, url, tracking_uri, roles, pool, progress, poll_s, started) -> tuple[list[str], float]:
+    """Poll until no run is WAITING or RUNNING: replace dead workers, reap their trials, report
+    progress. Returns (names of the requeued runs, FLOPs already spent at the start)."""
+    requeued = reap(config, storage=url, tracking_uri=tracking_uri, roles=roles)
+    rows = status(config, storage=url, tracking_uri=tracking_uri, roles=roles)
+    spent0 = _summarise(rows, started, 0)["flops_spent"]
+    last_reap = time.time()
+    while any(row["state"] in ("WAITING", "RUNNING") for row in rows):
+        alive = pool.alive()
+        waiting = any(row["state"] == "WAITING" for row in rows)
+        if waiting and len(alive) < len(pool.slots):
+            if pool.exhausted:
+                break  # workers keep dying: leave the rest queued for a later run
+            pool.top_up()
+        if progress is not None:
+            progress(_summarise(rows, started, spent0))
+        time.sleep(poll_s)
+        if not alive or time.time() - last_reap > 5 * poll_s:
+            requeued += reap(config, storage=url, tracking_uri=tracking_uri, roles=roles)
+            last_reap = time.time()
+        rows = status(config, storage=url, tracking_uri=tracking_uri, roles=roles)
+    return requeued, spent0
+
+
+def node_workers(
+    sweep: str | Path | SweepConfig, *, devices: Sequence[str], storage: str | None = None,
+    tracking_uri: str = tracking.DEFAULT_TRACKING_URI, roles: Iterable[str] | None = None,
+    threads: int | None = None, quick: bool = False, max_retries: int | None = None,
+    checkpoint_root: str | Path | None = None, poll_s: float = 1.0,
+) -> list[int]:  # fmt: skip
+    """One worker process per listed GPU of this node (``CUDA_VISIBLE_DEVICES`` pinned per
+    process, as the launcher pins its own), each draining the queue and reaping dead workers'
+    trials; a worker that dies while runs wait is started again (at most four starts per GPU).
+    Returns when they have all ended: their exit codes, in start order.
+
+    Raises
+    ------
+    StorageError
+        If the storage cannot be opened or holds no study of this sweep.
+    """
+    config = sweep if isinstance(sweep, SweepConfig) else load_sweep(sweep, quick=quick)
+    roles = check_roles(roles)
+    url = storage_url(storage, tracking_uri)
+    tracking.check_tracking(tracking_uri)
+    store = open_storage(url)
+    names = study_names(config, roles)
+    studies = _load_studies(store, names, url)
+    config = with_execution(stored_config(store, names) or config, max_retries=max_retries,
+                            checkpoint_root=checkpoint_root)  # fmt: skip
+    pool = _WorkerPool(config, url, tracking_uri, roles, threads, [{"CUDA_VISIBLE_DEVICES": str(d)} for d in devices])
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        pool.top_up()
+        while pool.alive():
+            time.sleep(poll_s)
+            if len(pool.alive()) < len(pool.slots) and not pool.exhausted and any(_waiting(s) for s in studies):
+                pool.top_up()
+    finally:
+        pool.stop()
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    return [process.returncode for _, process in pool.processes]
+
+
+def _waiting(study) -> bool:
+    from optuna.trial import TrialState
+
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 class _WorkerPool:
-    """The launcher's worker processes: one per slot (a GPU, or a share of the cores), started
-    again when they die, at most four starts per slot in all; logs under
-    ``checkpoints/<sweep>/logs/``."""
+    """Worker processes: one per slot (a GPU, or a share of the cores), started again when
+    they die, at most four starts per slot in all; logs under ``<checkpoint root>/<sweep>/logs/``
+    (``worker-<host>-<n>.log``: a shared root holds every machine's)."""
 
     def __init__(self, config, url, tracking_uri, roles, threads, slots) -> None:
         self.config, self.url, self.tracking_uri = config, url, tracking_uri
         self.roles, self.threads, self.slots = roles, threads, slots
-        self.log_dir = Path("checkpoints") / config.name / "logs"
-        self.processes: list[subprocess.Popen] = []
+        self.log_dir = Path(config.checkpoint_root) / config.name / "logs"
+        self.processes: list[tuple[int, subprocess.Popen]] = []  # (slot, process)
         self.starts = 0
         self.max_starts = 4 * len(slots)  # first wave plus restarts after worker deaths
 
@@ -424,25 +625,26 @@ class _WorkerPool:
         return self.starts >= self.max_starts
 
     def alive(self) -> list[subprocess.Popen]:
-        return [process for process in self.processes if process.poll() is None]
+        return [process for _, process in self.processes if process.poll() is None]
 
     def top_up(self) -> None:
         """Start a worker in every slot that has none alive."""
-        alive = self.alive()
+        busy = {slot for slot, process in self.processes if process.poll() is None}
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for env in self.slots[len(alive) :]:
-            log_path = self.log_dir / f"worker-{self.starts}.log"
-            self.processes.append(_spawn(self.config, self.url, self.tracking_uri, self.roles,
-                                         self.threads, env, log_path))  # fmt: skip
+        for slot, env in enumerate(self.slots):
+            if slot in busy or self.exhausted:
+                continue
+            log_path = self.log_dir / f"worker-{socket.gethostname()}-{self.starts}.log"
+            self.processes.append((slot, _spawn(self.config, self.url, self.tracking_uri, self.roles,
+                                                self.threads, env, log_path)))  # fmt: skip
             self.starts += 1
 
     def stop(self) -> None:
         """SIGTERM every worker still running (each ends its run KILLED), then wait; kill
         those that do not stop within a minute."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
+        for process in self.alive():
+            process.terminate()
+        for _, process in self.processes:
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -456,7 +658,9 @@ def _exit_on_sigterm(signum, frame) -> None:
 
 def _spawn(config, url, tracking_uri, roles, threads, env, log_path) -> subprocess.Popen:
     command = [sys.executable, "-m", "scaling.sweeps.workers", config.name, "--storage", url,
-               "--tracking-uri", tracking_uri, "--roles", ",".join(roles)]  # fmt: skip
+               "--tracking-uri", tracking_uri, "--roles", ",".join(roles),
+               "--max-retries", str(config.execution.max_retries),
+               "--checkpoint-root", str(Path(config.checkpoint_root).resolve())]  # fmt: skip
     if threads:
         command += ["--threads", str(threads)]
     log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
@@ -468,8 +672,10 @@ def _spawn(config, url, tracking_uri, roles, threads, env, log_path) -> subproce
 
 def _main(argv: list[str] | None = None) -> int:
     """Worker process entry (``python -m scaling.sweeps.workers NAME --storage URL ...``) used by
-    :func:`run_sweep`: the sweep's config is read from the storage."""
+    :func:`run_sweep` and :func:`node_workers`: the sweep's config is read from the storage.
+    Its first line in the log names the process and its pinned device."""
     import argparse
+    import json
 
     parser = argparse.ArgumentParser(prog="python -m scaling.sweeps.workers")
     parser.add_argument("name")
@@ -477,14 +683,22 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--roles", default="proxy,target")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--max-retries", type=int, default=None)
+    parser.add_argument("--checkpoint-root", default=None)
     args = parser.parse_args(argv)
+    device = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+    print(f"worker {socket.gethostname()}:{os.getpid()} sweep {args.name} CUDA_VISIBLE_DEVICES={device} "
+          f"threads={args.threads or 'default'}", flush=True)  # fmt: skip
     store = open_storage(args.storage)
     roles = tuple(args.roles.split(","))
     names = [s.study_name for s in all_studies(store) if s.study_name.startswith(f"{args.name}/")]
     config = stored_config(store, names)
     if config is None:
         raise StorageError(f"no sweep {args.name} in {args.storage}; start it with 'scaling sweep run'")
-    worker(config, storage=args.storage, tracking_uri=args.tracking_uri, roles=roles, threads=args.threads)
+    counts = worker(config, storage=args.storage, tracking_uri=args.tracking_uri, roles=roles,
+                    threads=args.threads, max_retries=args.max_retries,
+                    checkpoint_root=args.checkpoint_root)  # fmt: skip
+    print(json.dumps(counts), flush=True)
     return 0
 
 

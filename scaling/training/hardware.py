@@ -18,7 +18,8 @@ from scaling.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Distributed", "pick_device", "device_name", "set_threads", "limit_threads", "resolve_precision",
+__all__ = ["Distributed", "pick_device", "device_name", "set_threads", "limit_threads", "threads_for",
+           "CPU_THREADS_MIN_PARAMS", "resolve_precision", "cpu_capability", "cpu_has_native_bf16",
            "device_peak_flops", "GPU_PEAK_FLOPS"]
 
 # Dense peak FLOP/s of one accelerator by precision (vendor datasheets, no sparsity).
@@ -139,11 +140,56 @@ def set_threads(dist: Distributed) -> None:
         torch.set_num_threads(share)
 
 
-def limit_threads(threads: int) -> None:
-    """Train with ``threads`` intra-op threads in this process (a worker's ``--threads``)."""
+# Below this many non-embedding parameters a run trains with one intra-op thread: the threads
+# of a tiny model's small matmuls spin-wait for each other, and beside another CPU-bound
+# process they collapse. Measured with benchmarks/cpu_threads.py on the project's shared
+# 2-core AMD EPYC (AVX2), demo recipe (4 layers, context 64, fp32, each shape with its demo
+# batch), median seconds per optimizer step, 1 thread -> 2 threads, in a quiet hour (load
+# average 1.2-3.2, the benchmark included; reports/cpu-threads/README.md has a busy hour too):
+#
+#   shape   N       no extra load            + one busy loop
+#   d14     10K     0.0135 -> 0.110 (8.2x)   0.0204 -> 0.110 (5.4x)
+#   d40     79K     0.0254 -> 0.545 (21x)    0.0243 -> 0.084 (3.5x)
+#   d64     200K    0.0609 -> 0.109 (1.8x)   0.120 -> 0.307 (2.6x)
+#   d96     448K    0.195 -> 0.331 (1.7x)    0.347 -> 0.602 (1.7x)
+#
+# Two threads lost at every size by the median; their best repeat beat one thread by at most
+# 1.2x (d64, 0.049 vs 0.057), and in the busy hour (load 2-10) they were 3.4-28x slower. The
+# crossover lies above 448K; the threshold is the next decade, 1M (the benchmark's d144),
+# which keeps every run of the demo, its 448K target included, on one thread. Above it, runs
+# keep the worker's threads.
+CPU_THREADS_MIN_PARAMS = 1_000_000
+
+_STARTUP_THREADS: list[int] = []  # torch's own thread count, before any run lowered it
+
+
+def threads_for(threads: int | None, params: int | None, default: int) -> int:
+    """Intra-op threads for a run of ``params`` non-embedding parameters: one below
+    :data:`CPU_THREADS_MIN_PARAMS`, else ``threads`` (or ``default``, torch's own count).
+
+    Examples
+    --------
+    >>> threads_for(None, 10_000, default=2), threads_for(None, 5_000_000, default=2)
+    (1, 2)
+    >>> threads_for(4, 5_000_000, default=2), threads_for(4, None, default=2)
+    (4, 4)
+    """
+    if params is not None and params < CPU_THREADS_MIN_PARAMS:
+        return 1
+    return threads or default
+
+
+def limit_threads(threads: int | None, params: int | None = None) -> int:
+    """Set this process's intra-op threads for the next run (a worker's ``--threads``, one
+    thread for runs below :data:`CPU_THREADS_MIN_PARAMS`); return the count set. Called before
+    every run of a worker, so a large run after a tiny one gets its threads back."""
     import torch
 
-    torch.set_num_threads(threads)
+    if not _STARTUP_THREADS:
+        _STARTUP_THREADS.append(torch.get_num_threads())
+    count = threads_for(threads, params, _STARTUP_THREADS[0])
+    torch.set_num_threads(count)
+    return count
 
 
 # Below this many non-embedding parameters, bf16 autocast on a CPU was measured slower than
@@ -154,12 +200,57 @@ def limit_threads(threads: int) -> None:
 CPU_BF16_MIN_PARAMS = 100_000
 
 
+def cpu_capability() -> dict[str, object]:
+    """What this CPU offers for bf16: torch's vector capability
+    (``torch.backends.cpu.get_cpu_capability()``: 'AVX2', 'AVX512', 'AMX'...), the bf16 flags
+    of ``/proc/cpuinfo`` (``avx512_bf16``, ``amx_bf16``) and the decision of
+    :func:`cpu_has_native_bf16`."""
+    import torch
+
+    try:
+        capability = str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        capability = "unknown"
+    flags = sorted(_cpuinfo_flags() & {"avx512_bf16", "amx_bf16", "amx_tile"})
+    return {"capability": capability, "bf16_flags": flags,
+            "native_bf16": cpu_has_native_bf16(capability, flags)}
+
+
+def cpu_has_native_bf16(capability: str, flags: set[str] | list[str] | tuple[str, ...]) -> bool:
+    """Whether a CPU computes bf16 in hardware (AMX or AVX512_BF16), from torch's CPU
+    capability and the ``/proc/cpuinfo`` flags. AVX-512 alone is not enough: on a Xeon with
+    AVX-512 but neither extension, bf16 autocast ran 0.63x and 0.48x the fp32 reference at
+    0.1M and 1M parameters (benchmarks/train_throughput.py), where fp32 ran 1.19x and 1.17x.
+
+    Examples
+    --------
+    >>> cpu_has_native_bf16("AVX2", set()), cpu_has_native_bf16("AVX512", {"avx512f"})
+    (False, False)
+    >>> cpu_has_native_bf16("AVX512", {"avx512_bf16"}), cpu_has_native_bf16("AMX", set())
+    (True, True)
+    """
+    return "AMX" in capability.upper() or bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+@lru_cache(maxsize=1)
+def _cpuinfo_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:  # not Linux: torch's capability alone decides
+        pass
+    return frozenset()
+
+
 def resolve_precision(precision: str, device: torch.device, params: int | None = None) -> str:
     """'fp32' or 'bf16' for ``precision = 'auto'``.
 
-    bf16 autocast on GPUs that support it; on CPUs with native bf16 (AVX512-BF16 or AMX) for
-    models of at least ``CPU_BF16_MIN_PARAMS`` non-embedding parameters (``params``; None
-    counts as large), where it measured faster; fp32 elsewhere.
+    bf16 autocast on GPUs that support it; on CPUs with native bf16 (AMX or AVX512_BF16,
+    :func:`cpu_has_native_bf16`) for models of at least ``CPU_BF16_MIN_PARAMS``
+    non-embedding parameters (``params``; None counts as large), where it measured faster;
+    fp32 elsewhere (an AVX2 or plain AVX-512 CPU emulates bf16, slower than fp32).
     """
     import torch
 
@@ -167,10 +258,7 @@ def resolve_precision(precision: str, device: torch.device, params: int | None =
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    try:
-        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        native = False
+    native = bool(cpu_capability()["native_bf16"])
     large = params is None or params >= CPU_BF16_MIN_PARAMS
     return "bf16" if native and large else "fp32"
 
