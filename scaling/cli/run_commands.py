@@ -23,7 +23,8 @@ __all__ = ["demo_command", "train_command", "check_coords_command"]
 @click.option("--sweep", "sweep", type=click.Path(dir_okay=False), default=None,
               help="Sweep file with the proxies and the target [default: sweeps/demo.yaml].")
 @click.option("--quick", is_flag=True, help="Toy sizes: the same pipeline in about a minute.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes [default: one per core for tiny runs, else 1].")
 @click.option("--storage", default=None, help="Optuna storage [default: optuna.journal beside mlflow.db].")
 @click.option("-o", "--report-dir", type=click.Path(file_okay=False), default=None,
               help="Report directory [default: reports/<sweep name>/].")
@@ -77,7 +78,7 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
     return overrides
 
 
-def _train_with_progress(spec: Any, checkpoint_dir: str | None) -> Any:
+def _train_with_progress(spec: Any, checkpoint_dir: str | None, log: Any = None) -> Any:
     """Run :func:`scaling.training.loop.train` under a rich progress bar (loss, tokens/s, ETA)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -102,7 +103,7 @@ def _train_with_progress(spec: Any, checkpoint_dir: str | None) -> Any:
                    speed=f"{metrics['perf/tokens_per_s']:,.0f}")
 
     try:
-        return train(spec, checkpoint_dir=checkpoint_dir, progress=progress)
+        return train(spec, log=log, checkpoint_dir=checkpoint_dir, progress=progress)
     finally:
         if bar.live.is_started:
             bar.stop()
@@ -115,21 +116,66 @@ def _train_with_progress(spec: Any, checkpoint_dir: str | None) -> Any:
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
               help="Checkpoint here (train.checkpoint_every) and resume if one exists; the "
                    "final weights go to final.pt.")
+@click.option("--experiment", default=None,
+              help="Log the run to this MLflow experiment (created if new), as sweep runs are "
+                   "logged; under torchrun rank 0 logs.")
+@click.option("--role", type=click.Choice(["target", "proxy"]), default="target", show_default=True,
+              help="The logged run's scaling.role (with --experiment).")
+@tracking_option
 @output_option
 def train_command(config: str | None, overrides: tuple[str, ...], checkpoint_dir: str | None,
-                  output: str) -> None:
+                  experiment: str | None, role: str, tracking_uri: str, output: str) -> None:
     """Train one model from a YAML run file and/or --set flags, with a progress bar.
+
+    With --experiment the run is logged to MLflow exactly as a sweep's runs are (params,
+    tags, step and summary metrics), with role 'target' by default, so that compare finds it.
 
     \b
     Example:
       scaling train --set model.d_model=64 --set model.n_layer=2 --set train.tokens=200000
       scaling train run.yaml --checkpoint-dir checkpoints/target
+      torchrun --nproc_per_node 8 -m scaling train target.yaml --experiment demo
     """
     from scaling.config.run import load_run_spec
 
     spec = load_run_spec(config, _parse_overrides(overrides))
-    result = _train_with_progress(spec, checkpoint_dir)
+    if experiment is None:
+        result = _train_with_progress(spec, checkpoint_dir)
+    else:
+        result = _train_logged(spec, checkpoint_dir, experiment, role, tracking_uri)
     _print_run_result(result, output)
+
+
+def _train_logged(spec: Any, checkpoint_dir: str | None, experiment: str, role: str,
+                  tracking_uri: str) -> Any:
+    """Train ``spec`` into a new MLflow run of ``experiment`` as a sweep worker does (the
+    corpus hash pinned, the resolved vocabulary logged, summary and timing at the end); only
+    rank 0 of a torchrun job talks to MLflow."""
+    from scaling.sweeps import tracking
+    from scaling.sweeps.planning import model_vocab_size, pin_corpus
+
+    rank0 = os.environ.get("RANK", "0") == "0"
+    if rank0:  # before any training: a bad URI or a down server fails in one line
+        tracking.setup_experiment(experiment, tracking_uri=tracking_uri)
+    spec = spec.model_copy(update={"sweep": experiment, "role": role, "data": pin_corpus(spec.data)})
+    if not rank0:
+        return _train_with_progress(spec, checkpoint_dir)
+    params = spec.flat_params()
+    params["model.vocab_size"] = model_vocab_size(spec.model, spec.data)
+    with tracking.RunLogger(spec, tracking_uri=tracking_uri, params=params) as run:
+        result = _train_with_progress(spec, checkpoint_dir, log=run.log)
+        timing = {
+            "perf/wall_s": result.wall_s,
+            "perf/mean_tokens_per_s": result.tokens_per_s,
+            "perf/resumed_from_step": result.resumed_from_step,
+        }
+        if result.status == "finished":
+            run.finish({**result.summary(), **timing})
+        else:
+            run.fail(f"diverged: {result.failure}", timing)
+    click.echo(f"logged to MLflow experiment {experiment} as run {run.run_id} (role {role!r})",
+               err=True)
+    return result
 
 
 def _print_run_result(result: Any, output: str) -> None:

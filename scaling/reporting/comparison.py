@@ -5,6 +5,12 @@ at the target's compute, and sets the prediction beside what the target actually
 the relative error, whether the actual value lies inside the prediction interval, and the
 first evaluation at which the target's learning curve went below the prediction.
 
+With a registered forecast (:mod:`scaling.reporting.forecast`) the loss is scored against it
+instead of a refit, and :attr:`Comparison.basis` says which was used. The target may be a run
+of the proxies' experiment, a run tracked elsewhere (:func:`compare_experiment` with
+``target_uri``) or a run known by its curve and size (:func:`compare_table`,
+:mod:`scaling.reporting.external`).
+
 This module holds the logic only: it never draws and never prints. Reading the runs from
 MLflow goes through :mod:`scaling.sweeps.tracking` (:func:`compare_experiment`).
 """
@@ -33,6 +39,8 @@ __all__ = [
     "compare",
     "capability_columns",
     "compare_experiment",
+    "compare_table",
+    "mlflow_target",
     "compare_forecasts",
     "read_run_table",
 ]
@@ -152,6 +160,9 @@ class Comparison:
         Proxy runs the laws were fitted on.
     fits : dict
         The fitted law for each metric, by metric name (:class:`scaling.laws.fitting.FitResult`).
+    basis : str
+        What the loss was scored against: ``"a refit of N proxies"`` or the registered
+        forecast (:func:`scaling.reporting.forecast.forecast_label`).
     """
 
     run_id: str
@@ -159,6 +170,7 @@ class Comparison:
     metrics: tuple[MetricComparison, ...]
     n_proxies: int
     fits: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    basis: str = ""
 
     @property
     def loss(self) -> MetricComparison:
@@ -189,7 +201,8 @@ class Comparison:
             )
         elif row.has_curve:
             line += "; the learning curve never reached the prediction"
-        return line
+        basis = self.basis or f"a refit of {self.n_proxies} proxies"
+        return line + f"; scored against {basis}"
 
     def summary(self) -> dict[str, Any]:
         """Plain JSON-safe values: the target, the proxies used and every metric compared."""
@@ -197,6 +210,7 @@ class Comparison:
             "run_id": self.run_id,
             "name": self.name,
             "n_proxies": int(self.n_proxies),
+            "basis": self.basis or f"a refit of {self.n_proxies} proxies",
             "headline": self.headline(),
             "metrics": [m.summary() for m in self.metrics],
         }
@@ -322,6 +336,7 @@ def compare(
     interval: float = 0.9,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    forecast: Mapping[str, Any] | None = None,
 ) -> Comparison:
     """Fit a law on the proxies and compare its forecast with the target run.
 
@@ -347,6 +362,9 @@ def compare(
         Bootstrap resamples for the intervals.
     seed : int, default 0
         Seed of the bootstrap.
+    forecast : mapping, optional
+        A registered forecast (:mod:`scaling.reporting.forecast`): the loss is scored against
+        its prediction and interval, and no law is refitted for the loss.
 
     Returns
     -------
@@ -374,7 +392,12 @@ def compare(
     wanted = {"loss": law, **dict(metrics or {})}
     rows: list[MetricComparison] = []
     fits: dict[str, Any] = {}
+    basis = ""
     for metric, law_name in wanted.items():
+        if metric == "loss" and forecast is not None:
+            rows.append(_forecast_row(forecast, row, name, curve))
+            basis = _forecast_basis(forecast, rows[-1].target_x)
+            continue
         law_object = get_law(law_name)
         if len(law_object.x) != 1 and x is None:
             raise FitError(
@@ -407,7 +430,33 @@ def compare(
         )
         fits[metric] = result
     return Comparison(name, run_label(row) if row.get("name") else name, tuple(rows),
-                      len(proxies_frame), fits)
+                      len(proxies_frame), fits, basis)
+
+
+def _forecast_row(
+    forecast: Mapping[str, Any], row: Mapping[str, Any], name: str, curve: pd.DataFrame | None
+) -> MetricComparison:
+    """The loss of the target against a registered forecast's prediction and interval."""
+    actual = _target_value(
+        row, "loss", name, "wait for the run to finish, or pick a run that has finished"
+    )
+    x_column = str(forecast["x"])
+    target_x = float(row[x_column]) if is_finite(row.get(x_column)) else float(forecast["target_x"])
+    predicted = float(forecast["predicted"])
+    has_curve = curve is not None and not curve.empty
+    return MetricComparison(
+        metric="loss", law=str(forecast["law"]), x=x_column, target_x=target_x,
+        predicted=predicted, lo=float(forecast["lo"]), hi=float(forecast["hi"]),
+        interval=float(forecast["interval"]), actual=actual,
+        crossing=first_crossing(curve, predicted) if has_curve else None, has_curve=has_curve,
+    )
+
+
+def _forecast_basis(forecast: Mapping[str, Any], target_x: float) -> str:
+    from scaling.reporting.forecast import check_target_x, forecast_label
+
+    note = check_target_x(dict(forecast), target_x)
+    return forecast_label(dict(forecast)) + (f" ({note})" if note else "")
 
 
 def capability_columns(frame: pd.DataFrame) -> list[str]:
@@ -444,6 +493,9 @@ def compare_experiment(
     n_bootstrap: int = 1000,
     seed: int = 0,
     fit_range: str = "all",
+    target_uri: str | None = None,
+    target_experiment: str | None = None,
+    forecast: Mapping[str, Any] | None = None,
 ) -> Comparison:
     """Read a sweep's proxies and one target run from MLflow and :func:`compare` them.
 
@@ -462,10 +514,13 @@ def compare_experiment(
         every column :func:`capability_columns` finds outside the tasks the runs were scored
         on, whose forecasts (:mod:`scaling.laws.capability`: GPT-4's form and the two-step
         accuracy, fitted on every finished proxy) are always compared.
-    interval, n_bootstrap, seed
+    interval, n_bootstrap, seed, forecast
         As for :func:`compare`.
     fit_range : {"all", "auto"}
         As for :func:`split_runs`.
+    target_uri, target_experiment : str, optional
+        Where the target run is tracked, when not beside the proxies (another tracking
+        server or database, another experiment); each defaults to the proxies' own.
 
     Returns
     -------
@@ -478,35 +533,78 @@ def compare_experiment(
     DataError
         If the experiment has no run ``target``, or the target has no final loss.
     """
-    from scaling.errors import TrackingError
-    from scaling.laws.forms import get_law
-    from scaling.sweeps.tracking import learning_curve, runs_frame
+    from scaling.sweeps.tracking import runs_frame
 
     runs = runs_frame(experiment, tracking_uri=tracking_uri, status=None)
-    if not (runs["run_id"] == target).any():
+    uri, where = target_uri or tracking_uri, target_experiment or experiment
+    target_runs = runs if (uri, where) == (tracking_uri, experiment) else runs_frame(
+        where, tracking_uri=uri, status=None)
+    target_row, curve = mlflow_target(target_runs, target, experiment=where, tracking_uri=uri)
+    return compare_table(
+        runs[runs["run_id"] != target], target_row, curve=curve, law=law, metrics=metrics,
+        interval=interval, n_bootstrap=n_bootstrap, seed=seed, fit_range=fit_range,
+        forecast=forecast,
+    )
+
+
+def mlflow_target(
+    runs: pd.DataFrame, target: str, *, experiment: str, tracking_uri: str
+) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """The run-table row of run ``target`` of ``runs`` and its eval curve (None without one).
+
+    Raises
+    ------
+    DataError
+        If ``runs`` has no run ``target``.
+    """
+    from scaling.errors import TrackingError
+    from scaling.sweeps.tracking import learning_curve
+
+    match = runs[runs["run_id"] == target]
+    if match.empty:
         raise DataError(
             f"experiment {experiment!r} has no run {target!r}; pass the MLflow run id of the "
             "large run (see the MLflow UI)"
         )
-    split = split_runs(
-        runs, x=get_law(law).x[0], y="loss", target=target, fit_range=fit_range, law=law
-    )
-    target_row, proxies = split.target, split.proxies
+    row = match.iloc[0].to_dict()
     try:
-        curve = fill_tokens(
-            learning_curve(target, tracking_uri=tracking_uri), target_row.get("tokens")
-        )
+        curve = fill_tokens(learning_curve(target, tracking_uri=tracking_uri), row.get("tokens"))
     except TrackingError:  # the run never logged an eval curve: compare final values only
         curve = None
+    return row, curve
+
+
+def compare_table(
+    runs: pd.DataFrame, target_row: Mapping[str, Any], *, curve: pd.DataFrame | None = None,
+    law: str = "gpt4", metrics: Sequence[str] | None = None, interval: float = 0.9,
+    n_bootstrap: int = 1000, seed: int = 0, fit_range: str = "all",
+    forecast: Mapping[str, Any] | None = None,
+) -> Comparison:  # fmt: skip
+    """Compare a target run (from anywhere) with the proxies of a run table.
+
+    ``runs`` is the proxies' run table without the target (its runs with role ``target`` are
+    left out); the target's value of the law's column is worked out from its size when
+    missing (:func:`scaling.reporting.forecast.law_x_value`). Other arguments as for
+    :func:`compare_experiment`.
+    """
+    from scaling.laws.forms import get_law
+    from scaling.reporting.forecast import law_x_value
+
+    x = get_law(str(forecast["law"]) if forecast is not None else law).x[0]
+    pool = runs[runs["role"] != "target"] if "role" in runs.columns else runs
+    proxies = split_runs(pool, x=x, y="loss", fit_range=fit_range, law=law).proxies
+    row = dict(target_row)
+    if not is_finite(row.get(x)) and is_finite(row.get("loss")):  # else compare() says what lacks
+        row[x], _ = law_x_value(x, row, proxies)
     if metrics is None:  # the tasks' own columns are forecast below, both ways
         metrics = [c for c in capability_columns(proxies)
-                   if is_finite(target_row.get(c)) and not c.startswith("task_")]
+                   if is_finite(row.get(c)) and not c.startswith("task_")]
     comparison = compare(
-        proxies, target_row, law=law, curve=curve, metrics={m: "capability" for m in metrics},
-        interval=interval, n_bootstrap=n_bootstrap, seed=seed,
+        proxies, row, law=law, curve=curve, metrics={m: "capability" for m in metrics},
+        interval=interval, n_bootstrap=n_bootstrap, seed=seed, forecast=forecast,
     )
-    return _with_tasks(comparison, runs[runs["run_id"] != target], target_row,
-                       x=get_law(law).x[0], interval=interval, n_bootstrap=n_bootstrap, seed=seed)
+    return _with_tasks(comparison, pool, row, x=x, interval=interval, n_bootstrap=n_bootstrap,
+                       seed=seed)
 
 
 def _with_tasks(comparison: Comparison, proxies: pd.DataFrame, target_row: Any, **settings: Any) -> Comparison:
