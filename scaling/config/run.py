@@ -134,6 +134,7 @@ class ModelConfig(StrictModel):
 # params only when they differ from these defaults, so every earlier run keeps its key.
 _OPTIONAL_MODEL_FIELDS = {"parametrization": "standard", "base_d_model": None, "base_n_layer": None}
 _OPTIONAL_DATA_FIELDS = {"bin_dtype": "uint16", "content_hash": None}
+_OPTIONAL_TRAIN_FIELDS = {"schedule": "cosine", "decay_fraction": 0.2, "decay_shape": "1-sqrt"}
 
 
 def _file_digest(path: str) -> str | None:
@@ -153,6 +154,15 @@ def _data_payload(data: DataConfig) -> dict[str, Any]:
     """The data config as JSON values, without optional fields left at their defaults (a
     pinned corpus enters with its content hash)."""
     return _without_defaults(data.model_dump(mode="json"), _OPTIONAL_DATA_FIELDS)
+
+
+def _train_payload(train: TrainConfig) -> dict[str, Any]:
+    """The training config as JSON values that change the result: without the fields that only
+    say how a run executes, and without the schedule's fields where they do not apply."""
+    payload = train.model_dump(mode="json", exclude=_KEY_NEUTRAL_TRAIN_FIELDS)
+    if payload["schedule"] != "wsd":  # the decay settings shape only a WSD schedule
+        payload["decay_fraction"], payload["decay_shape"] = 0.2, "1-sqrt"
+    return _without_defaults(payload, _OPTIONAL_TRAIN_FIELDS)
 
 
 def _without_defaults(payload: dict[str, Any], optional: dict[str, Any]) -> dict[str, Any]:
@@ -221,7 +231,22 @@ class TrainConfig(StrictModel):
         None, ge=1, description="tokens per forward pass; None = the whole batch at once"
     )
     lr: float = Field(3e-3, gt=0, description="peak learning rate")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a share of lr")
+    min_lr_ratio: float = Field(
+        0.1, ge=0, le=1, description="the learning rate at the last step, as a share of lr"
+    )
+    schedule: Literal["cosine", "wsd", "constant"] = Field(
+        "cosine",
+        description=(
+            "after warmup: 'cosine' decays to min_lr_ratio at the last step; 'wsd' holds lr, "
+            "then decays over the last decay_fraction of the steps; 'constant' holds lr"
+        ),
+    )
+    decay_fraction: float = Field(
+        0.2, gt=0, le=1, description="share of the steps a 'wsd' schedule spends decaying"
+    )
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = Field(
+        "1-sqrt", description="shape of a 'wsd' decay (Hägele et al. 2024 favour 1-sqrt)"
+    )
     warmup: float = Field(0.05, ge=0, lt=1, description="share of steps spent warming up")
     weight_decay: float = Field(0.1, ge=0)
     beta1: float = Field(0.9, ge=0, lt=1)
@@ -306,7 +331,7 @@ class RunSpec(StrictModel):
         payload = {
             "model": _model_payload(self.model),
             "data": _data_payload(self.data),
-            "train": self.train.model_dump(mode="json", exclude=_KEY_NEUTRAL_TRAIN_FIELDS),
+            "train": _train_payload(self.train),
         }
         if self.evals.tasks:
             payload["evals"] = self.evals.model_dump(mode="json")

@@ -136,6 +136,7 @@ class _Plan:
     warmup_steps: int
     eval_every: int
     log_every: int
+    decay_steps: int = 0  # the steps a 'wsd' schedule spends decaying
 
 
 def _plan(train: TrainConfig, context: int, world: int) -> _Plan:
@@ -177,20 +178,43 @@ def _plan(train: TrainConfig, context: int, world: int) -> _Plan:
         warmup_steps=int(round(train.warmup * steps)),
         eval_every=train.eval_every or max(1, steps // 10),
         log_every=train.log_every or max(1, steps // 100),
+        decay_steps=max(1, round(train.decay_fraction * steps)) if train.schedule == "wsd" else 0,
     )
 
 
-def lr_multiplier(step: int, steps: int, warmup_steps: int, min_ratio: float) -> float:
+def lr_multiplier(step: int, steps: int, warmup_steps: int, min_ratio: float,
+                  schedule: str = "cosine", decay_steps: int = 0, decay_shape: str = "1-sqrt") -> float:
     """Learning-rate factor of optimizer step ``step`` (0-based): linear warmup to 1, then
-    cosine decay reaching ``min_ratio`` at the last step.
+
+    - ``cosine``: cosine decay reaching ``min_ratio`` at the last step;
+    - ``wsd`` (warmup-stable-decay, Hägele et al. 2024): 1 until the last ``decay_steps``
+      steps, which decay to ``min_ratio`` at the last step, linearly, along a half cosine, or
+      as 1 - sqrt(progress) (``decay_shape``);
+    - ``constant``: 1 to the end.
 
     Examples
     --------
     >>> [round(lr_multiplier(s, 10, 2, 0.1), 3) for s in (0, 1, 2, 9)]
     [0.5, 1.0, 1.0, 0.1]
+    >>> [round(lr_multiplier(s, 10, 2, 0.0, "wsd", 4, "linear"), 2) for s in (1, 5, 6, 7, 9)]
+    [1.0, 1.0, 0.75, 0.5, 0.0]
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule == "wsd":
+        decay_start = steps - decay_steps
+        if step < decay_start:
+            return 1.0
+        progress = min(1.0, (step - decay_start + 1) / max(1, decay_steps))
+        if decay_shape == "linear":
+            shape = 1.0 - progress
+        elif decay_shape == "cosine":
+            shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+        else:
+            shape = 1.0 - math.sqrt(progress)
+        return min_ratio + (1.0 - min_ratio) * shape
     progress = (step - warmup_steps) / max(1, steps - warmup_steps - 1)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
@@ -233,12 +257,25 @@ def build_optimizer(model: GPT, train: TrainConfig, device: torch.device) -> tor
 
 
 def _save_atomically(payload: dict[str, Any], path: Path) -> None:
+    """Write ``payload`` to ``path`` so that a reader, on this machine or another one sharing
+    the checkpoint root, sees the previous file or the new one whole, never a part: a
+    temporary file named after this host and process (two machines can share a pid), flushed
+    to disk, then renamed over ``path`` (``os.replace``); a failed write leaves no temporary."""
+    import socket
+
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)  # a kill mid-save leaves the previous checkpoint intact
+    temporary = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())  # on a network file system, the bytes before the name
+        os.replace(temporary, path)  # a kill mid-save leaves the previous checkpoint intact
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, dict[str, Any]]:
@@ -391,7 +428,8 @@ def _setup(spec: RunSpec, log: LogFn | None, progress: ProgressFn | None,
     optimizer = build_optimizer(model, cfg, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: lr_multiplier(step, plan.steps, plan.warmup_steps, cfg.min_lr_ratio),
+        lambda step: lr_multiplier(step, plan.steps, plan.warmup_steps, cfg.min_lr_ratio,
+                                   cfg.schedule, plan.decay_steps, cfg.decay_shape),
     )
     return _Run(
         spec=spec, log=log, progress=progress,
