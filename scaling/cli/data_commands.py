@@ -109,9 +109,7 @@ def prepare_command(source: str, output_dir: str, tokenizer: str, bpe_vocab_size
         raise ConfigError(
             f"--output-dir {output_dir!r} exists; choose a new directory or pass --overwrite"
         )
-    config = DataConfig(source=source, glob=pattern, text_field=text_field, tokenizer=tokenizer,
-                        bpe_vocab_size=min(bpe_vocab_size, 65535), eval_fraction=eval_fraction)
-    corpus = open_source(config)
+    corpus = open_source(DataConfig(source=source, glob=pattern, text_field=text_field))
     if workers is None:
         workers = 1 if tokenizer == "bytes" else max(1, min(8, os.cpu_count() or 1))
     show, stop = _progress_printer(target.name)

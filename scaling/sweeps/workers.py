@@ -250,6 +250,29 @@ def with_execution(config: SweepConfig, *, max_retries: int | None = None,
     return config.model_copy(update={"execution": execution}).with_source(config.source)
 
 
+def _join_sweep(sweep: str | Path | SweepConfig, storage: str | None, tracking_uri: str,
+                roles: Iterable[str] | None, quick: bool, max_retries: int | None,
+                checkpoint_root: str | Path | None) -> tuple[SweepConfig, Any, str, Any, list]:
+    """What a worker needs to join a sweep set up elsewhere: the config as the launcher stored
+    it (with these execution overrides), the roles, the storage URL, the storage and the studies.
+
+    Raises
+    ------
+    StorageError
+        If the storage cannot be opened or holds no study of this sweep.
+    """
+    config = sweep if isinstance(sweep, SweepConfig) else load_sweep(sweep, quick=quick)
+    roles = check_roles(roles)
+    url = storage_url(storage, tracking_uri)
+    tracking.check_tracking(tracking_uri)
+    store = open_storage(url)
+    names = study_names(config, roles)
+    studies = _load_studies(store, names, url)
+    config = with_execution(stored_config(store, names) or config, max_retries=max_retries,
+                            checkpoint_root=checkpoint_root)  # fmt: skip
+    return config, roles, url, store, studies
+
+
 def worker(
     sweep: str | Path | SweepConfig, *, storage: str | None = None,
     tracking_uri: str = tracking.DEFAULT_TRACKING_URI, roles: Iterable[str] | None = None,
@@ -281,22 +304,16 @@ def worker(
     StorageError
         If the storage cannot be opened or holds no study of this sweep.
     """
-    config = sweep if isinstance(sweep, SweepConfig) else load_sweep(sweep, quick=quick)
-    roles = check_roles(roles)
-    tracking.check_tracking(tracking_uri)
-    store = open_storage(storage_url(storage, tracking_uri))
-    names = study_names(config, roles)
-    config = with_execution(stored_config(store, names) or config, max_retries=max_retries,
-                            checkpoint_root=checkpoint_root)  # fmt: skip
+    config, roles, url, store, studies = _join_sweep(sweep, storage, tracking_uri, roles, quick,
+                                              max_retries, checkpoint_root)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    studies = _load_studies(store, names, storage_url(storage, tracking_uri))
     if studies:
         wait_ready(studies[0])
     counts = {"trained": 0, "reused": 0, "failed": 0, "retried": 0, "duplicate": 0}
     done = 0
     while max_trials is None or done < max_trials:
-        reap(config, storage=storage_url(storage, tracking_uri), tracking_uri=tracking_uri, roles=roles)
+        reap(config, storage=url, tracking_uri=tracking_uri, roles=roles)
         for study in studies:
             trial = claim(study)
             if trial is not None:
@@ -575,15 +592,8 @@ def node_workers(
     StorageError
         If the storage cannot be opened or holds no study of this sweep.
     """
-    config = sweep if isinstance(sweep, SweepConfig) else load_sweep(sweep, quick=quick)
-    roles = check_roles(roles)
-    url = storage_url(storage, tracking_uri)
-    tracking.check_tracking(tracking_uri)
-    store = open_storage(url)
-    names = study_names(config, roles)
-    studies = _load_studies(store, names, url)
-    config = with_execution(stored_config(store, names) or config, max_retries=max_retries,
-                            checkpoint_root=checkpoint_root)  # fmt: skip
+    config, roles, url, store, studies = _join_sweep(sweep, storage, tracking_uri, roles, quick,
+                                              max_retries, checkpoint_root)
     pool = _WorkerPool(config, url, tracking_uri, roles, threads, [{"CUDA_VISIBLE_DEVICES": str(d)} for d in devices])
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:

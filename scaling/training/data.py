@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from scaling.errors import ConfigError, DataError
+from scaling.training import preparation
 from scaling.training.shards import (
     MANIFEST,
     MANIFEST_FORMAT,
@@ -319,20 +320,6 @@ def _prepared_in_place(config: DataConfig) -> PreparedData:
     return data
 
 
-def _tokenizer_id(config: DataConfig) -> str:
-    if config.tokenizer == "bytes":
-        return "bytes"
-    if config.tokenizer == "bpe":
-        return f"bpe{config.bpe_vocab_size}"
-    path = Path(config.tokenizer)
-    if not path.is_file():
-        raise DataError(
-            f"data.tokenizer = {config.tokenizer!r}: no such file; use 'bytes', 'bpe' or the "
-            "path of a tokenizer.json"
-        )
-    return "json-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-
-
 def _entry_name(content_hash: str, tokenizer_id: str, config: DataConfig) -> str:
     return f"v{CACHE_FORMAT}-{content_hash[:16]}-{tokenizer_id}-eval{config.eval_fraction:g}"
 
@@ -357,10 +344,8 @@ def _move_into_place(staging: Path, final: Path) -> None:
 
 def _prepare_text(config: DataConfig) -> PreparedData:
     """A text source through :func:`scaling.training.preparation.prepare_corpus`, once."""
-    from scaling.training.preparation import prepare_corpus
-
     source = open_source(config)
-    tokenizer_id = _tokenizer_id(config)
+    tokenizer_id = preparation.tokenizer_id(config.tokenizer, config.bpe_vocab_size)
     identity = EMBEDDED_HASH if source.kind == "embedded" else source.fingerprint()
     key = hashlib.sha256(
         f"{CACHE_FORMAT}:{identity}:{tokenizer_id}:{config.eval_fraction!r}".encode()
@@ -373,7 +358,7 @@ def _prepare_text(config: DataConfig) -> PreparedData:
     staging = cache_dir() / f".staging-{key[:16]}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     label = config.source if source.kind != "embedded" else "python-stdlib"
-    manifest = prepare_corpus(
+    manifest = preparation.prepare_corpus(
         source, staging, tokenizer=config.tokenizer, bpe_vocab_size=config.bpe_vocab_size,
         eval_fraction=config.eval_fraction, label=label,
     )

@@ -32,7 +32,7 @@ from scaling.errors import DataError
 from scaling.training.shards import MANIFEST, MANIFEST_FORMAT, token_dtype
 from scaling.training.sources import CorpusSource, Piece
 
-__all__ = ["BATCH_BYTES", "SHARD_TOKENS", "TOKENIZER_BATCH_BYTES", "Progress", "is_eval_document", "prepare_corpus"]
+__all__ = ["BATCH_BYTES", "SHARD_TOKENS", "TOKENIZER_BATCH_BYTES", "Progress", "is_eval_document", "prepare_corpus", "tokenizer_id"]
 
 #: Text handed to a worker at once (at most two batches per worker are in flight): large for
 #: byte tokens, which cost little each; small for a tokenizer, so that the work spreads evenly
@@ -292,6 +292,28 @@ def _bpe_sample(source: CorpusSource, eval_fraction: float, limit: int) -> Itera
                 return
 
 
+def tokenizer_id(tokenizer: str, bpe_vocab_size: int) -> str:
+    """How the manifest and the cache name a tokenizer: ``bytes``, ``bpe<vocabulary>`` or
+    ``json-<first 12 hex digits of the file's SHA-256>``.
+
+    Raises
+    ------
+    DataError
+        If ``tokenizer`` names no file.
+    """
+    if tokenizer == "bytes":
+        return "bytes"
+    if tokenizer == "bpe":
+        return f"bpe{bpe_vocab_size}"
+    path = Path(tokenizer)
+    if not path.is_file():
+        raise DataError(
+            f"data.tokenizer = {tokenizer!r}: no such file; use 'bytes', 'bpe' or the path of a "
+            "tokenizer.json"
+        )
+    return "json-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
 def _tokenizer(source: CorpusSource, directory: Path, tokenizer: str, bpe_vocab_size: int,
                eval_fraction: float, progress: Progress,
                on_progress: Callable[[Progress], None] | None) -> tuple[str, str | None, int]:
@@ -318,13 +340,9 @@ def _tokenizer(source: CorpusSource, directory: Path, tokenizer: str, bpe_vocab_
         model.train_from_iterator(_bpe_sample(source, eval_fraction, BPE_SAMPLE_BYTES), trainer=trainer)
         model.save(str(target))
         progress.phase = "tokenizing"
-        return f"bpe{bpe_vocab_size}", str(target), model.get_vocab_size()
+        return tokenizer_id(tokenizer, bpe_vocab_size), str(target), model.get_vocab_size()
     path = Path(tokenizer)
-    if not path.is_file():
-        raise DataError(
-            f"data.tokenizer = {tokenizer!r}: no such file; use 'bytes', 'bpe' or the path of a "
-            "tokenizer.json"
-        )
+    name = tokenizer_id(tokenizer, bpe_vocab_size)  # checks that the file exists
     try:
         vocab = Tokenizer.from_file(str(path)).get_vocab_size()
     except Exception as error:  # noqa: BLE001 - the library raises a bare Exception for bad files
@@ -333,7 +351,7 @@ def _tokenizer(source: CorpusSource, directory: Path, tokenizer: str, bpe_vocab_
             "saved by the tokenizers library"
         ) from None
     shutil.copyfile(path, target)
-    return "json-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12], str(target), vocab
+    return name, str(target), vocab
 
 
 # ----------------------------------------------------------------------------- entry point
