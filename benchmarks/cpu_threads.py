@@ -33,6 +33,7 @@ SIZES = {  # name: (d_model, n_head, batch_tokens): the demo's shapes and one st
     "d64": (64, 4, 1024),
     "d96": (96, 6, 1792),
     "d144": (144, 6, 2048),  # ~1M: the threshold's size, not measured by default (minutes a case)
+    "d192": (192, 6, 2048),  # ~1.8M: above the threshold
 }
 DEFAULT_SIZES = "d14,d40,d64,d96"
 

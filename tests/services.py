@@ -2,11 +2,13 @@
 
 Both bind 127.0.0.1 on a free port, live in a temporary directory for the session, and are
 stopped at the end. Where the binaries are absent the tests that use them are skipped with
-the reason (``.ci/run`` installs Debian's postgresql).
+the reason (``.ci/run`` installs Debian's postgresql). The fixtures wrap the context managers
+:func:`start_postgres` and :func:`start_mlflow_server`, which ``benchmarks/chaos.py`` uses too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -18,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +40,10 @@ def _postgres_bin() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
+class Unavailable(RuntimeError):
+    """A service cannot run on this machine; the message says why (tests skip with it)."""
+
+
 def _as_user() -> list[str]:
     """PostgreSQL refuses to run as root: run its binaries as 'postgres' when we are root."""
     if os.geteuid() != 0:
@@ -44,20 +51,24 @@ def _as_user() -> list[str]:
     try:
         pwd.getpwnam("postgres")
     except KeyError:
-        pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL as")
+        raise Unavailable("running as root and there is no 'postgres' user to run PostgreSQL as") from None
     if not shutil.which("runuser"):
-        pytest.skip("running as root and runuser is missing to run PostgreSQL as 'postgres'")
+        raise Unavailable("running as root and runuser is missing to run PostgreSQL as 'postgres'")
     return ["runuser", "-u", "postgres", "--"]
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """A throwaway PostgreSQL server; yields a function ``url(dbname)`` that creates the
-    database and returns its SQLAlchemy URL."""
-    pytest.importorskip("psycopg2", reason="psycopg2 is needed to talk to PostgreSQL")
+@contextlib.contextmanager
+def start_postgres() -> Iterator[Callable[..., str]]:
+    """A throwaway PostgreSQL server on 127.0.0.1; yields a function ``url(dbname)`` that
+    creates the database and returns its SQLAlchemy URL. Raises :class:`Unavailable` where
+    the driver or the server binaries are missing."""
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        raise Unavailable("psycopg2 is needed to talk to PostgreSQL") from None
     bin_dir = _postgres_bin()
     if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found; install postgresql")
+        raise Unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found; install postgresql")
     prefix = _as_user()
     root = Path(tempfile.mkdtemp(prefix="scaling-pg-"))
     if prefix:
@@ -87,13 +98,14 @@ def postgres_server():
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(postgres_server, tmp_path_factory):
-    """A real ``mlflow server`` (one worker) on PostgreSQL; yields its http URL."""
-    backend = postgres_server("mlflow")
-    artifacts = tmp_path_factory.mktemp("mlflow-artifacts")
+@contextlib.contextmanager
+def start_mlflow_server(backend: str, folder: Path) -> Iterator[str]:
+    """A real ``mlflow server`` (one worker) on the ``backend`` store, its artifacts and log
+    under ``folder``; yields its http URL once ``/health`` answers (RuntimeError after 60 s)."""
+    artifacts = folder / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    log = open(tmp_path_factory.mktemp("mlflow-log") / "server.log", "wb")  # noqa: SIM115
+    log = open(folder / "server.log", "wb")  # noqa: SIM115
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     command = [
@@ -113,7 +125,7 @@ def mlflow_server(postgres_server, tmp_path_factory):
             except OSError:
                 pass
             if server.poll() is not None or time.time() > deadline:
-                pytest.fail(f"mlflow server did not answer /health within 60 s (log: {log.name})")
+                raise RuntimeError(f"mlflow server did not answer /health within 60 s (log: {log.name})")
             time.sleep(0.5)
         yield url
     finally:
@@ -125,3 +137,24 @@ def mlflow_server(postgres_server, tmp_path_factory):
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server (:func:`start_postgres`) for the session; skipped where absent."""
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(start_postgres())
+        except Unavailable as error:
+            pytest.skip(str(error))
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres_server, tmp_path_factory):
+    """A real ``mlflow server`` (:func:`start_mlflow_server`) on PostgreSQL; yields its http URL."""
+    try:
+        with start_mlflow_server(postgres_server("mlflow"), tmp_path_factory.mktemp("mlflow-server")) as url:
+            yield url
+    except RuntimeError as error:
+        pytest.fail(str(error))

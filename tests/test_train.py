@@ -251,7 +251,8 @@ def test_a_finished_checkpoint_resumes_without_training_or_logging_again(tmp_pat
     first = train(tiny_spec(checkpoint_every=10), checkpoint_dir=tmp_path)
     recorder = Recorder()
     again = train(tiny_spec(checkpoint_every=10), recorder, checkpoint_dir=tmp_path)
-    assert again.resumed_from_step == 40 and recorder.calls == []
+    assert again.resumed_from_step == 40
+    assert recorder.calls == [(40, {"perf/resume_step": 40.0})]  # the resume, nothing trained
     assert again.final_eval_loss == first.final_eval_loss and again.tokens == first.tokens
 
 

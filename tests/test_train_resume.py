@@ -37,9 +37,11 @@ def test_a_sigkilled_run_resumes_to_the_uninterrupted_loss(tmp_path):
     sigkill_at_first_checkpoint(config, checkpoints)
 
     logged = []
-    resumed = train(spec, lambda step, metrics: logged.append(step), checkpoint_dir=checkpoints)
+    resumed = train(spec, lambda step, metrics: logged.append((step, dict(metrics))), checkpoint_dir=checkpoints)
     assert 0 < resumed.resumed_from_step < 120  # it really was interrupted mid-run
-    assert min(logged) > resumed.resumed_from_step  # only steps after the checkpoint are logged
+    start = resumed.resumed_from_step
+    assert logged[0] == (start, {"perf/resume_step": float(start)})  # the resume, on record first
+    assert min(step for step, _ in logged[1:]) > start  # then only steps after the checkpoint
     assert (checkpoints / "final.pt").exists()
 
     uninterrupted = train(spec)

@@ -61,9 +61,10 @@ def _report_failures(failed: list[dict[str, str]]) -> None:
 
 @sweep_group.command("run")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--workers", type=int, default=None,
+@click.option("--workers", type=click.IntRange(min=0), default=None,
               help="CPU worker processes (cores are split) [default: one per core when every run "
-                   "is tiny, else 1].")  # fmt: skip
+                   "is tiny, else 1]; 0 only enqueues, for workers that join with 'scaling sweep "
+                   "worker'.")  # fmt: skip
 @click.option("--devices", default=None, help="GPU indices, one worker each, e.g. 0,1,2,3.")
 @_storage_option
 @tracking_option
@@ -72,10 +73,14 @@ def _report_failures(failed: list[dict[str, str]]) -> None:
 @click.option("--threads", type=int, default=None, help="torch threads per CPU worker (default: cores / workers).")
 @_retries_option
 @_checkpoint_option
-@click.option("--dry-run", is_flag=True, help="Print the plan (shape, N, D, exact C) and train nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (shape, N, D, exact C) and an estimated wall time, and train "
+                   "nothing; fails naming any run that cannot train as planned.")  # fmt: skip
+@click.option("--no-estimate", is_flag=True,
+              help="With --dry-run: skip the wall-time estimate (and its few-second probe).")
 @output_option
 def sweep_run(file, workers, devices, storage, tracking_uri, roles, quick, threads, max_retries,
-              checkpoint_root, dry_run, output) -> None:  # fmt: skip
+              checkpoint_root, dry_run, no_estimate, output) -> None:  # fmt: skip
     """Run a sweep until every run is done (a second call reuses finished runs and re-queues
     failed ones); exits 1, naming each failed run and why, when any failed.
 
@@ -91,9 +96,14 @@ def sweep_run(file, workers, devices, storage, tracking_uri, roles, quick, threa
     if dry_run:
         rows = plan(config)
         total = {"name": "total", "C": sum(r["C"] for r in rows), "C_exact": sum(r["C_exact"] for r in rows)}
+        estimate = None if no_estimate else _estimate(config, workers, devices, threads, roles, tracking_uri)
         if output == "json":
-            return emit_json({"runs": rows, "total_flops": total["C"], "total_flops_exact": total["C_exact"]})
-        return print_rows([*rows, total], ["name", "role", "runs", "shape", "N", "D", "C", "C_exact", "batch_tokens", "lr"], config.name)
+            return emit_json({"runs": rows, "total_flops": total["C"], "total_flops_exact": total["C_exact"],
+                              "estimate": estimate})  # fmt: skip
+        print_rows([*rows, total], ["name", "role", "runs", "shape", "N", "D", "C", "C_exact", "batch_tokens", "lr"], config.name)
+        if estimate is not None:
+            click.echo(_estimate_line(estimate))
+        return None
     display, update = progress_display()
     with display:
         summary = sweeps.run_sweep(
@@ -105,7 +115,37 @@ def sweep_run(file, workers, devices, storage, tracking_uri, roles, quick, threa
         emit_json(summary)
     else:
         print_rows(summary["rows"], ["name", "role", "state", "loss", "flops_exact", "reused", "failure"], config.name)
+        if workers == 0 and not devices:
+            waiting = sum(row["state"] == "WAITING" for row in summary["rows"])
+            click.echo(f"{waiting} run(s) waiting; start workers with 'scaling sweep worker {file}' "
+                       "and the same --storage and --tracking-uri")  # fmt: skip
     _report_failures(summary["failures"])
+
+
+def _estimate(config, workers, devices, threads, roles, tracking_uri) -> dict:
+    """The dry run's wall-time estimate (:func:`scaling.sweeps.estimate.estimate_wall_time`) for the
+    workers and threads ``sweep run`` would use with these options."""
+    from scaling.sweeps import workers as sweeps
+    from scaling.sweeps.estimate import estimate_wall_time
+    from scaling.sweeps.planning import expand
+    from scaling.sweeps.queue import check_roles
+
+    chosen = check_roles(_split(roles))
+    specs = [spec for spec in expand(config) if spec.role in chosen]
+    count = len(_split(devices)) if devices else (workers or sweeps.default_workers(config, chosen))
+    per_worker = threads or (None if devices else max(1, sweeps.available_cores() // count))
+    return estimate_wall_time(specs, sweep=config.name, workers=count, threads=per_worker, tracking_uri=tracking_uri)
+
+
+def _estimate_line(estimate: dict) -> str:
+    from scaling.cli.options import format_duration
+
+    if estimate["seconds"] is None:
+        return f"estimated wall time: none ({estimate['skipped']})"
+    longest = max(estimate["per_run"], key=lambda row: row["seconds"])
+    return (f"estimated wall time: {format_duration(estimate['seconds'])} on {estimate['workers']} worker(s), "
+            f"from {estimate['source']} ({estimate['probe_s']:.1f} s); longest run {longest['name']} "
+            f"{format_duration(longest['seconds'])}")  # fmt: skip
 
 
 @sweep_group.command("worker")

@@ -78,7 +78,7 @@ def storage_url(storage: str | None, tracking_uri: str) -> str:
     (in the working directory otherwise)."""
     if storage:
         return storage
-    path = tracking._sqlite_path(tracking_uri)
+    path = tracking.sqlite_path(tracking_uri)
     folder = path.resolve().parent if path is not None else Path.cwd()
     return str(folder / "optuna.journal")
 

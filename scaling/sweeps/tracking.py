@@ -11,7 +11,8 @@ Every MLflow call of the toolkit lives in this module (docs/architecture.md, "ML
 - each run's provenance (git commit, versions, device, host, corpus hash) is tagged ``scaling.*``;
 - the experiment is tagged for the MLflow UI (training kind, a shared runs-table view);
 - a client checks its URI once (``/health`` within 3 s; a missing sqlite file is refused
-  unless the database is being set up), and reads can use MLflow's fail-fast HTTP settings.
+  unless the database is being set up), and reads can use MLflow's fail-fast HTTP settings,
+  with which a client's check also asks the server's REST API for an answer within 3 s.
 
 :func:`runs_frame` turns an experiment into the run table, a pandas DataFrame, so that fitting
 never needs MLflow. mlflow is imported inside functions: ``import scaling.sweeps.tracking`` is cheap.
@@ -74,7 +75,9 @@ TAG_PID = "scaling.pid"
 TAG_TUNE = "scaling.tune"
 TAG_TUNE_BEST = "scaling.tune_best"
 TAG_CONFIG_HASH = "scaling.config_hash"
-# MLflow 3's experiment type: without it the UI opens a sweep on its GenAI traces view.
+# MLflow 3's experiment type (training, not GenAI). MLflow 3.17.2's UI does not read it to
+# choose the page it opens (the browser's workflow switch does; docs/architecture.md, "MLflow
+# keys"), so sweep_view_url names the workflow.
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 # A view of the runs table stored in the experiment (MLflow's shared views: the experiment tag
@@ -92,6 +95,12 @@ READ_SETTINGS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "4",
 }
 _HEALTH_TIMEOUT_S = 3.0
+# With READ_SETTINGS, a client's first check also calls the REST API once (any HTTP answer will
+# do) within _HEALTH_TIMEOUT_S: a server that answers /health but hangs on API calls then fails
+# 3 s later, before mlflow is even imported, instead of after the import (2-6 s) and two 4 s
+# tries (13-16 s measured for `scaling fit`).
+_API_PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"
+_fail_fast = False  # set by fail_fast_reads()
 _SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
 _checked: set[str] = set()  # tracking URIs this process has already found usable
 
@@ -140,10 +149,14 @@ def fail_fast_reads() -> None:
     """Apply :data:`READ_SETTINGS` to this process (a setting the user made is kept).
 
     The CLI calls it for the commands that only read MLflow (``fit``, ``report``...); training
-    keeps MLflow's patient defaults, which ride out a server restart.
+    keeps MLflow's patient defaults, which ride out a server restart. From now on the first
+    client of a tracking server also checks that its REST API answers one request within 3 s
+    (as ``/health`` must), so a server that is up but hangs fails in seconds too.
     """
+    global _fail_fast
     for key, value in READ_SETTINGS.items():
         os.environ.setdefault(key, value)
+    _fail_fast = True
 
 
 def _client(tracking_uri: str, *, create: bool = False):
@@ -155,7 +168,7 @@ def _client(tracking_uri: str, *, create: bool = False):
     _check_usable(tracking_uri, create)  # before importing mlflow, which takes seconds
     from mlflow import MlflowClient
 
-    path = _sqlite_path(tracking_uri)
+    path = sqlite_path(tracking_uri)
     if path is not None:
         # MLflow caches one store per URI string: a relative path would stay bound to the
         # working directory of its first use, so pass the absolute one.
@@ -163,7 +176,7 @@ def _client(tracking_uri: str, *, create: bool = False):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def _sqlite_path(tracking_uri: str) -> Path | None:
+def sqlite_path(tracking_uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI, else None."""
     prefix = "sqlite:///"
     return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
@@ -178,11 +191,13 @@ def _check_usable(tracking_uri: str, create: bool) -> None:
         If the server does not answer, the URI is malformed, or (unless ``create``) the
         sqlite database does not exist.
     """
-    path = _sqlite_path(tracking_uri)
+    path = sqlite_path(tracking_uri)
     key = tracking_uri if path is None else str(path.resolve())  # a relative file moves with the cwd
     if key in _checked:
         return
     check_tracking(tracking_uri, timeout=_HEALTH_TIMEOUT_S)
+    if _fail_fast and tracking_uri.startswith(("http://", "https://")):
+        _check_api(tracking_uri)
     if path is not None and not create and not path.is_file():
         raise TrackingError(
             f"no tracking database at {path.resolve()}; run a sweep first or pass --tracking-uri"
@@ -206,6 +221,28 @@ def _reading(tracking_uri: str):
         raise TrackingError(
             f"cannot read MLflow at {tracking_uri} ({reason[:200]}); check that the server is "
             "up and --tracking-uri"
+        ) from None
+
+
+def _check_api(tracking_uri: str, timeout: float = _HEALTH_TIMEOUT_S) -> None:
+    """Raise a one-line TrackingError unless the server's REST API answers one request (a
+    one-row experiment search) within ``timeout`` seconds.
+
+    Any HTTP answer counts (an error status too: MLflow's own client reports it); no answer,
+    a timeout or a dropped connection does not.
+    """
+    try:
+        with urllib.request.urlopen(tracking_uri.rstrip("/") + _API_PROBE, timeout=timeout):  # noqa: S310
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            reason = f"its REST API did not answer within {timeout:g} s, though /health did"
+        raise TrackingError(
+            f"cannot read MLflow at {tracking_uri} ({reason}); check that the server is up "
+            "and --tracking-uri"
         ) from None
 
 
@@ -245,7 +282,7 @@ def check_tracking(tracking_uri: str, timeout: float = 10.0) -> None:
                 f"the MLflow tracking server at {tracking_uri} is not healthy; check its logs"
             )
         return
-    path = _sqlite_path(tracking_uri)
+    path = sqlite_path(tracking_uri)
     if path is not None and not path.resolve().parent.is_dir():
         raise TrackingError(
             f"tracking URI {tracking_uri}: folder {path.resolve().parent} does not exist; "
@@ -268,7 +305,7 @@ def setup_experiment(name: str, *, tracking_uri: str = DEFAULT_TRACKING_URI) -> 
             if experiment.tags.get(key) != value:
                 client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
-    path = _sqlite_path(tracking_uri)
+    path = sqlite_path(tracking_uri)
     location = None
     if path is not None:  # artifacts beside the database, wherever the worker's cwd is
         location = (path.resolve().parent / "mlartifacts" / name).as_uri()
@@ -489,7 +526,8 @@ class RunLogger:
         self._buffer.extend(Metric(key, float(value), now, int(step)) for key, value in metrics.items())
         self._steps_buffered += 1
         if (
-            self._steps_buffered >= self.flush_every
+            "perf/resume_step" in metrics  # an event: on record at once, even if killed again
+            or self._steps_buffered >= self.flush_every
             or time.monotonic() - self._last_flush > self.flush_seconds
         ):
             self.flush()

@@ -55,7 +55,7 @@ from scaling.sweeps.queue import (
 )
 
 __all__ = ["run_sweep", "worker", "node_workers", "status", "failures", "configured", "with_execution",
-           "default_workers", "is_user_error"]
+           "default_workers", "is_user_error", "available_cores"]
 
 
 def _tune_spec(trial, config: SweepConfig, base: RunSpec) -> RunSpec:
@@ -434,7 +434,8 @@ def _tag_best(config: SweepConfig, store, tracking_uri: str) -> None:
         tracking.set_run_tags([best.user_attrs["mlflow_run_id"]], {tracking.TAG_TUNE_BEST: "true"}, tracking_uri=tracking_uri)
 
 
-def _cores() -> int:
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, as a container or SLURM grants)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -452,7 +453,7 @@ def default_workers(config: SweepConfig, roles: Sequence[str]) -> int:
     if "proxy" in roles:
         specs += list(tune_studies(config).values())
     if specs and all(run_size(spec)["params"] < CPU_THREADS_MIN_PARAMS for spec in specs):
-        return _cores()
+        return available_cores()
     return 1
 
 
@@ -471,7 +472,9 @@ def run_sweep(
         The sweep file (or an already loaded config).
     workers : int, optional
         Worker processes on CPU; the cores are split between them (``torch.set_num_threads``).
-        Default :func:`default_workers`: one per core when every run is tiny, else one.
+        Default :func:`default_workers`: one per core when every run is tiny, else one. ``0``
+        sets the sweep up and enqueues it, then returns: workers join it elsewhere with
+        :func:`worker` (``scaling sweep worker``), as on a cluster whose login node trains nothing.
     devices : sequence of str, optional
         GPU indices: one worker per device (``CUDA_VISIBLE_DEVICES``); overrides ``workers``.
     storage : str, optional
@@ -521,9 +524,15 @@ def run_sweep(
     rows = status(config, storage=url, tracking_uri=tracking_uri, roles=roles)
     if workers is None:
         workers = default_workers(config, roles)
+    if workers == 0 and not devices:  # enqueue only: workers join from elsewhere
+        tracking.setup_experiment(config.name, tracking_uri=tracking_uri)
+        mark_ready(config, store, roles)
+        summary = _summarise(rows, started, 0)
+        return {**summary, "enqueued": enqueued, "retried": retried, "requeued": [], "failures": failures(rows),
+                "rows": rows, "wall_s": time.time() - started, "workers_started": 0}  # fmt: skip
     slots = [{"CUDA_VISIBLE_DEVICES": str(d)} for d in devices] if devices else [{} for _ in range(max(1, workers))]
     if threads is None and not devices:
-        threads = max(1, _cores() // len(slots))
+        threads = max(1, available_cores() // len(slots))
     pool = _WorkerPool(config, url, tracking_uri, roles, threads, slots)
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:  # SIGTERM must run the cleanup below, which stops the workers it started

@@ -91,6 +91,13 @@ class Distributed:
             dist.barrier()
 
 
+def visible_gpus() -> int:
+    """How many CUDA GPUs this process sees (0 on a machine without, or a CPU-only torch)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def pick_device(name: str, dist: Distributed) -> torch.device:
     """The device this process trains on, made current. A bare 'cuda' gets an index: torch
     refuses to make an index-less CUDA device current, and RNG state is saved per GPU."""

@@ -317,7 +317,9 @@ def train(
     log : callable, optional
         ``log(step, metrics)`` receives ``train/loss``, ``train/lr``, ``train/tokens``,
         ``perf/tokens_per_s``, ``perf/flops_per_s``, ``perf/mfu`` every ``train.log_every``
-        steps and ``eval/loss``, ``eval/bpb`` at each evaluation (rank 0 only under DDP).
+        steps and ``eval/loss``, ``eval/bpb`` at each evaluation (rank 0 only under DDP);
+        a resumed run first gets ``perf/resume_step`` (the step it resumed from, at that step),
+        so every resume of a run that is killed again stays on record.
     checkpoint_dir : path, optional
         Save ``last.pt`` there every ``train.checkpoint_every`` steps and resume from it if
         present; save the final weights and model config as ``final.pt``.
@@ -341,6 +343,8 @@ def train(
     started = time.perf_counter()
     run = _setup(spec, log, progress, checkpoint_dir)
     _restore(run)
+    if run.start_step:
+        _emit(run, run.start_step, {"perf/resume_step": float(run.start_step)})
     _distribute(run)
     _prepare_evals(run)
     train_start = time.perf_counter()
