@@ -4,9 +4,9 @@ For every shipped dataset and each leave-largest-out cut (fit on the runs up to 
 level, score every run above it; ``scaling.laws.rollouts.leave_largest_out_cuts``: the 3 largest
 compute levels that leave at least 5 runs to fit), one JSON line per method:
 
-1. ``scaling``: ``scaling.laws.rollouts.rollout`` with the dataset's law (``chinchilla`` for the
-   L(N, D) tables, ``gpt4`` for the L(C) ones: the ``*_frontier`` and ``*_m20`` ladders), with
-   the coverage of the 90% one-run band;
+1. ``scaling``: ``scaling.laws.rollouts.leave_largest_out`` (what ``scaling validate`` runs)
+   with the dataset's law (``chinchilla`` for the L(N, D) tables, ``gpt4`` for the L(C) ones:
+   the ``*_frontier`` and ``*_m20`` ladders), with the coverage of the 90% one-run band;
 2. ``besiroglu2024`` (L(N, D) tables only): Besiroglu et al.'s method, written here with plain
    scipy and nothing from ``scaling``: Huber loss (delta 1e-3) of log L̂ − log L summed over
    runs, ``scipy.optimize.minimize(method="L-BFGS-B")`` from each start of their 4,500-start
@@ -59,7 +59,13 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 from scaling import datasets  # noqa: E402
 from scaling.errors import ScalingError  # noqa: E402
-from scaling.laws.rollouts import held_out_scores, leave_largest_out_cuts, rollout  # noqa: E402
+from scaling.laws.rollouts import (  # noqa: E402
+    fold_records,
+    held_out_scores,
+    leave_largest_out,
+    leave_largest_out_cuts,
+    summarise_folds,
+)
 from scaling.laws.selection import filter_rows  # noqa: E402
 
 X_CUT = "flops"
@@ -166,24 +172,17 @@ def emit(record: dict) -> None:
     print(json.dumps(clean), flush=True)
 
 
-def roll_dataset(name, law, frame, cuts, n_bootstrap, starts, use_pypi, pypi_grid, no_reference):
+def roll_dataset(name, law, frame, n_cuts, min_fit, n_bootstrap, starts, use_pypi, pypi_grid,
+                 no_reference):
     """The records of one table and law: ours per cut, then (for ``chinchilla``) the others'."""
-    ours = rollout(frame, law, cuts=cuts, x_cut=X_CUT, interval=0.9, n_bootstrap=n_bootstrap,
-                   seed=0, source=f"dataset {name!r}")
+    ours = leave_largest_out(frame, law, x_cut=X_CUT, n_cuts=n_cuts, min_fit=min_fit, interval=0.9,
+                             n_bootstrap=n_bootstrap, seed=0, source=f"dataset {name!r}")
     compute = frame[X_CUT].to_numpy(dtype=float)
-    for row in ours.to_dict("records"):
-        record = {"dataset": name, "law": law, "method": "scaling", "cut": row["cut"],
-                  "n_fit": row["n_fit"], "n_held": row["n_held"],
-                  **{k: row[k] for k in ("mean_abs_error", "max_abs_error", "bias", "coverage",
-                                          "wall_s", "is_valid")}}
-        if row["error"]:
-            record["error"] = row["error"]
-        record.update({k: v for k, v in row["params"].items() if k in ("alpha", "beta", "E", "eta",
-                                                                       "RD_star", "RN_star")})
+    for record in fold_records(ours, name):
         yield record
         if law != "chinchilla":
             continue
-        train, held = compute <= row["cut"], compute > row["cut"]
+        train, held = compute <= record["cut"], compute > record["cut"]
         fitted, scored = frame[train], frame[held]
         methods = []
         if not no_reference:
@@ -195,7 +194,7 @@ def roll_dataset(name, law, frame, cuts, n_bootstrap, starts, use_pypi, pypi_gri
                 fitted["params"].to_numpy(), fitted["tokens"].to_numpy(),
                 fitted["flops"].to_numpy(), fitted["loss"].to_numpy(), pypi_grid)))
         for method, run in methods:
-            yield reference_record(name, law, method, run, row["cut"], train, held, scored)
+            yield reference_record(name, law, method, run, record["cut"], train, held, scored)
 
 
 def reference_record(name, law, method, run, cut, train, held, scored) -> dict:
@@ -270,25 +269,20 @@ def main() -> None:
             if not cuts:
                 emit({"dataset": name, "law": law, "skipped": "no cut leaves enough runs to fit"})
                 continue
-            for record in roll_dataset(name, law, frame, cuts, n_bootstrap, starts, use_pypi,
-                                       pypi_grid, args.no_reference):
+            for record in roll_dataset(name, law, frame, args.n_cuts, args.min_fit, n_bootstrap,
+                                       starts, use_pypi, pypi_grid, args.no_reference):
                 emit(record)
                 summary.setdefault((record["method"], record["law"]), []).append(record)
 
     for (method, law), records in summary.items():
-        ok = [r for r in records if "error" not in r and r.get("mean_abs_error") is not None]
-        chin = [r for r in ok if r["law"] == "chinchilla"]
-
-        def mean(key, rows):
-            values = [r[key] for r in rows if r.get(key) is not None]
-            return float(np.mean(values)) if values else None
-
-        emit({"summary": method, "law": law, "folds": len(records), "failed": len(records) - len(ok),
-              "mean_of_mean_abs_error": mean("mean_abs_error", ok),
-              "worst_max_abs_error": max((r["max_abs_error"] for r in ok), default=None),
-              "mean_bias": mean("bias", ok), "mean_coverage": mean("coverage", ok),
-              "lnd_folds": len(chin), "lnd_mean_of_mean_abs_error": mean("mean_abs_error", chin),
-              "lnd_mean_bias": mean("bias", chin), "total_wall_s": sum(r["wall_s"] for r in records)})
+        every = summarise_folds(records)
+        lnd = summarise_folds([r for r in records if r["law"] == "chinchilla"])
+        emit({"summary": method, "law": law,
+              **{k: every[k] for k in ("folds", "failed", "mean_of_mean_abs_error",
+                                       "worst_max_abs_error", "mean_bias", "mean_coverage")},
+              "lnd_folds": lnd["folds"] - lnd["failed"],
+              "lnd_mean_of_mean_abs_error": lnd["mean_of_mean_abs_error"],
+              "lnd_mean_bias": lnd["mean_bias"], "total_wall_s": every["total_wall_s"]})
 
 
 if __name__ == "__main__":

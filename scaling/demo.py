@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import ConfigError
-from scaling.formatting import format_band, format_flops, format_interval
+from scaling.formatting import format_flops, format_interval
 from scaling.laws.capability import TaskForecast, forecast_tasks
 from scaling.laws.fitting import fit
 from scaling.laws.forms import get_law
@@ -29,7 +29,7 @@ from scaling.sweeps import tracking
 from scaling.sweeps.planning import load_sweep, plan
 from scaling.sweeps.workers import run_sweep
 
-__all__ = ["DemoResult", "default_sweep_path", "run_demo"]
+__all__ = ["DemoResult", "default_sweep_path", "run_demo", "forecast_line", "check_line", "validity_line"]
 
 DEMO_SWEEP = Path("sweeps") / "demo.yaml"
 
@@ -105,11 +105,33 @@ def _headline_task(forecasts: list[Any]) -> Any:
     return (preferred or accuracies or [None])[0]
 
 
-def _forecast_line(forecast: Any) -> str:
+def forecast_line(forecast: Any) -> str:
+    """The capability line the demo prints beside the loss forecast: the task's accuracy
+    with its interval, or why the proxies cannot predict it
+    (:meth:`scaling.laws.capability.TaskForecast.text`)."""
+    if not forecast.predictable:
+        return (f"{forecast.task} accuracy {forecast.text()}; {forecast.method} on "
+                f"{forecast.n_proxies} proxies")
     return (
-        f"{forecast.task} accuracy {format_band(forecast.predicted, forecast.lo, forecast.hi)} "
+        f"{forecast.task} accuracy {forecast.text()} "
         f"({forecast.interval:.0%} interval; {forecast.method} on {forecast.n_proxies} proxies)"
     )
+
+
+def validity_line(fit_summary: dict[str, Any]) -> str | None:
+    """The line the demo prints under its forecast when the loss fit is not valid (a
+    parameter at its bound, starts that disagree: :attr:`scaling.laws.fitting.FitResult.reasons_`),
+    else None."""
+    if fit_summary["is_valid"]:
+        return None
+    return ("    the fit is NOT valid (" + "; ".join(fit_summary["reasons"]) + "): the forecast "
+            "and its interval cannot be relied on as they stand")
+
+
+def check_line(row: Any) -> str:
+    """The demo's capability check once the target exists: the forecast (or why there is
+    none) beside the target's actual score."""
+    return f"{row.metric} predicted {row.predicted_text()}, actual {row.actual:.3g}"
 
 
 def _target_x(config: Any, x: str) -> float:
@@ -215,9 +237,12 @@ def run_demo(
         f"interval) at {x} = {format_flops(target_x)}, {forecast['extrapolation']:.0f}x the "
         "largest proxy"
     )
+    warning = validity_line(forecast["fit"])
+    if warning is not None:
+        say(warning)
     headline_task = _headline_task(capabilities)
     if headline_task is not None:
-        say(f"    capability forecast: {_forecast_line(headline_task)}")
+        say(f"    capability forecast: {forecast_line(headline_task)}")
 
     say("3/4 training the target")
     stage = time.perf_counter()
@@ -234,8 +259,7 @@ def run_demo(
     )  # fmt: skip
     for row in comparison.metrics[1:]:
         if headline_task is not None and row.metric == headline_task.column:
-            say(f"    capability check: {row.metric} predicted "
-                f"{format_band(row.predicted, row.lo, row.hi)}, actual {row.actual:.3g}")
+            say(f"    capability check: {check_line(row)}")
     timings["compare_s"] = time.perf_counter() - stage
 
     say(f"4/4 writing the report to {directory}")
@@ -243,7 +267,7 @@ def run_demo(
     report_path = make_report(
         experiment=config.name, target=str(target_row["run_id"]), law=law,
         directory=directory, n_bootstrap=n_bootstrap, seed=0, tracking_uri=tracking_uri,
-        fit_range=fit_range,
+        fit_range=fit_range, interval=interval,
     )  # fmt: skip
     timings["report_s"] = time.perf_counter() - stage
     wall = time.perf_counter() - started

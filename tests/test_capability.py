@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from scaling.laws.capability import (
     forecast_tasks,
     task_column,
     task_names,
+    unpredictable_reason,
 )
 from scaling.reporting.comparison import compare_forecasts
 
@@ -112,3 +114,106 @@ def test_capability_command_needs_one_budget(tmp_path, capsys):
     task_runs().to_csv(path, index=False)
     assert main(["capability", "--csv", str(path)]) == 2
     assert capsys.readouterr().err == "error: give exactly one of --flops C or --target RUN_ID\n"
+
+
+# --- forecasts that say nothing are said to say nothing --------------------------------------
+
+
+def flat_accuracy_runs() -> pd.DataFrame:
+    """The task's NLL falls with compute as before, but its accuracy does not move (0.04, a
+    few tenths of a point of scatter): a sigmoid fitted there says nothing."""
+    runs = task_runs()
+    runs["task_copy_accuracy"] = 0.04 + 0.005 * np.random.default_rng(1).standard_normal(len(runs))
+    return runs
+
+
+def test_a_flat_accuracy_is_not_predictable_and_says_why():
+    forecasts, skipped = forecast_tasks(flat_accuracy_runs(), 1e16, n_bootstrap=100)
+    accuracy = next(f for f in forecasts if f.metric == "accuracy")
+    assert not skipped and not accuracy.predictable
+    assert accuracy.unpredictable.startswith("the proxies' accuracy hardly moves: 0.03")
+    assert accuracy.text() == f"not predictable from these proxies ({accuracy.unpredictable})"
+    assert accuracy.summary()["predictable"] is False
+    # GPT-4's form is fitted to the pass rate, which still falls smoothly: still a number.
+    assert next(f for f in forecasts if f.metric == "neg_log_pass_rate").predictable
+
+
+def test_a_clean_sigmoid_still_gives_a_number():
+    forecasts, _ = forecast_tasks(task_runs(noise=0.02), 1e16, n_bootstrap=200)
+    for forecast in forecasts:
+        assert forecast.predictable and forecast.unpredictable == ""
+        assert re.fullmatch(r"[\d.]+ (± [\d.]+|\+[\d.]+/-[\d.]+)", forecast.text()), forecast.text()
+
+
+def test_accuracy_that_does_not_rise_with_compute_is_not_predictable():
+    runs = task_runs()
+    runs["task_copy_accuracy"] = np.tile([0.2, 0.6], 5)  # a spread of 0.4, but no trend
+    accuracy = forecast_task(runs, "copy", 1e16, n_bootstrap=50)[1]
+    assert accuracy.unpredictable.startswith("the proxies' accuracy does not move one way with compute")
+
+
+@pytest.mark.parametrize(
+    ("metric", "lo", "hi", "expected"),
+    [
+        ("accuracy", 0.3, 0.79, ""),  # 49% of the range: still a forecast
+        ("accuracy", 0.3, 0.81, "its 90% interval, 0.3 to 0.81, spans 51% of the range of accuracy"),
+        # -E[log pass_rate] is judged on the pass rate exp(-value): 0.951 to 0.135 is 82% of [0, 1].
+        ("neg_log_pass_rate", 0.05, 2.0, "its 90% interval, 0.05 to 2, spans 82% of the range of the pass rate"),
+        ("neg_log_pass_rate", 1.9, 2.1, ""),
+    ],
+)
+def test_an_interval_over_half_the_metrics_range_is_not_predictable(metric, lo, hi, expected):
+    compute = np.logspace(12, 15, 6)
+    values = np.linspace(0.2, 0.7, 6) if metric == "accuracy" else np.linspace(3.0, 2.2, 6)
+    assert unpredictable_reason(metric, compute, values, lo=lo, hi=hi, interval=0.9) == expected
+
+
+def test_every_printer_of_a_capability_forecast_says_not_predictable(tmp_path, capsys):
+    from scaling.demo import check_line, forecast_line
+    from scaling.reporting.comparison import Comparison
+    from scaling.reporting.render import comparison_text
+
+    runs = flat_accuracy_runs()
+    path = tmp_path / "runs.csv"
+    runs.to_csv(path, index=False)
+    message = "task_copy_accuracy at flops_exact = 1e+16: not predictable from these proxies (the proxies' accuracy hardly moves"
+    # scaling capability: the message instead of a number, and no error scored against it.
+    assert main(["capability", "--csv", str(path), "--flops", "1e16", "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert message in out and "task_copy_neg_log_pass_rate at flops_exact = 1e+16: 2.099" in out
+    # The demo's lines, before and after the target trains.
+    forecasts, _ = forecast_tasks(runs, 1e16, n_bootstrap=50)
+    accuracy = forecasts[1]
+    assert forecast_line(accuracy) == (
+        f"copy accuracy not predictable from these proxies ({accuracy.unpredictable}); "
+        "gpt4->sigmoid on 10 proxies")
+    target = {"task_copy_neg_log_pass_rate": 2.0, "task_copy_accuracy": 0.05, "task_copy_items": 200.0}
+    rows = compare_forecasts(forecasts, target)
+    assert check_line(rows[1]) == (
+        f"task_copy_accuracy predicted not predictable from these proxies ({accuracy.unpredictable}), "
+        "actual 0.05")
+    assert re.fullmatch(r"task_copy_neg_log_pass_rate predicted [\d.]+, actual 2", check_line(rows[0]))
+    # scaling compare's table: the message, and no error or verdict for that row.
+    loss = rows[0]  # stands in for the loss row, which a comparison always has first
+    text = comparison_text(Comparison("t", "t", (loss, rows[1]), 10))
+    line = next(line for line in text.splitlines() if line.startswith("task_copy_accuracy"))
+    cells = re.split(r"\s{2,}", line)  # metric, law, predicted, interval, actual, error, inside, curve
+    assert cells[2].startswith("not predictable from these proxies (the proxies' accuracy hardly moves")
+    assert (cells[3], cells[4], cells[5], cells[6]) == ("-", "0.05", "-", "-")
+
+
+def test_the_report_says_not_predictable_in_its_capability_table():
+    from helpers import synthetic_runs
+
+    from scaling.reporting.render import render_markdown
+    from scaling.reporting.report import ReportInputs, build_report
+
+    runs = synthetic_runs(isoflop=False, extras=False, target=False)
+    proxies = runs[runs["role"] == "proxy"].reset_index(drop=True)
+    scores = flat_accuracy_runs().drop(columns=["run_id", "role", "status", "flops_exact"])
+    runs = pd.concat([proxies, scores], axis=1)
+    report = build_report(ReportInputs(runs, "flat", "runs.csv"), n_bootstrap=50, date="2026-01-01")
+    row = report.capabilities.set_index("metric").loc["accuracy"]
+    assert row["forecast"].startswith("not predictable from these proxies (the proxies' accuracy hardly moves")
+    assert row["90% interval"] == "" and row["error"] == ""
+    assert "| copy | accuracy | gpt4->sigmoid | not predictable from these proxies (" in render_markdown(report)

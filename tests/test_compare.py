@@ -171,3 +171,18 @@ def test_auto_fit_range_leaves_out_plateau_proxies_with_the_reason():
     assert len(split_runs(runs, x="flops_exact").proxies) == 8
     with pytest.raises(ConfigError, match=r"fit_range = 'some': use 'all' or 'auto'"):
         split_runs(runs, x="flops_exact", fit_range="some")
+    # Too few to hold one out (the law's 3 parameters + 1 to fit, 1 to predict): all are kept,
+    # so the default fit range (auto) never refuses a table that 'all' could fit.
+    few = split_runs(runs.iloc[:4], x="flops_exact", fit_range="auto")
+    assert len(few.proxies) == 4 and few.excluded.empty
+
+
+def test_the_comparison_table_warns_when_the_loss_fit_is_not_valid(table):
+    from scaling.reporting.render import comparison_text
+
+    proxies, target = table
+    power = proxies.assign(loss=50.0 * proxies["flops_exact"] ** -0.1)  # c lands on its bound 0
+    lines = comparison_text(compare(power, target, n_bootstrap=20)).splitlines()
+    assert lines[1] == "WARNING, fit invalid: parameter(s) at a bound: c"
+    clean = comparison_text(compare(proxies, target, n_bootstrap=20)).splitlines()
+    assert not any("WARNING" in line for line in clean)

@@ -45,7 +45,10 @@ def test_a_csv_curve_and_its_size_are_compared_with_the_known_truth(files, capsy
     assert loss["predicted"] == pytest.approx(truth, rel=0.03)
     assert loss["lo"] < truth < loss["hi"] and loss["inside"] is True
     assert loss["relative_error"] == pytest.approx((loss["predicted"] - target["loss"]) / target["loss"])
-    assert summary["basis"] == "a refit of 10 proxies" and summary["n_proxies"] == 10
+    # A CSV's rows are runs, not a sweep's proxies; the default --fit-range auto (as the demo)
+    # may leave out the smallest of them.
+    assert summary["basis"] == f"a refit of {summary['n_proxies']} runs of proxies.csv"
+    assert 4 <= summary["n_proxies"] <= 10
     assert summary["name"] == "curve"
 
 
@@ -108,3 +111,16 @@ def test_report_takes_the_csv_target_too(files, capsys):
     assert "At flops_exact = 3.45e17 (the target run curve)" in text  # 1.15 x 6ND
     assert f"The target run reached {target['loss']:.4g}" in text
     assert "![Learning curves](learning_curves.png)" in text  # its curve is drawn
+
+
+def test_compare_takes_interval(files, capsys):
+    args = ("--target-csv", "curve.csv", "--params", str(N), "--tokens", str(D), "--fit-range", "all")
+    assert _compare(*args) == 0
+    wide = json.loads(capsys.readouterr().out)["metrics"][0]
+    assert _compare(*args, "--interval", "0.5") == 0
+    narrow = json.loads(capsys.readouterr().out)["metrics"][0]
+    assert (wide["interval"], narrow["interval"]) == (0.9, 0.5)
+    assert wide["lo"] < narrow["lo"] < narrow["predicted"] < narrow["hi"] < wide["hi"]
+    assert main(["compare", "--csv", "proxies.csv", "--target-csv", "curve.csv", "--params", str(N),
+                 "--interval", "1.5"]) == 2
+    assert "--interval" in capsys.readouterr().err

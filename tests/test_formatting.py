@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import pytest
 
 from scaling.formatting import (
@@ -55,3 +58,37 @@ def test_format_count(x, expected):
 def test_format_flops():
     assert format_flops(1.2345e18) == "1.2e18"
     assert format_flops(9.87e-3, digits=3) == "9.87e-3"
+
+
+# An error bar many times the other side, or the value: the value and its interval, readable.
+@pytest.mark.parametrize(
+    ("value", "lower", "upper", "expected"),
+    [
+        (0.015638, 0.015620, 1.0, "0.016 [0.015, 1.0]"),  # was 0.015638 +0.984362/-0.000018
+        (90.0, 20.0, 90.0 + 18246270.0, "90 [20, 1.9e7]"),  # was 90 +18246270/-70
+        (90.0, 20.0, 90.0 + 162660.0, "90 [20, 1.7e5]"),  # was 90 +162660/-70
+        (1.0, 0.01, 1.0, "1.0 [0.010, 1.0]"),  # was 1 +0/-0.99
+        (3.2e-6, 1e-9, 3.3e-6, "3.2e-6 [1.0e-9, 3.3e-6]"),
+        (90.0, 20.0, float("inf"), "90 [20, unbounded above]"),
+    ],
+)
+def test_lopsided_intervals_print_value_and_bounds(value, lower, upper, expected):
+    shown = format_interval(value, lower, upper)
+    assert shown == expected
+    if math.isfinite(upper):  # the bounds are rounded outward: the printed interval holds the true one
+        low, high = (float(x) for x in re.findall(r"\[(\S+), (\S+)\]", shown)[0])
+        assert low <= lower and high >= upper
+
+
+def test_moderately_asymmetric_intervals_keep_the_pdg_form():
+    assert format_interval(13000.0, 2000.0, 113000.0) == "13000 +100000/-11000"  # 9x: not lopsided
+    assert format_interval(72.0, 48.0, 193.0) == "72 +121/-24"
+    assert format_value_error(90.0, 70.0, 162660.0) == "90 [20, 1.7e5]"
+
+
+def test_format_significant_rounds_outward_on_request():
+    from scaling.formatting import format_significant
+
+    assert format_significant(162750.0, 2, 1) == "1.7e5" and format_significant(162750.0) == "1.6e5"
+    assert format_significant(0.0156, 2, -1) == "0.015" and format_significant(-0.0156, 2, -1) == "-0.016"
+    assert format_significant(99.7, 2, 1) == "100" and format_significant(0.01, 2, -1) == "0.010"

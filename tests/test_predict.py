@@ -307,3 +307,55 @@ def test_command_errors(args, message, capsys):
     code = main(args)
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_fit_command_says_first_when_the_fit_is_not_valid(capsys):
+    flops = np.logspace(15, 19, 12)
+    pd.DataFrame({"flops_exact": flops, "loss": 50.0 * flops**-0.1}).to_csv("power.csv", index=False)
+    assert main(["fit", "--csv", "power.csv", "--law", "gpt4", "--bootstrap", "20"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == ("  NOT VALID: parameter(s) at a bound: c (the values and intervals below "
+                        "cannot be relied on)")
+    assert lines[-1] == "  INVALID: parameter(s) at a bound: c"
+    assert main(["fit", "--csv", str(DATA), "--law", "gpt4", "--x", "flops", "--bootstrap", "20"]) == 0
+    assert "NOT VALID" not in capsys.readouterr().out
+
+
+def test_fit_command_prints_chinchillas_three_approaches(capsys):
+    args = ["fit", "--csv", str(DATA), "--law", "chinchilla", "--bootstrap", "20", "--allocation"]
+    assert main([*args, "--output", "json"]) == 0
+    allocation = json.loads(capsys.readouterr().out)["allocation"]
+    # On Chinchilla's points each approach puts N_opt near C^0.5 (Hoffmann et al. 2022: 0.50,
+    # 0.49 and 0.46); approach 2 reads 20 IsoFLOP budgets.
+    for number in (1, 2, 3):
+        law = allocation[f"approach{number}"]
+        assert law["approach"] == number and 0.45 < law["a"] < 0.62, law
+        assert law["a"] + law["b"] == pytest.approx(1.0)
+    assert len(allocation["approach2"]["points"]["flops"]) == 20
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "  compute-optimal allocation, N_opt ∝ C^a and D_opt ∝ C^b (C = 6ND, 90%):" in out
+    assert re.search(r"    approach 1 \(lower envelope, \d+ points\): a = 0\.5", out), out
+    assert re.search(r"    approach 2 \(IsoFLOP minima, 20 points\): a = 0\.5", out), out
+    assert "    approach 3 (chinchilla fit, closed form): a = 0." in out
+
+
+def test_fit_allocation_on_runs_without_sizes_says_why_each_approach_is_missing(capsys):
+    flops = np.logspace(15, 19, 12)
+    pd.DataFrame({"flops_exact": flops, "loss": 40.0 * flops**-0.1 + 1.5}).to_csv("c.csv", index=False)
+    assert main(["fit", "--csv", "c.csv", "--law", "gpt4", "--bootstrap", "20", "--allocation"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("    approach")]
+    assert len(lines) == 3 and all("none, " in line and "params" in line for line in lines), lines
+
+
+def test_the_demo_says_under_its_forecast_when_the_fit_is_not_valid():
+    from scaling.demo import validity_line
+    from scaling.laws.fitting import fit
+
+    flops = np.logspace(15, 19, 12)
+    power = fit("gpt4", pd.DataFrame({"flops_exact": flops, "loss": 50.0 * flops**-0.1}), n_bootstrap=0)
+    assert validity_line(power.summary()) == (
+        "    the fit is NOT valid (parameter(s) at a bound: c): the forecast and its interval "
+        "cannot be relied on as they stand")
+    clean = fit("gpt4", pd.DataFrame({"flops_exact": flops, "loss": 40.0 * flops**-0.1 + 1.5}), n_bootstrap=0)
+    assert validity_line(clean.summary()) is None

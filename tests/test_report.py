@@ -62,7 +62,7 @@ def _check_golden(name: str, text: str) -> None:
         return
     # Bootstrap bounds move between CPUs (other BLAS kernels, other rounding in L-BFGS, so a few
     # resamples land elsewhere): every word must match, and every number to 5%, except the
-    # bootstrap tails of the compute-optimal table (an L(N, D) fit on 20 runs), to 40%.
+    # bootstrap tails of the compute-optimal tables (an L(N, D) fit on 20 runs; the approaches), to 40%.
     lines, golden_lines = text.split("\n"), golden.split("\n")
     assert [_NUMBER.sub("#", line) for line in lines] == [_NUMBER.sub("#", line) for line in golden_lines]
     for line, expected in zip(lines, golden_lines):
@@ -73,7 +73,8 @@ def _check_golden(name: str, text: str) -> None:
 
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?")
-_ALLOCATION_ROWS = ("| parameters N_opt", "| tokens D_opt", "| tokens per parameter", "| loss at the optimum")
+_ALLOCATION_ROWS = ("| parameters N_opt", "| tokens D_opt", "| tokens per parameter", "| loss at the optimum",
+                    "| 1 | lower envelope", "| 2 | minima of IsoFLOP", "| 3 | closed form")
 
 
 # --------------------------------------------------------------------------- plot data
@@ -152,7 +153,7 @@ def test_without_a_target_the_report_extrapolates_100x_and_says_so():
     report = build_report(ReportInputs(runs, "ladder", "runs.csv"), n_bootstrap=20, date=DATE)
     assert report.target_x == pytest.approx(100 * runs["flops_exact"].max())
     assert report.prediction is None
-    assert "100x the largest proxy (no target was given)" in render_markdown(report)
+    assert "100x the largest fitted run (no target was given)" in render_markdown(report)
 
 
 def test_a_target_without_final_loss_is_predicted_and_said_to_be_unfinished():
@@ -174,11 +175,11 @@ def test_a_sweep_too_small_for_a_backtest_or_allocation_says_why():
     assert report.backtest is None and report.optimal is None
     text = render_markdown(report)
     assert (
-        "No backtest: it needs more than 3 proxies below a compute cut and one above it, at "
-        "different flops_exact; this sweep has 4." in text
+        "No backtest: it needs more than 3 runs below a compute cut and one above it, at "
+        "different flops_exact; the table has 4." in text
     )
     assert (
-        "No allocation: proxies (Chinchilla fit): 4 usable run(s) but law 'chinchilla' has 5 "
+        "No allocation: fitted runs (Chinchilla fit): 4 usable run(s) but law 'chinchilla' has 5 "
         "parameters" in text
     )
 
@@ -311,7 +312,7 @@ def test_cli_report_with_too_few_runs(capsys):
     _write_csv(synthetic_runs(n_ladder=2, isoflop=False, extras=False))
     assert main(["report", "--csv", "runs.csv", "-o", "out", "--n-bootstrap", "20"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: runs.csv (proxies): 2 usable run(s) but law 'gpt4' has 3 parameters")
+    assert err.startswith("error: runs.csv: 2 usable run(s) but law 'gpt4' has 3 parameters")
     assert not Path("out").exists()
 
 
@@ -332,3 +333,118 @@ def test_proxies_below_an_auto_fit_range_are_drawn_apart_not_fitted():
     assert len(data["proxies"]) + len(data["left_out"]) == int(proxies.sum())
     everything = build_report(inputs, n_bootstrap=50, date="2026-01-01").figures["loss_vs_compute"]
     assert everything["left_out"].empty and len(everything["proxies"]) == int(proxies.sum())
+
+
+# --------------------------------------------------------------------------- reports that cannot mislead
+
+CHINCHILLA = Path(__file__).parent / "data" / "chinchilla_points.csv"
+
+
+def _pure_power_law_runs() -> pd.DataFrame:
+    """Runs on L = 50·C^-0.1 exactly: GPT-4's law puts its floor c at the bound 0, an invalid fit."""
+    runs = synthetic_runs(isoflop=False, extras=False)
+    runs["loss"] = 50.0 * runs["flops_exact"] ** -0.1
+    return runs
+
+
+def test_the_headline_says_when_the_fit_is_not_valid(tracked):
+    report = build_report(ReportInputs(_pure_power_law_runs(), "power", "runs.csv"), n_bootstrap=20, date=DATE)
+    assert not report.fit.is_valid and "parameter(s) at a bound: c" in report.fit.reasons_
+    headline = render_markdown(report).split("\n\n")[1]
+    assert headline.startswith("At flops_exact = ")
+    assert "The fit is not valid (parameter(s) at a bound: c), so neither this prediction nor its " \
+           "interval can be relied on as it stands; see section 5." in headline
+    assert tracked.fit.is_valid and "not valid" not in render_markdown(tracked).split("\n\n")[1]
+
+
+def test_a_csv_of_runs_is_not_called_proxies(from_csv, tracked):
+    text = render_markdown(from_csv)
+    assert "fitted on 22 runs predicts" in text and "- Runs fitted: 22," in text
+    assert "Fitted runs span flops_exact" in text and "the runs' scatter" in text
+    assert "prox" not in text.lower(), [line for line in text.splitlines() if "prox" in line.lower()]
+    assert from_csv.figures["loss_vs_compute"]["points_label"] == "runs"
+    # From a sweep, they are its proxies.
+    tracked_text = render_markdown(tracked)
+    assert "fitted on 22 proxy runs predicts" in tracked_text and "- Proxy runs fitted: 22," in tracked_text
+    assert tracked.figures["loss_vs_compute"]["points_label"] == "proxies"
+
+
+def test_the_allocation_section_sets_approaches_1_2_and_3_side_by_side(tracked):
+    table = tracked.allocations.set_index("approach")
+    assert list(table.index) == ["1", "2", "3"]
+    # The ladder runs at 20 tokens per parameter on the law, so approach 1's envelope gives
+    # N_opt = sqrt(C / 120) at the target budget, as the IsoFLOP profiles do by construction.
+    budget = float(tracked.split.target["flops"])
+    law = tracked.figures["isoflop"]["allocation"]
+    assert float(law.params_opt(budget)) == pytest.approx(np.sqrt(budget / 120.0), rel=0.1)
+    assert table.loc["1", "N_opt"] == "50M" and table.loc["1", "tokens per parameter"] == "20"
+    assert table.loc["2", "90% interval"] == "none"  # 1 of 200 resamples: no interval to show
+    assert tracked.notes["allocation_agreement"].startswith("Approaches 1, 2 and 3 agree: their N_opt lie within")
+
+
+def test_approaches_that_disagree_are_reconciled_in_words_and_20_budgets_get_a_colour_bar():
+    from scaling.reporting.figures import draw_isoflop
+
+    report = build_report(inputs_from_csv(CHINCHILLA), n_bootstrap=50, date=DATE)
+    text = render_markdown(report)
+    assert "fitted on 245 runs predicts" in text and "proxy" not in text.lower()
+    agreement = report.notes["allocation_agreement"]
+    # On Chinchilla's own points approach 3 gives a model about 1.7x larger than approach 2
+    # (Hoffmann et al.'s approaches also disagreed, Besiroglu et al. 2024).
+    ratio = float(re.search(r"differ by ([\d.]+)x", agreement).group(1))
+    assert 1.3 < ratio < 3 and agreement.startswith("Approaches 1, 2 and 3 disagree")
+    assert "approach 2 reads N_opt off the loss minima of the IsoFLOP profiles measured" in agreement
+    assert "approach 3 extrapolates the fitted L(N, D)" in agreement
+    assert re.search(r"Trust approach 2: its 90% interval is the narrowest \(N_opt within [\d.]+x, "
+                     r"against [\d.]+x for approach 1 and [\d.]+x for approach 3\)\.$", agreement), agreement
+    assert agreement in text
+    # The IsoFLOP figure: one colour per budget along a colour bar, no legend over the axes.
+    data = report.figures["isoflop"]
+    assert data["profiles"]["budget"].nunique() >= 20
+    fig = draw_isoflop(data)
+    left = fig.axes[0]
+    assert left.get_legend() is None and len(fig.axes) == 3  # the two panels and the colour bar
+    colours = {tuple(line.get_color()) for line in left.get_lines()}
+    assert len(colours) == data["profiles"]["budget"].nunique()
+
+
+def test_a_few_isoflop_budgets_get_a_legend_inside_the_axes():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from scaling.reporting.figures import ISOFLOP_LEGEND_MAX, draw_isoflop
+
+    rows = [{"budget": c, "params": n, "tokens": c / (6 * n), "loss": 3.0 + 0.01 * np.log(n) ** 2 / i}
+            for i, c in enumerate(np.geomspace(1e18, 1e21, ISOFLOP_LEGEND_MAX), start=1)
+            for n in np.geomspace(1e7, 1e9, 4)]
+    fig = draw_isoflop({"profiles": pd.DataFrame(rows), "optima": None, "law": None, "axis": "6ND"})
+    FigureCanvasAgg(fig).draw()
+    left = fig.axes[0]
+    legend = left.get_legend()
+    assert legend is not None and len(legend.get_texts()) == ISOFLOP_LEGEND_MAX
+    box, frame = legend.get_window_extent(), left.get_window_extent()
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+
+
+def test_report_and_compare_default_to_90_percent_and_the_demos_fit_range():
+    from scaling.cli import root
+    from scaling.config.sweep import ForecastConfig
+
+    for name in ("fit", "predict", "report", "compare", "capability"):
+        interval = {p.name: p for p in root.commands[name].params}["interval"]
+        assert interval.default == 0.9, name
+    for name in ("report", "compare", "forecast"):
+        fit_range = {p.name: p for p in root.commands[name].params}["fit_range"]
+        assert fit_range.default == ForecastConfig().fit_range == "auto", name
+
+
+@pytest.mark.slow
+def test_cli_report_takes_interval_and_leaves_out_a_plateau_by_default(capsys):
+    runs = synthetic_runs(isoflop=False, extras=False)
+    smallest = runs[runs["role"] == "proxy"].nsmallest(3, "flops").index
+    runs.loc[smallest, "loss"] = 3.5  # a plateau far above the law, as the demo's smallest proxies
+    _write_csv(runs)
+    assert main(["report", "--csv", "runs.csv", "--n-bootstrap", "50", "-o", "out", "--interval", "0.5"]) == 0
+    text = (Path("out") / "report.md").read_text()
+    assert "(50% interval for one run" in text and "| parameter | value | 50% interval |" in text
+    # The demo's fit range by default: the plateau is left out, as scaling demo would.
+    assert "Runs left out: 3." in text and text.count("below the fit range") == 3

@@ -30,6 +30,7 @@ from scaling.cli.reference import cli_reference_command
 from scaling.cli.report_commands import compare_command, report_command
 from scaling.cli.run_commands import check_coords_command, demo_command, train_command
 from scaling.cli.sweep_commands import sweep_group
+from scaling.cli.validate_commands import validate_command
 from scaling.errors import ScalingError
 
 __all__ = ["root", "main", "READ_COMMANDS"]
@@ -72,6 +73,7 @@ root.add_command(report_command)
 root.add_command(compare_command)
 root.add_command(forecast_command)
 root.add_command(watch_command)
+root.add_command(validate_command)
 root.add_command(cli_reference_command)
 
 

@@ -41,14 +41,17 @@ def _cuts(text: str) -> list[float]:
 @click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--backtest", "cuts", help="Comma-separated compute cuts to backtest at, e.g. '1e20'.")
 @click.option("--save", help="Write the fit to this JSON file (for 'scaling predict --fit').")
+@click.option("--allocation", is_flag=True, help="Also fit Chinchilla's three approaches to "
+              "the compute-optimal N_opt ∝ C^a: 1 the lower envelope of loss over compute, 2 "
+              "IsoFLOP minima, 3 a chinchilla fit's closed form (runs with params, flops, loss).")
 @interval_option
 @where_option
 @drop_top_loss_option
 @output_option
 @tracking_option
 def fit_command(
-    csv, experiment, law, x_columns, y_column, n_bootstrap, seed, cuts, save, interval, where,
-    drop_top_loss, output, tracking_uri,
+    csv, experiment, law, x_columns, y_column, n_bootstrap, seed, cuts, save, allocation,
+    interval, where, drop_top_loss, output, tracking_uri,
 ):
     """Fit a scaling law to runs, with bootstrap intervals and diagnostics.
 
@@ -58,6 +61,7 @@ def fit_command(
       scaling fit --experiment demo --law capability --y task/copy/neg_log_pass_rate
       scaling fit --csv chinchilla_points.csv --law chinchilla --drop-top-loss 5
       scaling fit --csv runs.csv --law chinchilla --where "tokens >= 2 * params"
+      scaling fit --csv chinchilla_points.csv --law chinchilla --allocation
     """
     from scaling.laws.backtesting import backtest
     from scaling.laws.capability import metric_column
@@ -83,6 +87,15 @@ def fit_command(
         report["backtest"] = folds.summary()
     if save:
         report["saved"] = str(save_fit(result, save))
+    laws = None
+    if allocation:
+        from scaling.laws.allocation import allocation_laws
+
+        laws = allocation_laws(frame, result if result.law_.name == "chinchilla" else None,
+                               n_bootstrap=min(n_bootstrap, 200), seed=seed, interval=interval,
+                               source=source)
+        report["allocation"] = {f"approach{k}": v.to_dict() if not isinstance(v, str) else {"error": v}
+                                for k, v in laws.items()}
     if output == "json":
         emit_json(report)
         return
@@ -96,9 +109,28 @@ def fit_command(
                 f"{100 * fold['max_abs_relative_error']:.2f}%, {100 * fold['coverage']:.0f}% inside the "
                 f"{round(100 * report['backtest']['interval'])}% band"
             )
+    if laws is not None:
+        lines += _allocation_lines(laws, interval)
     if save:
         lines.append(f"  saved to {save}")
     click.echo("\n".join(lines))
+
+
+def _allocation_lines(laws: dict[int, Any], interval: float) -> list[str]:
+    """One line per Chinchilla approach: N_opt ∝ C^a and D_opt ∝ C^b, or why it has none."""
+    from scaling.formatting import format_band
+
+    how = {1: "lower envelope", 2: "IsoFLOP minima", 3: "chinchilla fit, closed form"}
+    lines = [f"  compute-optimal allocation, N_opt ∝ C^a and D_opt ∝ C^b (C = 6ND, "
+             f"{round(100 * interval)}%):"]
+    for number, law in laws.items():
+        if isinstance(law, str):
+            lines.append(f"    approach {number} ({how[number]}): none, {law}")
+            continue
+        points = f", {len(law.points['flops'])} points" if law.points else ""
+        lines.append(f"    approach {number} ({how[number]}{points}): a = {format_band(law.a, *law.a_interval)}, "
+                     f"b = {format_band(law.b, *law.b_interval)}")
+    return lines
 
 
 def _optima_lines(optima: list[dict[str, Any]]) -> list[str]:
@@ -299,11 +331,11 @@ def _prediction_lines(prediction, allocation, result) -> list[str]:
 
 
 def _task_lines(forecasts: list) -> list[str]:
-    from scaling.formatting import format_band
-
+    """One line per capability forecast: the value with its interval, or why the proxies
+    cannot predict it (:meth:`scaling.laws.capability.TaskForecast.text`)."""
     return [
-        f"  {f.column} at {f.x} = {f.target_x:.3g}: "
-        f"{format_band(f.predicted, f.lo, f.hi)} ({round(100 * f.interval)}%, {f.method})"
+        f"  {f.column} at {f.x} = {f.target_x:.3g}: {f.text()} "
+        + (f"({round(100 * f.interval)}%, {f.method})" if f.predictable else f"({f.method})")
         for f in forecasts
     ]
 
@@ -316,7 +348,7 @@ def _task_lines(forecasts: list) -> list[str]:
 @click.option("--task", "tasks", multiple=True, help="Task to forecast (repeatable; default: all).")
 @click.option("--x", "x_column", default="flops_exact", show_default=True,
               help="Compute column: flops_exact or flops (6ND).")
-@click.option("--interval", default=0.9, show_default=True, help="Level of the forecast bands.")
+@interval_option
 @click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
 @output_option
 @tracking_option
@@ -326,7 +358,9 @@ def capability_command(experiment, csv, flops, target, tasks, x_column, interval
 
     Two forecasts per task: GPT-4's -E[log pass_rate] = alpha*C^(-k), and the two-step chain
     compute -> task NLL (a*C^b + c) -> accuracy (sigmoid), each with its interval for one
-    run. With --target, the large run's compute is used and its scores are compared.
+    run. A forecast the proxies cannot make (their scores do not move with compute, or the
+    interval covers most of the metric's range) says "not predictable from these proxies"
+    and why. With --target, the large run's compute is used and its scores are compared.
 
     \b
     Example:
@@ -353,6 +387,8 @@ def capability_command(experiment, csv, flops, target, tasks, x_column, interval
         return emit_json({"forecasts": [f.summary() for f in forecasts], "skipped": skipped,
                           "compared": [row.summary() for row in compared]})
     lines = _task_lines(forecasts) + [f"  {task}: not forecast ({why})" for task, why in skipped.items()]
-    lines += [f"  {row.metric}: actual {row.actual:.4g}, error {row.relative_error * 100:+.1f}%, "
-              f"{'inside' if row.inside else 'outside'} the interval" for row in compared]
+    lines += [f"  {row.metric}: actual {row.actual:.4g}" + (
+              f", error {row.relative_error * 100:+.1f}%, {'inside' if row.inside else 'outside'} "
+              "the interval" if not row.unpredictable else " (no forecast to score)")
+              for row in compared]
     click.echo("\n".join(lines))

@@ -14,6 +14,7 @@ import click
 __all__ = [
     "DEFAULT_TRACKING_URI",
     "output_option",
+    "DEFAULT_FIT_RANGE",
     "fit_range_option",
     "LawChoice",
     "law_option",
@@ -45,13 +46,16 @@ output_option = click.option(
     show_default=True,
     help="'json' prints machine-readable output for scripts.",
 )
+# The default of scaling demo (a sweep file's forecast.fit_range, scaling.config.sweep), so
+# that report, compare and forecast give the demo's forecast on the same runs.
+DEFAULT_FIT_RANGE = "auto"
 fit_range_option = click.option(
     "--fit-range",
     type=click.Choice(["all", "auto"]),
-    default="all",
+    default=DEFAULT_FIT_RANGE,
     show_default=True,
-    help="'auto' leaves out the smallest proxies when a backtest on the proxies alone "
-    "predicts the largest better without them.",
+    help="'auto' (as scaling demo) leaves out the smallest proxies when a backtest on the "
+    "proxies alone predicts the largest better without them; 'all' fits every run.",
 )
 where_option = click.option(
     "--where",
@@ -188,7 +192,7 @@ class ProgressDisplay:
         )
 
 
-def _duration(seconds: float | None) -> str:
+def format_duration(seconds: float | None) -> str:
     """``3725`` -> ``"1h02m"``, ``95`` -> ``"1m35s"``, ``None`` -> ``"-"``."""
     if seconds is None:
         return "-"
@@ -256,7 +260,7 @@ class PlainProgress:
             self.echo(f"started {name}{size}")
         elif state == "COMPLETE":
             loss = f"loss {row['loss']:.4f}" if row.get("loss") is not None else "no loss"
-            how = " (reused)" if row.get("reused") else (f" in {_duration(row['wall_s'])}" if row.get("wall_s") else "")
+            how = " (reused)" if row.get("reused") else (f" in {format_duration(row['wall_s'])}" if row.get("wall_s") else "")
             self.echo(f"finished {name}: {loss}{how}")
         elif state == "FAIL":
             self.echo(f"failed {name}: {row.get('failure') or 'no reason recorded'}")
@@ -267,7 +271,7 @@ class PlainProgress:
             f"sweep: {snapshot['done']}/{snapshot['runs']} done, {snapshot['running']} running, "
             f"{snapshot['waiting']} waiting, {snapshot['failed']} failed | "
             f"{snapshot['flops_spent']:.3g}/{snapshot['flops_total']:.3g} FLOPs | elapsed "
-            f"{_duration(snapshot['elapsed_s'])} | ETA {_duration(snapshot['eta_s'])}"
+            f"{format_duration(snapshot['elapsed_s'])} | ETA {format_duration(snapshot['eta_s'])}"
         )
         if line != self.last_line:
             self.echo(line)

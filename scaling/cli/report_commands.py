@@ -15,6 +15,7 @@ from scaling.cli.options import (
     drop_top_loss_option,
     emit_json,
     fit_range_option,
+    interval_option,
     law_option,
     output_option,
     tracking_option,
@@ -35,15 +36,16 @@ __all__ = ["report_command", "compare_command"]
 @click.option("--n-bootstrap", type=click.IntRange(min=10), default=1000, show_default=True,
               help="Bootstrap resamples for the intervals.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@interval_option
 @fit_range_option
 @where_option
 @drop_top_loss_option
 @external_target_options
 @size_options
 @tracking_option
-def report_command(experiment, csv_path, target, target_flops, law, output_dir, n_bootstrap, seed, fit_range,
-                   where, drop_top_loss, target_uri, target_experiment, target_csv, batch_tokens,
-                   params, tokens, flops, target_spec, tracking_uri):
+def report_command(experiment, csv_path, target, target_flops, law, output_dir, n_bootstrap, seed, interval,
+                   fit_range, where, drop_top_loss, target_uri, target_experiment, target_csv,
+                   batch_tokens, params, tokens, flops, target_spec, tracking_uri):
     """Write a prediction report: index.html (self-contained) and report.md with figures.
 
     The large run may live elsewhere: --target RUN_ID with --target-uri/--target-experiment,
@@ -59,7 +61,7 @@ def report_command(experiment, csv_path, target, target_flops, law, output_dir, 
 
     settings = dict(law=law, directory=output_dir, n_bootstrap=n_bootstrap, seed=seed,
                     tracking_uri=tracking_uri, fit_range=fit_range, where=where,
-                    drop_top_loss=drop_top_loss)
+                    drop_top_loss=drop_top_loss, interval=interval)
     if target_csv is not None or target_uri is not None or target_experiment is not None:
         path = _external_report(experiment, csv_path, target, target_uri, target_experiment,
                                 target_csv, batch_tokens, target_size(params, tokens, flops, target_spec),
@@ -79,7 +81,7 @@ def report_command(experiment, csv_path, target, target_flops, law, output_dir, 
 
 def _external_report(experiment, csv_path, target, target_uri, target_experiment, target_csv,
                      batch_tokens, size, *, law, directory, n_bootstrap, seed, tracking_uri,
-                     fit_range, where, drop_top_loss):
+                     fit_range, where, drop_top_loss, interval):
     """The report of the proxies with a large run tracked elsewhere or given as a CSV curve."""
     from pathlib import Path
 
@@ -110,7 +112,7 @@ def _external_report(experiment, csv_path, target, target_uri, target_experiment
     if where or drop_top_loss:
         inputs = filtered_inputs(inputs, where=where, drop_top_loss=drop_top_loss)
     report = build_report(inputs, law=law, target=str(row["run_id"]), n_bootstrap=n_bootstrap,
-                          seed=seed, fit_range=fit_range)
+                          seed=seed, fit_range=fit_range, interval=interval)
     path = write_report(report, directory or Path("reports") / inputs.name)
     if experiment is not None:
         log_report(experiment, path, tracking_uri=tracking_uri, tags={"scaling.law": report.law.name})
@@ -137,12 +139,13 @@ def _external_report(experiment, csv_path, target, target_uri, target_experiment
 @click.option("--n-bootstrap", type=click.IntRange(min=10), default=1000, show_default=True,
               help="Bootstrap resamples for the intervals.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@interval_option
 @fit_range_option
 @output_option
 @tracking_option
 def compare_command(experiment, csv_path, target, target_uri, target_experiment, target_csv,
                     batch_tokens, params, tokens, flops, target_spec, forecast_path, refit, law,
-                    metrics, fail_above, n_bootstrap, seed, fit_range, output, tracking_uri):
+                    metrics, fail_above, n_bootstrap, seed, interval, fit_range, output, tracking_uri):
     """Compare the proxies' prediction with the large run's final loss and learning curve.
 
     The large run is an MLflow run (--target, beside the proxies or at --target-uri /
@@ -155,6 +158,8 @@ def compare_command(experiment, csv_path, target, target_uri, target_experiment,
       scaling compare --experiment demo --target 3f2a9c... --fail-above 5
       scaling compare --experiment demo --target-csv curve.csv --params 5e7 --tokens 1e9
     """
+    from dataclasses import replace
+
     from scaling.reporting.comparison import (
         compare_experiment,
         compare_table,
@@ -164,7 +169,7 @@ def compare_command(experiment, csv_path, target, target_uri, target_experiment,
 
     forecast = resolve_forecast(forecast_path, experiment, tracking_uri, refit)
     settings = dict(law=law, metrics=list(metrics) or None, n_bootstrap=n_bootstrap, seed=seed,
-                    fit_range=fit_range, forecast=forecast)
+                    fit_range=fit_range, forecast=forecast, interval=interval)
     if (target is None) == (target_csv is None):
         raise ConfigError("give the large run: --target RUN_ID or --target-csv CURVE.csv")
     if target_csv is not None:
@@ -172,6 +177,8 @@ def compare_command(experiment, csv_path, target, target_uri, target_experiment,
         size = target_size(params, tokens, flops, target_spec)
         row, curve = csv_target(target_csv, batch_tokens, size)
         comparison = compare_table(runs, row, curve=curve, **settings)
+        if csv_path is not None and not comparison.basis:  # a CSV's rows are runs, not a sweep's proxies
+            comparison = replace(comparison, basis=f"a refit of {comparison.n_proxies} runs of {csv_path}")
     elif experiment is None:
         raise ConfigError("--target RUN_ID needs the proxies' --experiment NAME")
     else:

@@ -14,6 +14,9 @@ answer the same question as :func:`compute_optimal` — how to split a budget C 
 
 Intervals come from the bootstrap: over runs for approaches 1 and 2, over the fit's
 bootstrap parameters for approach 3 and :func:`compute_optimal`.
+
+When the approaches disagree at a budget, :func:`reconcile_allocations` says by how much and
+which to trust: a valid estimate whose own bootstrap pins N_opt down most tightly there.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ __all__ = [
     "approach1",
     "approach2",
     "approach3",
+    "allocation_laws",
+    "AllocationEstimate",
+    "Reconciliation",
+    "reconcile_allocations",
+    "AGREEMENT",
 ]
 
 
@@ -94,6 +102,9 @@ class AllocationLaw:
     n_bootstrap : int
         Bootstrap fits used for the intervals.
     interval : float
+    draws : ndarray
+        The bootstrap fits of approaches 1 and 2, one row (slope, intercept) of
+        log10 N_opt = slope·log10 C + intercept each (empty for 3).
     """
 
     approach: int
@@ -105,10 +116,17 @@ class AllocationLaw:
     points: dict[str, np.ndarray] = field(default_factory=dict)
     n_bootstrap: int = 0
     interval: float = 0.9
+    draws: np.ndarray = field(default_factory=lambda: np.empty((0, 2)), repr=False)
 
     def params_opt(self, flops: float | np.ndarray) -> np.ndarray:
         """N_opt for budgets ``flops``."""
         return self.coefficient * np.asarray(flops, dtype=float) ** self.a
+
+    def params_interval(self, flops: float, interval: float | None = None) -> tuple[float, float]:
+        """Bootstrap percentile interval of N_opt at budget ``flops`` (NaN without draws)."""
+        draws = np.asarray(self.draws, dtype=float).reshape(-1, 2)
+        values = 10.0 ** (draws[:, 0] * np.log10(float(flops)) + draws[:, 1])
+        return quantile_interval(values, self.interval if interval is None else interval)
 
     def tokens_opt(self, flops: float | np.ndarray) -> np.ndarray:
         """D_opt = C / (6·N_opt) for budgets ``flops``."""
@@ -117,6 +135,7 @@ class AllocationLaw:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe values (arrays become lists)."""
         out = asdict(self)
+        out.pop("draws")
         out["points"] = {k: np.asarray(v).tolist() for k, v in self.points.items()}
         return json_safe(out)
 
@@ -294,18 +313,20 @@ def _approach_from_points(number, finder, frame, flops, n_bootstrap, seed, inter
         pick = rng.integers(0, len(loss), len(loss))
         c_b, n_b = finder(log_c[pick], log_n[pick], loss[pick])
         if c_b.size >= need and np.unique(c_b).size >= 2:
-            draws.append(np.polyfit(c_b, n_b, 1)[0])
-    draws = np.asarray(draws)
+            draws.append(np.polyfit(c_b, n_b, 1))
+    draws = np.asarray(draws, dtype=float).reshape(-1, 2)
+    slopes = draws[:, 0]
     return AllocationLaw(
         approach=number,
         a=a,
         b=1.0 - a,
         coefficient=coefficient,
-        a_interval=quantile_interval(draws, interval),
-        b_interval=tuple(1.0 - v for v in reversed(quantile_interval(draws, interval))),
+        a_interval=quantile_interval(slopes, interval),
+        b_interval=tuple(1.0 - v for v in reversed(quantile_interval(slopes, interval))),
         points={"flops": 10**centres, "params_opt": 10**n_opt},
-        n_bootstrap=int(draws.size),
+        n_bootstrap=int(len(draws)),
         interval=interval,
+        draws=draws,
     )
 
 
@@ -364,6 +385,158 @@ def approach2(
     )
 
 
+
+
+def allocation_laws(
+    frame: pd.DataFrame, chinchilla: FitResult | None = None, *, n_bootstrap: int = 200,
+    seed: int = 0, interval: float = 0.9, source: str = "run table",
+) -> dict[int, AllocationLaw | str]:  # fmt: skip
+    """Chinchilla's three approaches on one run table, each law or the reason it has none.
+
+    Approaches 1 and 2 read ``params``, ``flops`` (6ND) and ``loss``; approach 3 is the
+    closed form of ``chinchilla`` when given (a ``chinchilla`` fit of the same runs), else of
+    a ``chinchilla`` fit made here with ``n_bootstrap`` resamples.
+
+    Returns
+    -------
+    dict of int to AllocationLaw or str
+        By approach (1, 2, 3): the law, or why it could not be fitted.
+    """
+    from scaling.errors import DataError
+
+    out: dict[int, AllocationLaw | str] = {}
+    for number, finder in ((1, approach1), (2, approach2)):
+        try:
+            out[number] = finder(frame, n_bootstrap=n_bootstrap, seed=seed, interval=interval,
+                                 source=source)
+        except (FitError, DataError) as error:
+            out[number] = str(error)
+    try:
+        if chinchilla is None:
+            chinchilla = fit("chinchilla", frame, n_bootstrap=n_bootstrap, seed=seed,
+                             interval=interval, source=source)
+        out[3] = approach3(chinchilla, interval=interval)
+    except (FitError, DataError) as error:
+        out[3] = str(error)
+    return out
+
+
+# Approaches whose N_opt at a budget differ by at most this factor agree.
+AGREEMENT = 1.25
+# Fewer bootstrap fits than this give no interval worth comparing.
+MIN_DRAWS = 20
+
+
+@dataclass(frozen=True)
+class AllocationEstimate:
+    """One approach's compute-optimal N at one budget, as :func:`reconcile_allocations` reads it.
+
+    Attributes
+    ----------
+    approach : int
+        1, 2 or 3.
+    params : float
+        N_opt at the budget.
+    params_interval : tuple of float
+        Its bootstrap interval (NaN where there is none).
+    n_bootstrap : int
+        Bootstrap fits behind the interval.
+    invalid : str
+        Why the estimate cannot be trusted (approach 3: its fit's reasons); empty when it can.
+    interval : float
+        Level of ``params_interval``.
+    """
+
+    approach: int
+    params: float
+    params_interval: tuple[float, float]
+    n_bootstrap: int
+    invalid: str = ""
+    interval: float = 0.9
+
+    @property
+    def width(self) -> float:
+        """Upper over lower bound of the interval: how many times N_opt may vary (NaN when
+        the interval is unknown or rests on fewer than :data:`MIN_DRAWS` bootstrap fits)."""
+        lo, hi = self.params_interval
+        if self.n_bootstrap < MIN_DRAWS or not (np.isfinite(lo) and np.isfinite(hi) and lo > 0):
+            return float("nan")
+        return float(hi / lo)
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """How the approaches' N_opt at one budget compare, and which to trust.
+
+    Attributes
+    ----------
+    ratio : float
+        Largest N_opt over the smallest.
+    agree : bool
+        ``ratio`` at most :data:`AGREEMENT`.
+    trusted : int or None
+        The approach to trust (None when no estimate can be trusted).
+    reason : str
+        Why, as a phrase.
+    """
+
+    ratio: float
+    agree: bool
+    trusted: int | None
+    reason: str
+
+
+def reconcile_allocations(estimates: list[AllocationEstimate]) -> Reconciliation:
+    """Compare the approaches' N_opt at one budget and say which to trust.
+
+    An estimate is trusted when it is valid and its own bootstrap interval (at least
+    :data:`MIN_DRAWS` fits) is the narrowest at this budget: each approach's interval carries
+    what limits it (approach 2: the scatter of the few IsoFLOP minima; approach 3: how well
+    the runs separate N from D in L(N, D)). Without a usable interval, approach 2 (N_opt read
+    off measured profiles) comes before approach 3 (a fitted law's closed form) and 1.
+
+    Raises
+    ------
+    FitError
+        If fewer than two estimates are given.
+
+    Examples
+    --------
+    >>> two = AllocationEstimate(2, 4.8e7, (3.9e7, 5.9e7), 200)
+    >>> three = AllocationEstimate(3, 1.6e7, (2.7e6, 7.7e7), 200)
+    >>> result = reconcile_allocations([two, three])
+    >>> round(result.ratio, 1), result.agree, result.trusted
+    (3.0, False, 2)
+    >>> result.reason
+    'its 90% interval is the narrowest (N_opt within 1.5x, against 29x for approach 3)'
+    """
+    if len(estimates) < 2:
+        raise FitError("reconcile_allocations needs the estimates of two approaches or more")
+    values = [e.params for e in estimates]
+    ratio = float(max(values) / min(values))
+    valid = [e for e in estimates if not e.invalid]
+    usable = sorted((e for e in valid if np.isfinite(e.width)), key=lambda e: e.width)
+    if usable:
+        best = usable[0]
+        others = [
+            f"{e.width:.2g}x for approach {e.approach}" if np.isfinite(e.width)
+            else f"none for approach {e.approach}"
+            for e in estimates if e is not best
+        ]
+        against = others[0] if len(others) == 1 else ", ".join(others[:-1]) + f" and {others[-1]}"
+        reason = (f"its {best.interval:.0%} interval is the narrowest (N_opt within "
+                  f"{best.width:.2g}x, against {against})")
+    elif valid:
+        best = min(valid, key=lambda e: {2: 0, 3: 1, 1: 2}[e.approach])
+        reason = ("no approach has a bootstrap interval to compare; approach 2 reads N_opt off "
+                  "the measured profiles") if best.approach == 2 else (
+                  "no approach has a bootstrap interval to compare")
+    else:
+        return Reconciliation(ratio, ratio <= AGREEMENT, None, "no estimate is valid")
+    invalid = [f"approach {e.approach} is not valid ({e.invalid})" for e in estimates if e.invalid]
+    if invalid:
+        reason += "; " + "; ".join(invalid)
+    return Reconciliation(ratio, ratio <= AGREEMENT, best.approach, reason)
 
 
 def optional_chinchilla_fit(

@@ -15,6 +15,20 @@ the loss forecast's are: the target is one run.
 The sigmoid is fitted on log residuals, so it needs positive accuracies: an accuracy of 0
 (no item right) is fitted, and compared, as half an item right, 0.5 / items.
 
+A forecast can say nothing: a sigmoid fitted where the proxies' accuracy does not move puts
+any value in its band. :func:`unpredictable_reason` decides, and
+:attr:`TaskForecast.unpredictable` carries the reason; every place that prints a forecast
+(:meth:`TaskForecast.text`) then says "not predictable from these proxies (REASON)" instead of
+a number. A forecast is not predictable when
+
+- the proxies show no trend: their values hardly move (accuracy spread below
+  :data:`MIN_ACCURACY_SPREAD` or twice the binomial standard error of the items, whichever is
+  larger; −E[log pass_rate] within :data:`MIN_LOG_SPREAD` in log), or do not move with compute
+  one way (Spearman's rank correlation with compute below :data:`MIN_RANK_CORRELATION` in
+  absolute value);
+- or its interval spans more than :data:`MAX_INTERVAL_SHARE` of the metric's range, [0, 1]
+  for accuracy and for the pass rate exp(−(−E[log pass_rate])).
+
 This module reads no files and no MLflow: it takes a run table, as :mod:`scaling.laws.fitting` does.
 """
 
@@ -35,6 +49,8 @@ __all__ = [
     "metric_column",
     "task_names",
     "floored_accuracy",
+    "forecast_text",
+    "unpredictable_reason",
     "forecast_task",
     "forecast_tasks",
     "forecast_tasks_for_fit",
@@ -43,6 +59,12 @@ __all__ = [
 NLL_LAW = "gpt4"  # step 1, compute -> task NLL: the loss's own law, with its irreducible term
 METRIC_LAW = "sigmoid"  # step 2, task NLL -> accuracy
 TWO_STEP = f"{NLL_LAW}->{METRIC_LAW}"
+
+# When a forecast says nothing (see the module docstring).
+MAX_INTERVAL_SHARE = 0.5  # of the metric's range [0, 1] (accuracy, pass rate)
+MIN_ACCURACY_SPREAD = 0.05  # max - min of the proxies' accuracy
+MIN_LOG_SPREAD = 0.05  # log(max / min) of the proxies' -E[log pass_rate]
+MIN_RANK_CORRELATION = 0.5  # |Spearman| of the proxies' metric against compute
 
 
 def task_column(task: str, metric: str) -> str:
@@ -112,6 +134,9 @@ class TaskForecast:
         Runs the law(s) were fitted on.
     fits : dict
         The fitted laws by step (``capability``, or ``nll`` and ``accuracy``).
+    unpredictable : str
+        Why the proxies cannot predict this metric (:func:`unpredictable_reason`); empty when
+        they can.
     """
 
     task: str
@@ -126,6 +151,17 @@ class TaskForecast:
     interval: float
     n_proxies: int
     fits: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    unpredictable: str = ""
+
+    @property
+    def predictable(self) -> bool:
+        """Whether the forecast says something (see :func:`unpredictable_reason`)."""
+        return not self.unpredictable
+
+    def text(self) -> str:
+        """The forecast as printed everywhere: the value with its interval, or
+        ``not predictable from these proxies (REASON)``."""
+        return forecast_text(self.predicted, self.lo, self.hi, self.unpredictable)
 
     def summary(self) -> dict[str, Any]:
         """Plain JSON-safe values (NaN bounds become None)."""
@@ -138,7 +174,93 @@ class TaskForecast:
             "predicted": float(self.predicted), "lo": safe(self.lo), "hi": safe(self.hi),
             "interval": self.interval, "n_proxies": int(self.n_proxies),
             "fits_valid": {step: bool(fit.is_valid) for step, fit in self.fits.items()},
+            "predictable": self.predictable, "unpredictable": self.unpredictable or None,
         }  # fmt: skip
+
+
+def forecast_text(predicted: float, lo: float, hi: float, unpredictable: str = "") -> str:
+    """A capability forecast as text: ``value +up/-down``, or the reason it says nothing.
+
+    Examples
+    --------
+    >>> forecast_text(0.62, 0.55, 0.7)
+    '0.62 +0.08/-0.07'
+    >>> forecast_text(1.0, 0.01, 1.0, "its 90% interval spans 0.01 to 1")
+    'not predictable from these proxies (its 90% interval spans 0.01 to 1)'
+    """
+    from scaling.formatting import format_band
+
+    if unpredictable:
+        return f"not predictable from these proxies ({unpredictable})"
+    return format_band(predicted, lo, hi)
+
+
+def unpredictable_reason(
+    metric: str, compute: Any, values: Any, *, lo: float, hi: float, interval: float,
+    items: float | None = None,
+) -> str:  # fmt: skip
+    """Why the proxies' scores cannot predict ``metric``, or ``""`` when they can.
+
+    Parameters
+    ----------
+    metric : {"accuracy", "neg_log_pass_rate"}
+    compute, values : array-like
+        The proxies' compute and their scores on the metric (accuracy as scored, 0 as 0).
+    lo, hi : float
+        The forecast's interval (NaN without a bootstrap: not judged).
+    interval : float
+        Its level, for the message.
+    items : float, optional
+        Items per score, for the binomial noise of an accuracy.
+
+    Returns
+    -------
+    str
+        The first rule that fails (see the module docstring), as a phrase.
+
+    Examples
+    --------
+    >>> flops = [1e12, 1e13, 1e14, 1e15]
+    >>> unpredictable_reason("accuracy", flops, [0.2, 0.35, 0.55, 0.7], lo=0.75, hi=0.85, interval=0.9)
+    ''
+    >>> unpredictable_reason("accuracy", flops, [0.04, 0.03, 0.05, 0.04], lo=0.01, hi=1.0,
+    ...                      interval=0.9, items=100)
+    "the proxies' accuracy hardly moves: 0.03 to 0.05"
+    >>> unpredictable_reason("accuracy", flops, [0.1, 0.15, 0.2, 0.18], lo=0.1, hi=0.4,
+    ...                      interval=0.9, items=32)
+    "the proxies' accuracy hardly moves: 0.1 to 0.2, within the noise of 32 items"
+    >>> unpredictable_reason("accuracy", flops, [0.2, 0.6, 0.3, 0.5], lo=0.3, hi=0.6, interval=0.9)
+    "the proxies' accuracy does not move one way with compute (rank correlation 0.40)"
+    >>> unpredictable_reason("accuracy", flops, [0.2, 0.35, 0.55, 0.7], lo=0.2, hi=1.0, interval=0.9)
+    'its 90% interval, 0.2 to 1, spans 80% of the range of accuracy'
+    """
+    compute = np.asarray(compute, dtype=float)
+    values = np.asarray(values, dtype=float)
+    name = "accuracy" if metric == "accuracy" else "-E[log pass_rate]"
+    if metric == "accuracy":
+        spread = float(values.max() - values.min())
+        mean = float(np.clip(values.mean(), 0.0, 1.0))
+        noise = 2.0 * np.sqrt(mean * (1 - mean) / items) if items and items > 0 else 0.0
+        if spread < max(MIN_ACCURACY_SPREAD, noise):
+            within = f", within the noise of {items:.0f} items" if noise > MIN_ACCURACY_SPREAD else ""
+            return (f"the proxies' accuracy hardly moves: {values.min():.2g} to "
+                    f"{values.max():.2g}{within}")
+    elif values.min() > 0 and np.log(values.max() / values.min()) < MIN_LOG_SPREAD:
+        return (f"the proxies' {name} hardly moves: {values.min():.3g} to {values.max():.3g}")
+    if len(values) > 2:
+        rho = pd.Series(compute).corr(pd.Series(values), method="spearman")
+        if not abs(rho) >= MIN_RANK_CORRELATION:  # NaN (constant values) fails too
+            return (f"the proxies' {name} does not move one way with compute (rank "
+                    f"correlation {rho:.2f})")
+    if np.isfinite(lo) and np.isfinite(hi):
+        # The share of the metric's range [0, 1] the interval covers: accuracy itself, and
+        # the pass rate exp(-value) for -E[log pass_rate].
+        share = hi - lo if metric == "accuracy" else float(np.exp(-lo) - np.exp(-hi))
+        if share > MAX_INTERVAL_SHARE:
+            where = "accuracy" if metric == "accuracy" else "the pass rate"
+            return (f"its {interval:.0%} interval, {lo:.2g} to {hi:.2g}, spans {share:.0%} of "
+                    f"the range of {where}")
+    return ""
 
 
 def _usable(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -189,7 +311,8 @@ def forecast_task(
     Returns
     -------
     list of TaskForecast
-        ``neg_log_pass_rate`` (law ``capability``) and ``accuracy`` (two steps).
+        ``neg_log_pass_rate`` (law ``capability``) and ``accuracy`` (two steps), each with
+        :attr:`TaskForecast.unpredictable` set where the proxies cannot predict it.
 
     Raises
     ------
@@ -206,11 +329,16 @@ def forecast_task(
     capability = fit("capability", table, x=(x,), y=columns["neg_log_pass_rate"], **settings)
     point, (lo, hi) = capability.predict(np.array([target_x]), interval=interval, band="run")
     common = dict(x=x, target_x=float(target_x), interval=interval, n_proxies=len(table))
+    compute, items = table[x].to_numpy(float), float(table[columns["items"]].median())
     forecasts = [TaskForecast(
         task, "neg_log_pass_rate", columns["neg_log_pass_rate"], "capability",
         predicted=float(point[0]), lo=float(lo[0]), hi=float(hi[0]),
         fits={"capability": capability}, **common,
+        unpredictable=unpredictable_reason(
+            "neg_log_pass_rate", compute, table[columns["neg_log_pass_rate"]], lo=float(lo[0]),
+            hi=float(hi[0]), interval=interval),
     )]  # fmt: skip
+    raw_accuracy = table[columns["accuracy"]].to_numpy(float)  # judged as scored, 0 as 0
     table = table.assign(**{columns["accuracy"]: floored_accuracy(
         table[columns["accuracy"]], table[columns["items"]])})  # fmt: skip
     nll = fit(NLL_LAW, table, x=(x,), y=columns["nll"], **settings)
@@ -220,6 +348,9 @@ def forecast_task(
     forecasts.append(TaskForecast(
         task, "accuracy", columns["accuracy"], TWO_STEP, predicted=float(point[0]),
         lo=float(lo[0]), hi=float(hi[0]), fits={"nll": nll, "accuracy": accuracy}, **common,
+        unpredictable=unpredictable_reason(
+            "accuracy", compute, raw_accuracy, lo=float(lo[0]), hi=float(hi[0]),
+            interval=interval, items=items),
     ))  # fmt: skip
     return forecasts
 

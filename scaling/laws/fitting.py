@@ -643,7 +643,8 @@ def fit_report(result: FitResult) -> str:
     The law, its formula and columns; each parameter with its interval (``AT BOUND`` where
     it sits at a bound); the runs, starts, bootstrap fits, RMS log residual and time; and
     the row filter, when one was given (``rows: where ...``); and ``valid`` or ``INVALID:``
-    with the reasons.
+    with the reasons. An invalid fit says so on its second line too (``NOT VALID:``), before
+    any parameter.
 
     Examples
     --------
@@ -660,6 +661,9 @@ def fit_report(result: FitResult) -> str:
     """
     summary = result.summary()
     lines = [f"{summary['law']}: {summary['formula']}   ({', '.join(summary['x'])} -> {summary['y']})"]
+    if not summary["is_valid"]:  # said first, before any number is read
+        lines.append("  NOT VALID: " + "; ".join(summary["reasons"])
+                     + " (the values and intervals below cannot be relied on)")
     level = round(100 * summary["interval"])
     for row in parameter_rows(result):
         flag = "  AT BOUND" if row["at_bound"] else ""

@@ -5,14 +5,19 @@ the runs that came after it: for each cut it fits the law on the runs with ``x_c
 and scores the prediction of every run with ``x_cut > cut`` — relative errors, their sign,
 and how many held-out runs fall inside the one-run band (:meth:`FitResult.predict` with
 ``band="run"``). :func:`leave_largest_out_cuts` picks the cuts that hold out the largest
-compute levels of a table. Unlike :func:`scaling.laws.backtesting.backtest`, a cut that cannot
-be fitted is reported in its row (``error``) instead of stopping the others.
+compute levels of a table, :func:`rollout_cuts` those of the runs a law's fit uses, and
+:func:`leave_largest_out` rolls a law out at them.
+:func:`fold_records` turns a rollout into one plain record per cut and :func:`summarise_folds`
+sums records up; ``scaling validate`` (``scaling/cli/validate_commands.py``) and
+``benchmarks/extrapolation.py`` print both. Unlike :func:`scaling.laws.backtesting.backtest`, a
+cut that cannot be fitted is reported in its row (``error``) instead of stopping the others.
 
 Layer: laws (numpy and pandas, base and ``scaling.laws`` only); it reads no files.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -25,7 +30,17 @@ from scaling.laws.fitting import fit, run_arrays, x_columns
 from scaling.laws.forms import Law, get_law
 from scaling.table import coerce_numeric, require_columns
 
-__all__ = ["ROLLOUT_COLUMNS", "rollout", "held_out_scores", "leave_largest_out_cuts"]
+__all__ = [
+    "ROLLOUT_COLUMNS",
+    "REPORTED_PARAMS",
+    "rollout",
+    "held_out_scores",
+    "leave_largest_out_cuts",
+    "rollout_cuts",
+    "leave_largest_out",
+    "fold_records",
+    "summarise_folds",
+]
 
 #: Columns of :func:`rollout`'s result, in order.
 ROLLOUT_COLUMNS: tuple[str, ...] = (
@@ -43,6 +58,9 @@ ROLLOUT_COLUMNS: tuple[str, ...] = (
     "params",
     "error",
 )
+
+#: Fitted parameters that :func:`fold_records` copies into each record, where the law has them.
+REPORTED_PARAMS: tuple[str, ...] = ("alpha", "beta", "E", "eta", "RD_star", "RN_star")
 
 
 def held_out_scores(
@@ -110,15 +128,16 @@ def leave_largest_out_cuts(
     require_columns(frame, [x_cut], "rollout")
     values = coerce_numeric(frame, [x_cut], "rollout")[x_cut].to_numpy(dtype=float)
     values = np.sort(values[np.isfinite(values)])
-    if values.size == 0:
-        return []
-    level_tops = []
-    for previous, value in zip(values[:-1], values[1:]):
-        if value > previous * tolerance:
-            level_tops.append(float(previous))
-    # level_tops holds the top of every level but the highest, ascending.
+    level_tops = _level_tops(values, tolerance)[:-1]  # the top of every level but the highest
     cuts = [cut for cut in level_tops[::-1][:n_cuts] if int((values <= cut).sum()) >= min_fit]
     return sorted(cuts)
+
+
+def _level_tops(values: np.ndarray, tolerance: float) -> list[float]:
+    """The largest value of each compute level of sorted ``values``, ascending."""
+    tops = [float(previous) for previous, value in itertools.pairwise(values)
+            if value > previous * tolerance]
+    return tops + [float(values[-1])] if values.size else []
 
 
 def rollout(
@@ -184,19 +203,8 @@ def rollout(
     cuts = sorted(float(c) for c in cuts)
     if not cuts:
         raise FitError("rollout: no cuts given; pass cuts=[...] (see leave_largest_out_cuts)")
-    x_cols = x_columns(law, fit_kwargs.get("x"))
-    y_col = fit_kwargs.get("y") or law.y
     source = fit_kwargs.pop("source", "run table")
-    if x_cut not in frame.columns:
-        raise FitError(f"{source}: rollout cut column {x_cut!r} is missing; give x_cut= one of "
-                       f"{', '.join(map(str, frame.columns))}")
-    xs, observed, used = run_arrays(law, frame, x_cols, y_col, source)
-    try:
-        compute = coerce_numeric(used, [x_cut], source)[x_cut].to_numpy(dtype=float)
-    except Exception as error:  # DataError -> FitError, as run_arrays does
-        raise FitError(str(error)) from None
-    if not np.isfinite(compute).all():
-        raise FitError(f"{source}: column {x_cut!r} has missing values; fill them or drop those runs")
+    xs, observed, used, compute = _rollout_arrays(law, frame, x_cut, fit_kwargs, source)
 
     rows = []
     for cut in cuts:
@@ -229,3 +237,196 @@ def rollout(
     # Object dtype keeps None as None (pandas 3 would infer a string column with NaN).
     table["error"] = pd.Series([row["error"] for row in rows], index=table.index, dtype=object)
     return table
+
+
+def _rollout_arrays(
+    law: Law, frame: pd.DataFrame, x_cut: str, fit_kwargs: dict[str, Any], source: str
+) -> tuple[list[np.ndarray], np.ndarray, pd.DataFrame, np.ndarray]:
+    """The x arrays, y and rows a fit of ``law`` uses (:func:`run_arrays`), and their ``x_cut``."""
+    if x_cut not in frame.columns:
+        raise FitError(f"{source}: rollout cut column {x_cut!r} is missing; give x_cut= one of "
+                       f"{', '.join(map(str, frame.columns))}")
+    x_cols = x_columns(law, fit_kwargs.get("x"))
+    y_col = fit_kwargs.get("y") or law.y
+    xs, observed, used = run_arrays(law, frame, x_cols, y_col, source)
+    try:
+        compute = coerce_numeric(used, [x_cut], source)[x_cut].to_numpy(dtype=float)
+    except Exception as error:  # DataError -> FitError, as run_arrays does
+        raise FitError(str(error)) from None
+    if not np.isfinite(compute).all():
+        raise FitError(f"{source}: column {x_cut!r} has missing values; fill them or drop those runs")
+    return xs, observed, used, compute
+
+
+def rollout_cuts(
+    frame: pd.DataFrame,
+    law: str | Law,
+    *,
+    x_cut: str = "flops",
+    n_cuts: int = 3,
+    min_fit: int | None = None,
+    tolerance: float = 1.25,
+    **fit_kwargs: Any,
+) -> list[float]:
+    """The cuts :func:`leave_largest_out` rolls ``law`` out at, or one error saying why none.
+
+    They are :func:`leave_largest_out_cuts` of the runs a fit would use (the ones
+    :func:`rollout` fits and scores: no ``role == 'target'``, no unfinished run).
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The run table.
+    law : str or Law
+    x_cut : str
+        Column the cuts apply to (default ``flops``).
+    n_cuts, tolerance
+        As :func:`leave_largest_out_cuts`.
+    min_fit : int, optional
+        Fewest runs a cut leaves to fit; default the larger of 5 and the law's parameter
+        count plus one (a fit needs more runs than parameters).
+    **fit_kwargs
+        The fit's ``x``, ``y`` and ``source``, as :func:`rollout` takes them.
+
+    Returns
+    -------
+    list of float
+        Ascending, at least one.
+
+    Raises
+    ------
+    FitError
+        As :func:`rollout` for the table, and when no cut leaves ``min_fit`` runs to fit
+        below it and a compute level above it.
+
+    Examples
+    --------
+    >>> C = np.logspace(15, 20, 11)
+    >>> table = pd.DataFrame({"flops": C, "flops_exact": C, "loss": 30.0 * C**-0.1 + 1.5})
+    >>> len(rollout_cuts(table, "gpt4")), rollout_cuts(table, "gpt4", n_cuts=1) == [C[-2]]
+    (3, True)
+    >>> rollout_cuts(table.head(5), "gpt4")
+    Traceback (most recent call last):
+    ...
+    scaling.errors.FitError: run table: no cut on 'flops' leaves 5 runs to fit and a compute level above them (5 runs on 5 compute levels); add runs, or lower min_fit (law 'gpt4' needs more runs than its 3 parameters)
+    """
+    law = get_law(law)
+    min_fit = max(5, law.n_params + 1) if min_fit is None else int(min_fit)
+    source = fit_kwargs.get("source", "run table")
+    _, _, _, compute = _rollout_arrays(law, frame, x_cut, fit_kwargs, source)
+    cuts = leave_largest_out_cuts(pd.DataFrame({x_cut: compute}), x_cut, n_cuts=n_cuts,
+                                  min_fit=min_fit, tolerance=tolerance)
+    if not cuts:
+        levels = len(_level_tops(np.sort(compute), tolerance))
+        raise FitError(f"{source}: no cut on {x_cut!r} leaves {min_fit} runs to fit and a compute "
+                       f"level above them ({compute.size} runs on {levels} compute levels); add "
+                       f"runs, or lower min_fit (law {law.name!r} needs more runs than its "
+                       f"{law.n_params} parameters)")
+    return cuts
+
+
+def leave_largest_out(
+    frame: pd.DataFrame,
+    law: str | Law,
+    *,
+    x_cut: str = "flops",
+    n_cuts: int = 3,
+    min_fit: int | None = None,
+    tolerance: float = 1.25,
+    interval: float = 0.9,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    **fit_kwargs: Any,
+) -> pd.DataFrame:
+    """Roll ``law`` out at the cuts that hold out the 1 to ``n_cuts`` largest compute levels.
+
+    :func:`rollout` at :func:`rollout_cuts` (which the arguments are passed to as they fit).
+    ``scaling validate`` and ``benchmarks/extrapolation.py`` run it on every table.
+
+    Returns
+    -------
+    DataFrame
+        :func:`rollout`'s result, one row per cut, ascending.
+
+    Raises
+    ------
+    FitError
+        As :func:`rollout` and :func:`rollout_cuts`.
+
+    Examples
+    --------
+    >>> C = np.logspace(15, 20, 11)
+    >>> table = pd.DataFrame({"flops": C, "flops_exact": C, "loss": 30.0 * C**-0.1 + 1.5})
+    >>> result = leave_largest_out(table, "gpt4", n_cuts=2, n_bootstrap=20)
+    >>> result[["n_fit", "n_held"]].values.tolist()
+    [[9, 2], [10, 1]]
+    """
+    cuts = rollout_cuts(frame, law, x_cut=x_cut, n_cuts=n_cuts, min_fit=min_fit,
+                        tolerance=tolerance, **fit_kwargs)
+    return rollout(frame, law, cuts=cuts, x_cut=x_cut, interval=interval,
+                   n_bootstrap=n_bootstrap, seed=seed, **fit_kwargs)
+
+
+def fold_records(result: pd.DataFrame, dataset: str) -> list[dict[str, Any]]:
+    """One plain record per row of a :func:`rollout` result, for JSON lines.
+
+    Keys, in order: ``dataset`` (the table's name), ``law``, ``method`` (``"scaling"``: this
+    package's fit, as against a reference method in ``benchmarks/extrapolation.py``),
+    ``cut``, ``n_fit``, ``n_held``, ``mean_abs_error``, ``max_abs_error``, ``bias``,
+    ``coverage``, ``wall_s``, ``is_valid``; then ``error`` for a cut that could not be
+    fitted, and the fitted :data:`REPORTED_PARAMS` the law has. Scores stay floats (NaN
+    where missing).
+
+    >>> C = np.logspace(15, 20, 11)
+    >>> table = pd.DataFrame({"flops": C, "flops_exact": C, "loss": 30.0 * C**-0.1 + 1.5})
+    >>> record = fold_records(rollout(table, "gpt4", cuts=[1e19], n_bootstrap=0), "toy")[0]
+    >>> list(record)[:6], record["n_held"], "error" in record
+    (['dataset', 'law', 'method', 'cut', 'n_fit', 'n_held'], 2, False)
+    """
+    records = []
+    for row in result.to_dict("records"):
+        record: dict[str, Any] = {
+            "dataset": dataset, "law": row["law"], "method": "scaling", "cut": row["cut"],
+            "n_fit": int(row["n_fit"]), "n_held": int(row["n_held"]),
+            **{key: row[key] for key in ("mean_abs_error", "max_abs_error", "bias", "coverage",
+                                         "wall_s", "is_valid")},
+        }  # fmt: skip
+        if row["error"]:
+            record["error"] = row["error"]
+        record.update({k: v for k, v in row["params"].items() if k in REPORTED_PARAMS})
+        records.append(record)
+    return records
+
+
+def summarise_folds(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The summary of fold records (:func:`fold_records`, or any with the same score keys).
+
+    A fold counts as scored when it has no ``error`` and a finite ``mean_abs_error``. Returns
+    ``folds`` (all), ``failed`` (not scored), ``mean_of_mean_abs_error``,
+    ``worst_max_abs_error``, ``mean_bias`` and ``mean_coverage`` over the scored folds (None
+    when no fold has the value; a NaN coverage, from a fit without bootstrap, is left out),
+    and ``total_wall_s`` over all folds.
+
+    >>> summarise_folds([
+    ...     {"mean_abs_error": 0.25, "max_abs_error": 0.5, "bias": 0.25, "coverage": 1.0, "wall_s": 0.5},
+    ...     {"mean_abs_error": 0.75, "max_abs_error": 1.0, "bias": -0.75, "coverage": 0.5, "wall_s": 1.0},
+    ...     {"mean_abs_error": float("nan"), "error": "too few runs", "wall_s": 0.25}])
+    {'folds': 3, 'failed': 1, 'mean_of_mean_abs_error': 0.5, 'worst_max_abs_error': 1.0, 'mean_bias': -0.25, 'mean_coverage': 0.75, 'total_wall_s': 1.75}
+    """
+
+    def finite(value: Any) -> bool:
+        return isinstance(value, (int, float, np.number)) and bool(np.isfinite(value))
+
+    scored = [r for r in records if not r.get("error") and finite(r.get("mean_abs_error"))]
+
+    def mean(key: str) -> float | None:
+        values = [float(r[key]) for r in scored if finite(r.get(key))]
+        return float(np.mean(values)) if values else None
+
+    worst = [float(r["max_abs_error"]) for r in scored if finite(r.get("max_abs_error"))]
+    return {
+        "folds": len(records), "failed": len(records) - len(scored),
+        "mean_of_mean_abs_error": mean("mean_abs_error"), "worst_max_abs_error": max(worst, default=None),
+        "mean_bias": mean("bias"), "mean_coverage": mean("coverage"),
+        "total_wall_s": float(sum(float(r["wall_s"]) for r in records if finite(r.get("wall_s")))),
+    }  # fmt: skip

@@ -79,7 +79,8 @@ def split_runs(
     fit_range : {"all", "auto"}
         ``"auto"`` also leaves out the smallest proxies when a backtest on the proxies alone
         predicts the largest one better without them (:func:`scaling.laws.backtesting.select_fit_range`
-        with ``law``); ``"all"`` fits every usable proxy.
+        with ``law``), and keeps them all when they are too few to hold one out;
+        ``"all"`` fits every usable proxy.
     law : str
         The law whose fit range is chosen (``fit_range="auto"`` only).
 
@@ -164,7 +165,10 @@ def _fit_range(
     """Leave out the smallest proxies when the proxies' own backtest says the law fits better
     without them; they join ``excluded`` with the reason and the backtest errors."""
     from scaling.laws.backtesting import select_fit_range
+    from scaling.laws.forms import get_law
 
+    if len(proxies) < get_law(law).n_params + 2:  # too few to hold one out: fit them all
+        return proxies, excluded
     chosen = select_fit_range(law, proxies, x=x, y=y)
     if chosen.dropped == 0:
         return proxies, excluded

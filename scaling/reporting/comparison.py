@@ -93,6 +93,9 @@ class MetricComparison:
         curve or when the curve never reached it.
     has_curve : bool
         Whether a learning curve was given for this metric.
+    unpredictable : str
+        For a capability forecast the proxies cannot make, why
+        (:attr:`scaling.laws.capability.TaskForecast.unpredictable`); empty otherwise.
     """
 
     metric: str
@@ -106,6 +109,13 @@ class MetricComparison:
     actual: float
     crossing: Crossing | None = None
     has_curve: bool = False
+    unpredictable: str = ""
+
+    def predicted_text(self) -> str:
+        """The prediction as printed: the value with its interval, or why there is none."""
+        from scaling.laws.capability import forecast_text
+
+        return forecast_text(self.predicted, self.lo, self.hi, self.unpredictable)
 
     @property
     def relative_error(self) -> float:
@@ -132,6 +142,8 @@ class MetricComparison:
             "relative_error": float(self.relative_error),
             "inside": self.inside,
             "crossing": None,
+            "predictable": not self.unpredictable,
+            "unpredictable": self.unpredictable or None,
         }
         if self.crossing is not None:
             out["crossing"] = {
@@ -642,7 +654,7 @@ def compare_forecasts(forecasts: Sequence[Any], target_row: Mapping[str, Any]) -
         rows.append(MetricComparison(
             metric=forecast.column, law=forecast.method, x=forecast.x, target_x=forecast.target_x,
             predicted=forecast.predicted, lo=forecast.lo, hi=forecast.hi,
-            interval=forecast.interval, actual=actual,
+            interval=forecast.interval, actual=actual, unpredictable=forecast.unpredictable,
         ))  # fmt: skip
     return rows
 

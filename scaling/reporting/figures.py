@@ -86,7 +86,8 @@ def loss_vs_compute_data(
     dict
         ``proxies`` and ``left_out`` (DataFrames: run, x, y), ``curve`` (DataFrame: x, predicted, lo, hi; the
         band of the law), ``target`` (dict: x, predicted, lo, hi, actual or None; the band
-        of one run there), ``x``, ``y``, ``interval``.
+        of one run there), ``x``, ``y``, ``interval``. A caller may add ``points_label``,
+        what the legend calls the fitted runs (``proxies`` by default).
     """
     xs = proxies[x].to_numpy(float)
     grid = np.geomspace(xs.min(), max(xs.max(), target_x), n_points)
@@ -314,12 +315,12 @@ def draw_loss_vs_compute(data: Mapping[str, Any]) -> Any:
     ax.fill_between(curve["x"], curve["lo"], curve["hi"], color="C0", alpha=0.2,
                     label=f"law, {data['interval']:.0%} band")
     ax.plot(curve["x"], curve["predicted"], color="C0", label="fitted law")
-    proxies = data["proxies"]
-    ax.scatter(proxies["x"], proxies["y"], color="k", s=18, zorder=3, label="proxies")
+    proxies, called = data["proxies"], data.get("points_label", "proxies")
+    ax.scatter(proxies["x"], proxies["y"], color="k", s=18, zorder=3, label=called)
     left_out = data.get("left_out")
     if left_out is not None and len(left_out):
         ax.scatter(left_out["x"], left_out["y"], facecolors="none", edgecolors="k", s=18,
-                   zorder=3, label="proxies left out of the fit")
+                   zorder=3, label=f"{called} left out of the fit")
     ax.errorbar([target["x"]], [target["predicted"]],
                 yerr=[[target["predicted"] - target["lo"]], [target["hi"] - target["predicted"]]],
                 fmt="o", color="C0", capsize=4, label=f"one run, {data['interval']:.0%}")
@@ -360,19 +361,44 @@ def draw_learning_curves(data: pd.DataFrame) -> Any:
     return fig
 
 
+# Up to this many IsoFLOP budgets get a legend entry each; more get a colour bar of compute.
+ISOFLOP_LEGEND_MAX = 8
+
+
 def draw_isoflop(data: Mapping[str, Any]) -> Any:
-    """Figure 3: IsoFLOP profiles (loss against N per budget) and N_opt(C), D_opt(C)."""
+    """Figure 3: IsoFLOP profiles (loss against N per budget) and N_opt(C), D_opt(C).
+
+    Up to :data:`ISOFLOP_LEGEND_MAX` budgets are named in a legend; more (the Chinchilla
+    points have 20) are coloured by compute along a colour bar, which fits beside the axes
+    where a legend of 20 entries would cover them.
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import LogNorm
+
     fig = _figure(9.6, 4.0)
     left, right = fig.subplots(1, 2)
-    for i, (budget, profile) in enumerate(data["profiles"].groupby("budget")):
-        color = f"C{i % 10}"
-        left.plot(profile["params"], profile["loss"], "o-", color=color, label=f"C = {budget:.2g}")
+    groups = list(data["profiles"].groupby("budget"))
+    legend = len(groups) <= ISOFLOP_LEGEND_MAX
+    budgets = [float(budget) for budget, _ in groups]
+    scale = None
+    if not legend:
+        norm = LogNorm(min(budgets), max(budgets) if max(budgets) > min(budgets) else 10 * min(budgets))
+        scale = ScalarMappable(norm=norm, cmap=colormaps["viridis"])
+    for i, (budget, profile) in enumerate(groups):
+        color = f"C{i % 10}" if scale is None else scale.to_rgba(float(budget))
+        left.plot(profile["params"], profile["loss"], "o-", color=color, ms=4 if scale else 6,
+                  label=f"C = {budget:.2g}")
         best = profile.loc[profile["loss"].idxmin()]
         left.scatter([best["params"]], [best["loss"]], marker="*", s=120, color=color, zorder=3)
     left.set_xscale("log")
     left.set_xlabel("non-embedding parameters N")
     left.set_ylabel("final loss")
-    left.legend(fontsize="small")
+    if scale is None:
+        left.legend(fontsize="small")
+    else:
+        bar = fig.colorbar(scale, ax=left, pad=0.02)
+        bar.set_label(f"compute C ({data.get('axis', '6ND')}, FLOPs)")
     if data["optima"] is None:
         right.set_axis_off()
         return fig

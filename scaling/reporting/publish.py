@@ -41,6 +41,7 @@ def make_report(
     fit_range: str = "all",
     where: str | None = None,
     drop_top_loss: int = 0,
+    interval: float = 0.9,
 ) -> Path:
     """Build and write a report from an MLflow experiment or a CSV; log it to the experiment.
 
@@ -51,7 +52,7 @@ def make_report(
         with role ``report``.
     csv : str or path, optional
         Run table as a CSV file (exactly one of ``experiment`` and ``csv``).
-    target, target_flops, law, n_bootstrap, seed, date, fit_range
+    target, target_flops, law, n_bootstrap, seed, date, fit_range, interval
         As for :func:`build_report`.
     directory : str or path, optional
         Where to write; ``reports/NAME/`` by default.
@@ -88,7 +89,7 @@ def make_report(
         inputs = filtered_inputs(inputs, where=where, drop_top_loss=drop_top_loss)
     report = build_report(
         inputs, law=law, target=target, target_flops=target_flops, n_bootstrap=n_bootstrap,
-        seed=seed, date=date, fit_range=fit_range,
+        seed=seed, date=date, fit_range=fit_range, interval=interval,
     )
     if directory is None:
         directory = Path("reports") / inputs.name

@@ -51,16 +51,20 @@ def _g(value: float, digits: int = 3) -> str:
 
 def _headline(report: Report) -> list[Block]:
     law = report.law
-    blocks: list[Block] = [
-        (
-            "p",
-            f"At {report.x} = {format_flops(report.target_x, digits=3)} ({report.target_note}), the law "
-            f"{law.formula} fitted on {len(report.split.proxies)} proxy runs predicts a final "
-            f"{report.y} of {format_band(report.predicted, report.lo, report.hi)} "
-            f"({report.interval:.0%} interval for one run {_g(report.lo, 4)} to "
-            f"{_g(report.hi, 4)}).",
+    runs = "proxy runs" if report.inputs.from_sweep else "runs"
+    text = (
+        f"At {report.x} = {format_flops(report.target_x, digits=3)} ({report.target_note}), the law "
+        f"{law.formula} fitted on {len(report.split.proxies)} {runs} predicts a final "
+        f"{report.y} of {format_band(report.predicted, report.lo, report.hi)} "
+        f"({report.interval:.0%} interval for one run {_g(report.lo, 4)} to "
+        f"{_g(report.hi, 4)})."
+    )
+    if not report.fit.is_valid:
+        text += (
+            " The fit is not valid (" + "; ".join(report.fit.reasons_) + "), so neither this "
+            "prediction nor its interval can be relied on as it stands; see section 5."
         )
-    ]
+    blocks: list[Block] = [("p", text)]
     row = report.prediction
     if row is not None:
         verdict = "inside" if row.inside else "outside"
@@ -133,12 +137,14 @@ def _figure_sections(report: Report) -> list[Block]:
     """Sections 1-4: loss against compute, learning curves, IsoFLOP profiles, residuals."""
     span = report.figures["loss_vs_compute"]["proxies"]["x"]
     ratio = report.target_x / float(span.max())
+    sweep = report.inputs.from_sweep
     out = _figure_blocks(
         report, "loss_vs_compute", 1,
-        f"Proxies span {report.x} = {format_flops(span.min(), digits=3)} to {format_flops(span.max(), digits=3)}; the "
-        f"prediction is {_g(ratio)}x the largest proxy's compute. The band is the "
+        f"{'Proxies' if sweep else 'Fitted runs'} span {report.x} = {format_flops(span.min(), digits=3)} to "
+        f"{format_flops(span.max(), digits=3)}; the prediction is {_g(ratio)}x the largest "
+        f"{'proxy' if sweep else 'fitted run'}'s compute. The band is the "
         f"{report.interval:.0%} bootstrap interval of the law; the error bar at the target adds "
-        "the proxies' scatter around it, which one run also has.",
+        f"the {'proxies' if sweep else 'runs'}' scatter around it, which one run also has.",
     )
     out += _figure_blocks(
         report, "learning_curves", 2,
@@ -174,6 +180,12 @@ def _backtest_and_allocation_blocks(report: Report) -> list[Block]:
     out.append(("p", report.notes["optimal"]))
     if report.optimal is not None:
         out.append(_frame_table(report.optimal))
+    if "allocations" in report.notes:
+        out.append(("p", report.notes["allocations"]))
+    if report.allocations is not None:
+        out.append(_frame_table(report.allocations))
+    if "allocation_agreement" in report.notes:
+        out.append(("p", report.notes["allocation_agreement"]))
     return out
 
 
@@ -235,12 +247,15 @@ def _provenance_line(report: Report) -> str | None:
 
 
 def _capability_blocks(report: Report, number: int) -> list[Block]:
+    finished = "finished proxy" if report.inputs.from_sweep else "finished run"
     blocks: list[Block] = [
         ("h2", f"{number}. Capability forecasts"),
         ("p", "Each task the runs were scored on, forecast at the same compute from every "
-              "finished proxy: GPT-4's -E[log pass_rate] = alpha·C^(-k), and the accuracy "
+              f"{finished}: GPT-4's -E[log pass_rate] = alpha·C^(-k), and the accuracy "
               "through the task's loss (a·C^b + c, then a sigmoid of that loss). Intervals are "
-              "for one run; an accuracy of 0 counts as half an item right."),
+              "for one run; an accuracy of 0 counts as half an item right. A forecast whose "
+              "scores do not move with compute, or whose interval covers more than half of "
+              "the metric's range, is marked not predictable instead of given a number."),
     ]
     if "capabilities" in report.notes:
         blocks.append(("p", report.notes["capabilities"]))
@@ -280,7 +295,7 @@ def _inputs_blocks(report: Report) -> list[Block]:
     proxies = split.proxies
     items = [
         f"Source: {report.inputs.source}.",
-        f"Proxy runs fitted: {len(proxies)}, compute spent {format_flops(float(proxies[x].sum()), digits=3)} FLOPs "
+        f"{'Proxy runs' if report.inputs.from_sweep else 'Runs'} fitted: {len(proxies)}, compute spent {format_flops(float(proxies[x].sum()), digits=3)} FLOPs "
         f"({x}), from {format_flops(float(proxies[x].min()), digits=3)} to {format_flops(float(proxies[x].max()), digits=3)} each.",
     ]
     if split.target is not None:
@@ -500,13 +515,21 @@ def comparison_text(comparison: Any) -> str:
             reached = f"{format_count(row.crossing.tokens)} tokens ({row.crossing.fraction:.0%})"
         else:
             reached = "never" if row.has_curve else "no curve"
+        if row.unpredictable:  # no forecast, so nothing to score
+            rows.append([row.metric, row.law, row.predicted_text(), "-", _g(row.actual, 4),
+                         "-", "-", reached])
+            continue
         rows.append([
-            row.metric, row.law, format_band(row.predicted, row.lo, row.hi),
+            row.metric, row.law, row.predicted_text(),
             f"{_g(row.lo, 4)} to {_g(row.hi, 4)}", _g(row.actual, 4),
             f"{row.relative_error * 100:+.1f}%", "yes" if row.inside else "no", reached,
         ])
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = [comparison.headline(), ""]
+    lines = [comparison.headline()]
+    loss_fit = comparison.fits.get(comparison.loss.metric)
+    if loss_fit is not None and not loss_fit.is_valid:
+        lines.append("WARNING, fit invalid: " + "; ".join(loss_fit.reasons_))
+    lines.append("")
     for cells in [header, *rows]:
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip())
     return "\n".join(lines)

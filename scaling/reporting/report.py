@@ -89,6 +89,18 @@ class ReportInputs:
     tracking_uri: str | None = None
     curves: Mapping[str, pd.DataFrame] | None = None
 
+    @property
+    def from_sweep(self) -> bool:
+        """Whether the runs are a sweep's proxies, read from MLflow (a tracking URI), rather
+        than rows of a CSV of anyone's runs: the report calls the first "proxies" and the
+        second "runs"."""
+        return self.tracking_uri is not None
+
+    @property
+    def proxies(self) -> str:
+        """What the report calls the runs it fits: "proxies" or "fitted runs"."""
+        return "proxies" if self.from_sweep else "fitted runs"
+
 
 def _single_value(runs: pd.DataFrame, column: str) -> str | None:
     if column not in runs.columns:
@@ -218,13 +230,19 @@ class Report:
     notes : dict
         Sentences by section: ``learning_curves``/``isoflop`` (why a figure is missing),
         ``isoflop_law`` (approach 2's N_opt(C)), ``optimal`` (the allocation's source or
-        why there is none), ``backtest``, ``target`` (a target without loss or compute),
-        ``capabilities`` (tasks that could not be forecast).
+        why there is none), ``allocations`` (the approaches side by side, and those that could
+        not be fitted), ``allocation_agreement`` (how they compare and which to trust),
+        ``backtest``, ``target`` (a target without loss or compute), ``capabilities`` (tasks
+        that could not be forecast).
     date : str
         ISO date printed in the footer.
     capabilities : DataFrame or None
         Each task's forecasts at ``target_x`` beside the target's scores, one row per metric
         (:mod:`scaling.laws.capability`); None when no run was scored on a task.
+    allocations : DataFrame or None
+        Chinchilla's approaches 1-3 at the target budget side by side, one row per approach
+        that could be fitted (None when none could); ``notes["allocation_agreement"]``
+        reconciles them (:func:`scaling.laws.allocation.reconcile_allocations`).
     """
 
     inputs: ReportInputs
@@ -246,6 +264,7 @@ class Report:
     notes: Mapping[str, str] = field(default_factory=dict)
     date: str = ""
     capabilities: pd.DataFrame | None = None
+    allocations: pd.DataFrame | None = None
 
 
 # When no target is named, the report extrapolates this far beyond the largest proxy:
@@ -320,10 +339,11 @@ def build_report(
     split = split_runs(best_of_tuned(inputs.runs), x=x, y=y, target=target, fit_range=fit_range, law=law)
     result = fit(
         law_object, split.proxies, x=(x,), y=y, n_bootstrap=n_bootstrap, seed=seed,
-        interval=interval, source=f"{inputs.source} (proxies)",
+        interval=interval, source=f"{inputs.source} (proxies)" if inputs.from_sweep else inputs.source,
     )
     notes: dict[str, str] = {}
-    target_x, target_note, actual = _target_budget(split, x, y, target_flops, notes)
+    largest = "the largest proxy" if inputs.from_sweep else "the largest fitted run"
+    target_x, target_note, actual = _target_budget(split, x, y, target_flops, notes, largest)
     # One run's band (law and run-to-run scatter): the target is one run.
     (predicted,), (lo,), (hi,) = predict_arrays(result, np.array([target_x]), interval, band="run")
     settings = dict(interval=interval, n_bootstrap=n_bootstrap, seed=seed)
@@ -340,18 +360,23 @@ def build_report(
         )
     # Backtest bands only score coverage: 200 resamples per fold are plenty and halve the time.
     backtest, backtest_note = _backtest(
-        law_object, split.proxies, x, y, min(n_bootstrap, 200), seed
+        law_object, split.proxies, x, y, min(n_bootstrap, 200), seed, inputs.proxies
     )
     if backtest_note:
         notes["backtest"] = backtest_note
     budget = _budget_on("flops", split.proxies, split.target, x, target_x)
-    optimal, notes["optimal"] = _optimal(split.proxies, budget, interval, n_bootstrap, seed)
+    chinchilla, optimal, notes["optimal"] = _optimal(
+        split.proxies, budget, interval, n_bootstrap, seed, inputs.proxies
+    )
+    allocations = _allocations(split.proxies, budget, chinchilla, figures.get("isoflop"),
+                               interval, n_bootstrap, seed, notes)
     capabilities = _capabilities(inputs.runs, split.target, x, target_x, interval, n_bootstrap, seed, notes)
     return Report(
         inputs=inputs, law=law_object, x=x, y=y, split=split, fit=result, interval=interval,
         target_x=target_x, target_note=target_note, predicted=float(predicted), lo=float(lo),
         hi=float(hi), prediction=prediction, backtest=backtest, optimal=optimal,
         figures=figures, notes=notes, date=_date(date), capabilities=capabilities,
+        allocations=allocations,
     )
 
 
@@ -374,10 +399,12 @@ def _target_id(split: RunSplit) -> str | None:
 
 
 def _target_budget(
-    split: RunSplit, x: str, y: str, target_flops: float | None, notes: dict[str, str]
+    split: RunSplit, x: str, y: str, target_flops: float | None, notes: dict[str, str],
+    largest: str = "the largest proxy",
 ) -> tuple[float, str, float | None]:
-    """The compute to predict for, how the report names it, and the target's actual value
-    (None until it exists); why the target could not be used goes to ``notes``."""
+    """The compute to predict for, how the report names it (``largest``: what the largest
+    fitted run is called), and the target's actual value (None until it exists); why the
+    target could not be used goes to ``notes``."""
     target_row = split.target
     if target_flops is not None:
         target_x = float(target_flops)
@@ -392,12 +419,12 @@ def _target_budget(
             )
         return float(target_row[x]), f"the target run {label}", actual
     target_x = DEFAULT_EXTRAPOLATION * float(split.proxies[x].max())
-    target_note = f"{DEFAULT_EXTRAPOLATION:g}x the largest proxy (no target was given)"
+    target_note = f"{DEFAULT_EXTRAPOLATION:g}x {largest} (no target was given)"
     if target_row is not None:
-        target_note = f"{DEFAULT_EXTRAPOLATION:g}x the largest proxy"
+        target_note = f"{DEFAULT_EXTRAPOLATION:g}x {largest}"
         notes["target"] = (
             f"The target run {run_label(target_row)} has no {x}, so the report predicts "
-            f"for {DEFAULT_EXTRAPOLATION:g}x the largest proxy instead; pass --target-flops."
+            f"for {DEFAULT_EXTRAPOLATION:g}x {largest} instead; pass --target-flops."
         )
     return target_x, target_note, None
 
@@ -413,6 +440,7 @@ def _figures(
             interval=interval, left_out=_unfitted_proxies(inputs.runs, split.proxies, x, y),
         )
     }
+    figures["loss_vs_compute"]["points_label"] = "proxies" if inputs.from_sweep else "runs"
     if inputs.curves is not None:
         curves = learning_curves_data(inputs.curves, inputs.runs, target_id=_target_id(split))
         if curves.empty:
@@ -460,35 +488,44 @@ def _capabilities(
     if skipped:
         notes["capabilities"] = " ".join(f"{task}: not forecast ({why})." for task, why in skipped.items())
     actual = {} if target_row is None else {r.metric: r for r in compare_forecasts(forecasts, target_row)}
+
+    def scored(f: Any) -> bool:  # a forecast the proxies cannot make has no error to score
+        return f.column in actual and f.predictable
+
     return pd.DataFrame({
         "task": [f.task for f in forecasts],
         "metric": [f.metric for f in forecasts],
         "law": [f.method for f in forecasts],
-        "forecast": [format_band(f.predicted, f.lo, f.hi) for f in forecasts],
-        f"{interval:.0%} interval": [format_range((f.lo, f.hi), lambda v: f"{v:.4g}") for f in forecasts],
+        "forecast": [f.text() for f in forecasts],
+        f"{interval:.0%} interval": [format_range((f.lo, f.hi), lambda v: f"{v:.4g}")
+                                     if f.predictable else "" for f in forecasts],
         "actual": [f"{actual[f.column].actual:.4g}" if f.column in actual else "" for f in forecasts],
-        "error": [f"{actual[f.column].relative_error:+.1%}" if f.column in actual else "" for f in forecasts],
+        "error": [f"{actual[f.column].relative_error:+.1%}" if scored(f) else "" for f in forecasts],
     })  # fmt: skip
 
 
 def _backtest(
-    law: Any, proxies: pd.DataFrame, x: str, y: str, n_bootstrap: int, seed: int
+    law: Any, proxies: pd.DataFrame, x: str, y: str, n_bootstrap: int, seed: int,
+    called: str = "proxies",
 ) -> tuple[pd.DataFrame | None, str]:
-    """Per-cut backtest table, or None and the reason it could not be run."""
+    """Per-cut backtest table, or None and the reason it could not be run (``called``: what
+    the report calls the fitted runs)."""
     from scaling.errors import FitError
     from scaling.formatting import format_flops
     from scaling.laws.backtesting import backtest
 
     cuts = backtest_cuts(proxies[x].to_numpy(float), law.n_params)
     if not cuts:
+        noun = "proxies" if called == "proxies" else "runs"
+        where = "this sweep" if called == "proxies" else "the table"
         return None, (
-            f"No backtest: it needs more than {law.n_params} proxies below a compute cut and "
-            f"one above it, at different {x}; this sweep has {len(proxies)}."
+            f"No backtest: it needs more than {law.n_params} {noun} below a compute cut and "
+            f"one above it, at different {x}; {where} has {len(proxies)}."
         )
     try:
         result = backtest(
             law, proxies, cuts, x=(x,), y=y, n_bootstrap=n_bootstrap, seed=seed,
-            source="proxies",
+            source=called,
         )
     except FitError as error:
         return None, f"No backtest: {error}."
@@ -595,11 +632,18 @@ def _isoflop_figure(
         )
     except FitError as error:
         return data, f"No N_opt(C) law: {error}."
+    data.update(allocation=law, budget=budget)
     points = law.points
     grid = np.geomspace(min(points["flops"].min(), budget), max(points["flops"].max(), budget), 50)
+    # A bootstrap that kept the profiles in too few resamples has no interval to show.
+    from scaling.laws.allocation import MIN_DRAWS
+
+    def band(value: float, bounds: tuple[float, float]) -> str:
+        return format_band(value, *bounds) if law.n_bootstrap >= MIN_DRAWS else f"{value:.3g}"
+
     if flops == "flops":
         tokens_opt, tokens_law = points["flops"] / (6.0 * points["params_opt"]), law.tokens_opt
-        b_text = format_band(law.b, *law.b_interval)
+        b_text = band(law.b, law.b_interval)
     else:
         tokens_opt = _tokens_on_profiles(profiles, points["flops"], points["params_opt"])
         b, log_k = np.polyfit(np.log(points["flops"]), np.log(tokens_opt), 1)
@@ -615,9 +659,12 @@ def _isoflop_figure(
         {"flops": grid, "params_opt": law.params_opt(grid), "tokens_opt": tokens_law(grid)}
     )
     ratio = float(tokens_law(budget) / law.params_opt(budget))
+    no_interval = "" if law.n_bootstrap >= MIN_DRAWS else (
+        f" (no interval: {law.n_bootstrap} of {n_bootstrap} bootstrap resamples kept enough "
+        "profiles to fit)")
     text = (
         f"Approach 2 (IsoFLOP parabolas on {axis}, {len(points['flops'])} budgets): N_opt ∝ C^a "
-        f"with a = {format_band(law.a, *law.a_interval)}, D_opt ∝ C^b with b = {b_text}; at C = "
+        f"with a = {band(law.a, law.a_interval)}, D_opt ∝ C^b with b = {b_text}{no_interval}; at C = "
         f"{format_flops(budget, digits=3)} ({axis}) it gives N_opt = {format_count(float(law.params_opt(budget)))} and "
         f"D_opt = {format_count(float(tokens_law(budget)))} tokens ({ratio:.0f} tokens per parameter)."
     )
@@ -637,20 +684,22 @@ def _tokens_on_profiles(profiles: pd.DataFrame, flops: np.ndarray, params_opt: n
 
 
 def _optimal(
-    proxies: pd.DataFrame, budget: float, interval: float, n_bootstrap: int, seed: int
-) -> tuple[pd.DataFrame | None, str]:
-    """Chinchilla (approach 3) allocation of the target budget: table and a sentence."""
-    from scaling.errors import FitError
+    proxies: pd.DataFrame, budget: float, interval: float, n_bootstrap: int, seed: int,
+    called: str = "proxies",
+) -> tuple[Any, pd.DataFrame | None, str]:
+    """Chinchilla (approach 3) allocation of the target budget: the fit, a table and a
+    sentence (``called``: what the report calls the fitted runs)."""
+    from scaling.errors import DataError, FitError
     from scaling.laws.allocation import compute_optimal
     from scaling.laws.fitting import fit
 
     try:
         result = fit(
             "chinchilla", proxies, n_bootstrap=n_bootstrap, seed=seed, interval=interval,
-            source="proxies (Chinchilla fit)",
+            source=f"{called} (Chinchilla fit)",
         )
-    except FitError as error:
-        return None, f"No allocation: {error}."
+    except (FitError, DataError) as error:  # too few runs, or no params and tokens
+        return None, None, f"No allocation: {error}."
     best = compute_optimal(budget, result, interval=interval)
     table = pd.DataFrame(
         {
@@ -670,17 +719,112 @@ def _optimal(
         }
     )
     p = result.params_
+    on = "the proxies" if called == "proxies" else "the runs"
     text = (
-        f"From L(N, D) = E + A/N^alpha + B/D^beta fitted on the proxies (approach 3): "
+        f"From L(N, D) = E + A/N^alpha + B/D^beta fitted on {on} (approach 3): "
         f"E = {p['E']:.3g}, alpha = {p['alpha']:.3g}, beta = {p['beta']:.3g}, at "
         f"C = {format_flops(budget, digits=3)} (6ND)."
     )
     if not result.is_valid:
         text += (
-            " The fit is not valid (" + "; ".join(result.reasons_) + "): the proxies do not pin "
+            " The fit is not valid (" + "; ".join(result.reasons_) + f"): {on} do not pin "
             "down N and D separately, so read this allocation as indicative only."
         )
-    return table, text
+    return result, table, text
+
+
+_APPROACHES = {
+    1: "lower envelope of loss over compute",
+    2: "minima of IsoFLOP parabolas",
+    3: "closed form of the fitted L(N, D)",
+}
+
+
+def _allocations(
+    proxies: pd.DataFrame, budget: float, chinchilla: Any, isoflop: Mapping[str, Any] | None,
+    interval: float, n_bootstrap: int, seed: int, notes: dict[str, str],
+) -> pd.DataFrame | None:  # fmt: skip
+    """Chinchilla's approaches 1-3 at the 6ND budget ``budget``, side by side, and in
+    ``notes["allocations"]`` what could not be fitted and how the approaches compare."""
+    from scaling.errors import DataError, FitError
+    from scaling.laws.allocation import (
+        AllocationEstimate,
+        approach1,
+        compute_optimal,
+        reconcile_allocations,
+    )
+
+    estimates, rows, missing, where = [], [], [], {}
+    try:
+        law1 = approach1(proxies, n_bootstrap=min(n_bootstrap, 200), seed=seed,
+                         interval=interval, source="runs")
+    except (FitError, DataError) as error:
+        missing.append(f"No approach 1: {error}.")
+    else:
+        estimates.append(AllocationEstimate(
+            1, float(law1.params_opt(budget)), law1.params_interval(budget), law1.n_bootstrap,
+            interval=interval))  # fmt: skip
+        where[1] = (f"{len(law1.points['flops'])} envelope points up to "
+                    f"C = {format_flops(float(law1.points['flops'].max()))}")
+    law2 = None if isoflop is None else isoflop.get("allocation")
+    if law2 is not None:
+        at = isoflop["budget"]
+        estimates.append(AllocationEstimate(
+            2, float(law2.params_opt(at)), law2.params_interval(at), law2.n_bootstrap,
+            interval=interval))  # fmt: skip
+        where[2] = (f"{len(law2.points['flops'])} budgets on {isoflop['axis']} up to "
+                    f"C = {format_flops(float(law2.points['flops'].max()))}")
+    if chinchilla is not None:
+        best = compute_optimal(budget, chinchilla, interval=interval)
+        estimates.append(AllocationEstimate(
+            3, best.params, best.params_interval, len(chinchilla.bootstrap_theta_),
+            invalid="; ".join(chinchilla.reasons_), interval=interval))  # fmt: skip
+        where[3] = f"{chinchilla.n_points_} runs" + ("" if chinchilla.is_valid else ", fit not valid")
+    if not estimates:
+        if missing:
+            notes["allocations"] = " ".join(missing)
+        return None
+    for e in estimates:
+        lo, hi = e.params_interval
+        rows.append({
+            "approach": str(e.approach), "method": f"{_APPROACHES[e.approach]} ({where[e.approach]})",
+            "N_opt": format_count(e.params),
+            f"{interval:.0%} interval": format_range((lo, hi), format_count) if np.isfinite(e.width) else "none",
+            "D_opt (C/6N)": format_count(budget / (6.0 * e.params)),
+            "tokens per parameter": f"{budget / (6.0 * e.params ** 2):.3g}",
+        })  # fmt: skip
+    notes["allocations"] = " ".join(
+        [f"Chinchilla's three approaches at the same budget, C = {format_flops(budget, digits=3)} "
+         "(6ND); D_opt is C / (6 N_opt)."] + missing)
+    if len(estimates) >= 2:
+        notes["allocation_agreement"] = _agreement_text(estimates, reconcile_allocations(estimates))
+    return pd.DataFrame(rows)
+
+
+def _agreement_text(estimates: list[Any], verdict: Any) -> str:
+    """The approaches' agreement in words: by how much they differ, how each reaches its
+    N_opt, and which to trust and why."""
+    names = ", ".join(str(e.approach) for e in estimates[:-1]) + f" and {estimates[-1].approach}"
+    if verdict.agree:
+        return (f"Approaches {names} agree: their N_opt lie within {verdict.ratio - 1:.0%} of "
+                "each other, so the allocation does not hang on the method.")
+    how = {
+        1: "approach 1 takes the lowest-loss run in each compute bin and extrapolates a power "
+           "law through them",
+        2: "approach 2 reads N_opt off the loss minima of the IsoFLOP profiles measured and "
+           "extrapolates a power law through them",
+        3: "approach 3 extrapolates the fitted L(N, D), whose split of a budget rests on the "
+           "fitted alpha and beta alone",
+    }
+    high = max(estimates, key=lambda e: e.params)
+    low = min(estimates, key=lambda e: e.params)
+    methods = "; ".join(how[e.approach] for e in estimates)
+    text = (f"Approaches {names} disagree: their N_opt differ by {verdict.ratio:.2g}x (approach "
+            f"{high.approach} {format_count(high.params)}, approach {low.approach} "
+            f"{format_count(low.params)}). {methods[0].upper()}{methods[1:]}. ")
+    if verdict.trusted is None:
+        return text + f"None of them can be trusted here: {verdict.reason}."
+    return text + f"Trust approach {verdict.trusted}: {verdict.reason}."
 
 
 def _unfitted_proxies(runs: pd.DataFrame, fitted: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
