@@ -26,10 +26,11 @@ each event after the fault's time: ``resumed_from_checkpoint`` of ``faults_with_
 before a run's first checkpoint restarts it from step 0, as it must.
 
 Then the overhead of all this without faults: the same runs as a fault-free sweep (two nodes,
-one worker each, checkpoints, heartbeats, the tracking server) against the same RunSpecs
-trained by ``scaling.training.loop.train`` alone (no queue, tracking, checkpoints or
-heartbeats) in as many processes, measured in the same run; ``overhead`` compares the runs'
-own training time (``perf/wall_s``), ``wall_overhead`` the whole sweep's wall time.
+one worker each: the queue, heartbeats, checkpoints, the tracking server; the default logging
+cadence) against the same RunSpecs trained by ``scaling.training.loop.train`` in as many
+processes without queue, heartbeats or checkpoints, logged to the same tracking server
+(``overhead``) and bare (``overhead_vs_bare``), measured in the same run, on the runs' own
+training time (``perf/wall_s``); the wall times of the three are given too.
 
 One JSON line each (``chaos``, ``overhead``); exit 1 when a check fails.
 
@@ -68,7 +69,7 @@ def sweep_config(name: str, runs: int, steps: int, checkpoint_every: int, user_e
     widths = [8, 12, 16, 20][: max(1, min(4, runs))]
     budgets = -(-runs // len(widths))
     batch = 64
-    tokens = [batch * (steps + 10 * i) for i in range(budgets)]
+    tokens = [batch * (steps + max(10, steps // 40) * i) for i in range(budgets)]
     shapes = [{"d_model": width} for width in widths]
     config = {
         "name": name,
@@ -345,15 +346,23 @@ def run_chaos(folder: Path, storage: str, tracking_uri: str, *, runs: int = 12, 
 # ------------------------------------------------------------------------------ overhead --
 
 
-def _plain_train(spec_json: str) -> float:
-    """Seconds to train one RunSpec with nothing around it (no tracking, queue, checkpoints)."""
+def _plain_train(job: tuple[str, str | None]) -> float:
+    """Seconds to train one RunSpec without the queue, heartbeats or checkpoints: logged to
+    the tracking server as a sweep's run is (``tracking_uri``), or bare (None)."""
     from scaling.config.run import RunSpec
+    from scaling.sweeps import tracking
     from scaling.training.hardware import limit_threads
     from scaling.training.loop import train
 
+    spec_json, tracking_uri = job
     spec = RunSpec.model_validate_json(spec_json)
     limit_threads(1, params=0)
-    return train(spec).wall_s
+    if tracking_uri is None:
+        return train(spec).wall_s
+    with tracking.RunLogger(spec, tracking_uri=tracking_uri, params=spec.flat_params()) as run:
+        result = train(spec, log=run.log)
+        run.finish(result.summary())
+    return result.wall_s
 
 
 def run_overhead(folder: Path, storage: str, tracking_uri: str, *, runs: int = 12, steps: int = 400,
@@ -367,7 +376,9 @@ def run_overhead(folder: Path, storage: str, tracking_uri: str, *, runs: int = 1
     shared = folder / "shared-checkpoints"
     folder.mkdir(parents=True)
     sweep_file = folder / "calm.yaml"
-    sweep_file.write_text(yaml.safe_dump(sweep_config("calm", runs, steps, checkpoint_every, False)))
+    calm = sweep_config("calm", runs, steps, checkpoint_every, False)
+    calm["train"].pop("log_every")  # the default cadence, about 100 logged steps a run
+    sweep_file.write_text(yaml.safe_dump(calm))
     specs = expand(load_sweep(sweep_file))
     services = ["--storage", storage, "--tracking-uri", tracking_uri, "--checkpoint-root", str(shared)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -392,24 +403,33 @@ def run_overhead(folder: Path, storage: str, tracking_uri: str, *, runs: int = 1
     table = tracking.find_runs("calm", tracking_uri=tracking_uri)
     sweep_train = sum(run["metrics"]["perf/wall_s"] for run in table if run["status"] == "FINISHED")
 
-    started = time.time()
-    with ProcessPoolExecutor(len(processes)) as pool:
-        plain = list(pool.map(_plain_train, [spec.model_copy(update={
-            "train": spec.train.model_copy(update={"checkpoint_every": 0})}).model_dump_json() for spec in specs]))
-    plain_wall = time.time() - started
+    plain_specs = [spec.model_copy(update={"sweep": "calm-plain", "train": spec.train.model_copy(
+        update={"checkpoint_every": 0})}).model_dump_json() for spec in specs]  # fmt: skip
+    tracking.setup_experiment("calm-plain", tracking_uri=tracking_uri)
+    times = {}
+    for name, uri in (("tracked", tracking_uri), ("bare", None)):
+        started = time.time()
+        with ProcessPoolExecutor(len(processes)) as pool:
+            train_s = sum(pool.map(_plain_train, [(spec, uri) for spec in plain_specs]))
+        times[name] = (train_s, time.time() - started)
+    (tracked, tracked_wall), (bare, bare_wall) = times["tracked"], times["bare"]
     return {
         "benchmark": "overhead",
         "runs": len(specs),
         "finished": sum(run["status"] == "FINISHED" for run in table),
         "worker_exit_codes": codes,
         "sweep_train_s": round(sweep_train, 2),
-        "plain_train_s": round(sum(plain), 2),
-        "overhead": round(sweep_train / sum(plain) - 1, 4),
+        "tracked_train_s": round(tracked, 2),
+        "bare_train_s": round(bare, 2),
+        "overhead": round(sweep_train / tracked - 1, 4),
+        "overhead_vs_bare": round(sweep_train / bare - 1, 4),
+        "tracking_vs_bare": round(tracked / bare - 1, 4),
         "sweep_wall_s": round(sweep_wall, 2),
-        "plain_wall_s": round(plain_wall, 2),
-        "wall_overhead": round(sweep_wall / plain_wall - 1, 4),
+        "tracked_wall_s": round(tracked_wall, 2),
+        "bare_wall_s": round(bare_wall, 2),
         "processes": len(processes),
         "checkpoint_every": checkpoint_every,
+        "log_every": specs[0].train.log_every,
     }
 
 
@@ -424,6 +444,11 @@ def main() -> int:
     parser.add_argument("--storage", help="an Optuna RDB URL (default: a PostgreSQL server started here)")
     parser.add_argument("--tracking-uri", help="an MLflow server (default: one started here)")
     parser.add_argument("--no-overhead", action="store_true", help="skip the fault-free comparison")
+    parser.add_argument("--no-chaos", action="store_true", help="only the fault-free comparison")
+    parser.add_argument("--overhead-steps", type=int, default=None,
+                        help="steps of the shortest fault-free run (default: --steps)")
+    parser.add_argument("--overhead-checkpoint-every", type=int, default=None,
+                        help="its checkpoint interval (default: --checkpoint-every)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder (logs, checkpoints)")
     args = parser.parse_args()
 
@@ -442,14 +467,17 @@ def main() -> int:
             start_mlflow_server(database("mlflow"), folder / "mlflow-server"))
         print(json.dumps({"benchmark": "settings", **vars(args), "storage": storage.split("@")[-1],
                           "tracking_uri": tracking_uri, "cpus": os.cpu_count()}), flush=True)  # fmt: skip
-        line = run_chaos(folder / "chaos", storage, tracking_uri, runs=args.runs, kills=args.kills,
-                         steps=args.steps, checkpoint_every=args.checkpoint_every,
-                         workers_per_node=args.workers_per_node, seed=args.seed)  # fmt: skip
-        print(json.dumps(line), flush=True)
-        ok = line["ok"]
+        ok = True
+        if not args.no_chaos:
+            line = run_chaos(folder / "chaos", storage, tracking_uri, runs=args.runs, kills=args.kills,
+                             steps=args.steps, checkpoint_every=args.checkpoint_every,
+                             workers_per_node=args.workers_per_node, seed=args.seed)  # fmt: skip
+            print(json.dumps(line), flush=True)
+            ok = line["ok"]
         if not args.no_overhead:
-            calm = run_overhead(folder / "calm", storage, tracking_uri, runs=args.runs, steps=args.steps,
-                                checkpoint_every=args.checkpoint_every)  # fmt: skip
+            calm = run_overhead(folder / "calm", storage, tracking_uri, runs=args.runs,
+                                steps=args.overhead_steps or args.steps,
+                                checkpoint_every=args.overhead_checkpoint_every or args.checkpoint_every)  # fmt: skip
             print(json.dumps(calm), flush=True)
     return 0 if ok else 1
 

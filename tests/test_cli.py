@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from scaling.cli import main
 from scaling.cli.reference import REFERENCE_END, REFERENCE_START, cli_reference
 
@@ -32,3 +34,15 @@ def test_user_error_is_one_line_and_exit_code(tmp_path, capsys):
 def test_unknown_command_is_a_usage_error(capsys):
     assert main(["no-such-command"]) == 2
     assert "No such command" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["fit", "--csv", "runs.csv", "--interval", "2"],
+     "error: Invalid value for '--interval': 2.0 is not in the range 0<x<1. (see 'scaling fit --help')"),
+    (["fitt"], "error: No such command 'fitt'. Did you mean 'fit'? (see 'scaling --help')"),
+    (["sweep", "run"], "error: Missing argument 'FILE'. (see 'scaling sweep run --help')"),
+])
+def test_a_bad_option_or_argument_is_one_line_naming_it_and_where_help_is(args, line, capsys):
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert (out, err.splitlines()) == ("", [line])

@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
+    except click.UsageError as error:  # a bad option or argument: one line, and where help is
+        command = error.ctx.command_path if error.ctx is not None else "scaling"
+        click.echo(f"error: {error.format_message()} (see '{command} --help')", err=True)
+        return error.exit_code
     except click.ClickException as error:
         error.show()
         return error.exit_code
