@@ -92,3 +92,17 @@ def test_runs_for_a_gpu_this_machine_lacks_get_no_estimate_and_no_probe(capsys):
     assert code == 0, err
     assert out.splitlines()[-1] == ("estimated wall time: none (the runs train on cuda and this machine "
                                     "has no CUDA GPU to probe them on)")
+
+
+def test_an_unreachable_tracking_server_falls_back_to_the_probe_at_once(capsys):
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.time()
+    code, out, _ = _dry_run(write_sweep(_sweep("down")), capsys, "--tracking-uri", f"http://127.0.0.1:{port}",
+                            "--output", "json")
+    assert code == 0 and json.loads(out)["estimate"]["source"] == "a 32-step probe of each shape on this machine"
+    assert time.time() - started < 30  # the probe's seconds, no wait on MLflow's retries

@@ -42,13 +42,15 @@ EVAL_SPEEDUP = 3.0  # an eval token costs a forward pass: about a third of a tra
 
 def earlier_throughput(sweep: str, tracking_uri: str) -> list[tuple[float, float]]:
     """(N, tokens/s) of the sweep's finished runs in the tracking store; empty when there are
-    none, or the store does not exist yet (a read creates nothing)."""
+    none, the store does not exist yet (a read creates nothing), or its server does not answer
+    (checked in seconds first: a dry run must not wait minutes on MLflow's retries)."""
     from scaling.sweeps import tracking
 
     path = tracking.sqlite_path(tracking_uri)
     if path is not None and not path.exists():
         return []
     try:
+        tracking.check_tracking(tracking_uri, timeout=3.0)
         runs = tracking.find_runs(sweep, tracking_uri=tracking_uri, status="FINISHED")
     except Exception:  # noqa: BLE001 - no experiment yet, or a store that cannot be read now
         return []
