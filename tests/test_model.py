@@ -43,8 +43,9 @@ def test_hand_computed_counts_for_a_small_model():
 def test_exact_flops_charge_banded_layers_only_their_window():
     dense = model_counts(small(context=64))
     banded = model_counts(small(context=64, attention="alternating", window=8))
-    # layer 1 is banded: its attention term drops from 12·d·64 to 12·d·8
-    assert dense["flops_per_token_exact"] - banded["flops_per_token_exact"] == 12 * 32 * (64 - 8)
+    # layer 1 is banded: its attention term drops from 12·d·64 to 12·d·16, the 2·window
+    # scores per query the banded kernel computes (tiles of 8 queries against 16 keys)
+    assert dense["flops_per_token_exact"] - banded["flops_per_token_exact"] == 12 * 32 * (64 - 16)
     assert dense["params"] == banded["params"]
 
 
@@ -122,7 +123,7 @@ def test_cpu_bf16_attention_matches_the_fp32_kernel(banded):
 def test_alternating_layers_are_dense_then_banded():
     config = small(n_layer=4, attention="alternating", window=4)
     model = GPT(config)
-    assert [block.attn.band is not None for block in model.blocks] == [False, True, False, True]
+    assert [block.attn.window for block in model.blocks] == [None, 4, None, 4]
 
 
 def test_initial_loss_is_log_vocab_and_residual_init_is_scaled():

@@ -214,10 +214,12 @@ def _integers(text: str, option: str) -> list[int]:
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
               help="A large learning rate, kept constant.")
 @click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True, help="AdamW steps before measuring.")
+@click.option("--family", type=click.Choice(["gpt2", "llama"]), default="gpt2", show_default=True,
+              help="The model family whose parametrisation is checked.")
 @click.option("--plot", type=click.Path(dir_okay=False), default="coord-check.png", show_default=True,
               help="Where to write the figure.")
 @output_option
-def check_coords_command(widths, depths, n_head, lr, steps, plot, output):
+def check_coords_command(widths, depths, n_head, lr, steps, family, plot, output):
     """Coordinate check of the parametrisations: activation size against width and depth.
 
     Trains each shape a few steps at a large learning rate under 'standard' and 'mup'
@@ -230,6 +232,7 @@ def check_coords_command(widths, depths, n_head, lr, steps, plot, output):
     Example:
       scaling check-coords
       scaling check-coords --widths 64,128,256,512 --lr 3e-2 --plot coords.png
+      scaling check-coords --family llama
     """
     from pathlib import Path
 
@@ -237,7 +240,7 @@ def check_coords_command(widths, depths, n_head, lr, steps, plot, output):
     from scaling.training.coordinates import coord_check, coord_slopes
 
     table = coord_check(_integers(widths, "--widths"), _integers(depths, "--depths"),
-                        n_head=n_head, lr=lr, steps=steps)
+                        n_head=n_head, lr=lr, steps=steps, family=family)
     slopes = coord_slopes(table)
     Path(plot).write_bytes(figure_png(draw_coord_check(table)))
     if output == "json":

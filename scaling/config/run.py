@@ -51,8 +51,21 @@ class StrictModel(BaseModel):
 
 
 class ModelConfig(StrictModel):
-    """Shape and recipe of one GPT model (see :class:`scaling.training.model.GPTConfig`)."""
+    """Shape and recipe of one model (see :class:`scaling.training.model.GPTConfig`).
 
+    ``family`` picks the block: 'gpt2' (LayerNorm, learned positions, GELU MLP, biases; the
+    default) or 'llama' (RMSNorm, rotary positions, SwiGLU, grouped-query attention, and by
+    default no biases and an untied output head). ``factory`` names a user's own model
+    instead (:mod:`scaling.training.user_model`).
+    """
+
+    family: Literal["gpt2", "llama"] = Field(
+        "gpt2",
+        description=(
+            "'gpt2': LayerNorm, learned positions, GELU MLP 4d wide, biases; 'llama': RMSNorm, "
+            "rotary positions, SwiGLU, grouped-query attention, no biases, untied head"
+        ),
+    )
     n_layer: int = Field(4, ge=1, description="number of Transformer blocks")
     d_model: int = Field(128, ge=1, description="residual stream width")
     n_head: int = Field(4, ge=1, description="attention heads; must divide d_model")
@@ -66,9 +79,28 @@ class ModelConfig(StrictModel):
     window: int | None = Field(
         None, ge=1, description="band width in tokens of the banded layers ('alternating' only)"
     )
-    tie_embeddings: bool = True
-    bias: bool = True
+    n_kv_head: int | None = Field(
+        None, ge=1,
+        description="key/value heads of grouped-query attention ('llama'; None = n_head)",
+    )
+    ffn_multiple_of: int = Field(
+        32, ge=1, description="'llama': the SwiGLU width 8·d/3 is rounded up to a multiple of this"
+    )
+    rope_theta: float = Field(10000.0, gt=1, description="'llama': base of the rotary frequencies")
+    tie_embeddings: bool = Field(
+        True, description="share the token table with the output head ('llama' default: false)"
+    )
+    bias: bool = Field(True, description="biases in Linear layers and norms ('llama' default: false)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    factory: str | None = Field(
+        None,
+        pattern=r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$",
+        description=(
+            "your own model: 'package.module:function' or 'path/to/file.py:function', called "
+            "with the GPTConfig of the shape and returning an nn.Module from token ids (B, T) "
+            "to logits (B, T, vocab)"
+        ),
+    )
     parametrization: Literal["standard", "mup"] = Field(
         "standard",
         description="'mup' = width-muP plus CompleteP depth scaling relative to the base shape",
@@ -79,6 +111,14 @@ class ModelConfig(StrictModel):
     base_n_layer: int | None = Field(
         None, ge=1, description="depth the hyperparameters were tuned at ('mup' only)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_defaults(cls, data: Any) -> Any:
+        """Llama's recipe has no biases and an untied head unless the file says otherwise."""
+        if isinstance(data, dict) and data.get("family") == "llama":
+            data = {"bias": False, "tie_embeddings": False, **data}
+        return data
 
     @model_validator(mode="after")
     def _check_shape(self) -> ModelConfig:
@@ -101,8 +141,32 @@ class ModelConfig(StrictModel):
                 f"window = {self.window} is larger than context = {self.context}; "
                 f"use a window of at most {self.context}"
             )
+        self._check_family()
         self._check_parametrization()
         return self
+
+    def _check_family(self) -> None:
+        if self.n_kv_head is not None:
+            if self.family != "llama":
+                raise ValueError(
+                    f"n_kv_head = {self.n_kv_head} needs family: llama (grouped-query "
+                    "attention); set family: llama or remove n_kv_head"
+                )
+            if self.n_head % self.n_kv_head:
+                raise ValueError(
+                    f"n_kv_head = {self.n_kv_head} does not divide n_head = {self.n_head}; "
+                    "each key/value head serves an equal group of query heads"
+                )
+        if self.family == "llama" and (self.d_model // self.n_head) % 2:
+            raise ValueError(
+                f"head width d_model / n_head = {self.d_model // self.n_head} is odd; rotary "
+                "positions rotate pairs of coordinates, pick n_head so that it is even"
+            )
+        if self.factory is not None and self.parametrization != "standard":
+            raise ValueError(
+                f"parametrization = {self.parametrization!r} is built into our families only; "
+                "with a factory, use parametrization: standard"
+            )
 
     def _check_parametrization(self) -> None:
         base = {"base_d_model": self.base_d_model, "base_n_layer": self.base_n_layer}
@@ -132,7 +196,11 @@ class ModelConfig(StrictModel):
 
 # Fields added after run keys were first published: they enter the run key and the logged
 # params only when they differ from these defaults, so every earlier run keeps its key.
-_OPTIONAL_MODEL_FIELDS = {"parametrization": "standard", "base_d_model": None, "base_n_layer": None}
+_OPTIONAL_MODEL_FIELDS = {
+    "parametrization": "standard", "base_d_model": None, "base_n_layer": None,
+    "family": "gpt2", "n_kv_head": None, "ffn_multiple_of": 32, "rope_theta": 10000.0,
+    "factory": None,
+}
 _OPTIONAL_DATA_FIELDS = {"bin_dtype": "uint16", "content_hash": None}
 _OPTIONAL_TRAIN_FIELDS = {"schedule": "cosine", "decay_fraction": 0.2, "decay_shape": "1-sqrt"}
 
@@ -143,6 +211,31 @@ def _file_digest(path: str) -> str | None:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
         return None
+
+
+def factory_source(factory: str) -> Path | None:
+    """The file that defines a ``model.factory`` ('path/to/file.py:function' or
+    'package.module:function', found on ``sys.path`` with the working directory first), without
+    running it; None when it cannot be found (the run then fails naming it)."""
+    import importlib.util
+    import sys
+
+    target = factory.rpartition(":")[0]
+    if target.endswith(".py") or "/" in target:
+        path = Path(target)
+        return path.resolve() if path.is_file() else None
+    added = str(Path.cwd()) not in sys.path
+    if added:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        spec = importlib.util.find_spec(target)
+    except Exception:  # a package that fails to import: the run names it when it builds
+        spec = None
+    finally:
+        if added:
+            sys.path.remove(str(Path.cwd()))
+    origin = getattr(spec, "origin", None)
+    return Path(origin) if origin and Path(origin).is_file() else None
 
 
 def _model_payload(model: ModelConfig) -> dict[str, Any]:
@@ -338,6 +431,9 @@ class RunSpec(StrictModel):
             files = {task: _file_digest(task) for task in self.evals.tasks if task.endswith(".jsonl")}
             if files:
                 payload["task_files"] = files
+        if self.model.factory is not None:  # editing the model's file makes its runs new runs
+            source = factory_source(self.model.factory)
+            payload["factory_source"] = None if source is None else _file_digest(str(source))
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -51,12 +51,13 @@ class Shape(StrictModel):
     n_layer: int | None = Field(None, ge=1)
     d_model: int | None = Field(None, ge=1)
     n_head: int | None = Field(None, ge=1)
+    n_kv_head: int | None = Field(None, ge=1, description="key/value heads ('llama' family)")
     batch_tokens: int | None = Field(None, ge=1, description="overrides train.batch_tokens")
     lr: float | None = Field(None, gt=0, description="overrides train.lr")
 
     def model_overrides(self) -> dict[str, int]:
         """The model fields this shape sets."""
-        fields = ("n_layer", "d_model", "n_head")
+        fields = ("n_layer", "d_model", "n_head", "n_kv_head")
         return {key: getattr(self, key) for key in fields if getattr(self, key) is not None}
 
     def train_overrides(self) -> dict[str, Any]:

@@ -49,7 +49,8 @@ def _measured(model: Any, x: Any) -> dict[str, float]:
 
 
 def _coord_run(parametrization: str, d_model: int, n_layer: int, base: tuple[int, int], *,
-               n_head: int, lr: float, steps: int, batch: int, context: int, seed: int) -> dict[str, float]:
+               n_head: int, lr: float, steps: int, batch: int, context: int, seed: int,
+               family: str = "gpt2") -> dict[str, float]:
     import torch
 
     from scaling.config.run import TrainConfig
@@ -59,6 +60,7 @@ def _coord_run(parametrization: str, d_model: int, n_layer: int, base: tuple[int
     mup = parametrization == "mup"
     config = GPTConfig(
         n_layer=n_layer, d_model=d_model, n_head=n_head, context=context, vocab_size=256,
+        family=family, bias=family == "gpt2", tie_embeddings=family == "gpt2",
         parametrization=parametrization, base_d_model=base[0] if mup else None,
         base_n_layer=base[1] if mup else None,
     )  # fmt: skip
@@ -87,6 +89,7 @@ def coord_check(
     batch: int = 8,
     context: int = 64,
     seed: int = 0,
+    family: str = "gpt2",
 ) -> pd.DataFrame:
     """Activation sizes after a few large-lr steps, across widths and depths.
 
@@ -95,7 +98,8 @@ def coord_check(
     steps at a constant ``lr`` on one fixed batch of random byte tokens, with the optimizer
     groups of :func:`scaling.training.loop.train`; then one forward pass records the mean absolute
     coordinate of the embedding output, the last block's attention and MLP outputs, the
-    residual stream after it, and the logits.
+    residual stream after it, and the logits. ``family`` is the model family ('gpt2' or
+    'llama', with Llama's defaults: no biases, untied head).
 
     Returns
     -------
@@ -114,7 +118,8 @@ def coord_check(
     for parametrization in parametrizations:
         for axis, d_model, n_layer in shapes:
             sizes = _coord_run(parametrization, d_model, n_layer, base, n_head=n_head, lr=lr,
-                               steps=steps, batch=batch, context=context, seed=seed)
+                               steps=steps, batch=batch, context=context, seed=seed,
+                               family=family)
             rows += [{"parametrization": parametrization, "axis": axis, "d_model": d_model,
                       "n_layer": n_layer, "layer": layer, "size": sizes[layer]}
                      for layer in COORD_LAYERS]  # fmt: skip

@@ -79,6 +79,10 @@ class RunResult:
         empty when the run lists no ``evals.tasks``.
     evals_s : float
         Seconds spent scoring the tasks (included in ``wall_s``).
+    conventions : dict
+        The counts under the other conventions (:func:`scaling.training.model.model_counts`):
+        ``params_kaplan``, ``deepseek_m`` (FLOPs per token), and ``flops_palm``,
+        ``flops_chinchilla`` (per token × D).
     """
 
     status: str
@@ -96,6 +100,7 @@ class RunResult:
     resumed_from_step: int = 0
     capabilities: dict[str, float] = field(default_factory=dict)
     evals_s: float = 0.0
+    conventions: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float]:
         """The summary metrics logged once at the end (the keys of docs/architecture.md, "MLflow keys"), as plain floats.
@@ -115,6 +120,7 @@ class RunResult:
             "size/tokens": float(self.tokens),
             "size/flops": float(self.flops),
             "size/flops_exact": float(self.flops_exact),
+            **{f"size/{name}": float(value) for name, value in self.conventions.items()},
             **self.capabilities,
             **({"perf/evals_s": float(self.evals_s)} if self.capabilities else {}),
         }
@@ -289,10 +295,10 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, dict[str, An
     """
     import torch
 
-    from scaling.training.model import GPT, GPTConfig
+    from scaling.training.model import GPTConfig, build_model
 
     payload = torch.load(path, map_location=device, weights_only=True)
-    model = GPT(GPTConfig(**payload["config"]))
+    model = build_model(GPTConfig(**payload["config"]))
     model.load_state_dict(payload["model"])
     model.to(device).eval()
     return model, {key: value for key, value in payload.items() if key != "model"}
@@ -407,7 +413,7 @@ def _setup(spec: RunSpec, log: LogFn | None, progress: ProgressFn | None,
     import torch
 
     from scaling.training.data import prepare_data
-    from scaling.training.model import GPT, GPTConfig, model_counts
+    from scaling.training.model import GPTConfig, build_model, model_counts
 
     cfg = spec.train
     dist = Distributed.from_env()
@@ -428,7 +434,7 @@ def _setup(spec: RunSpec, log: LogFn | None, progress: ProgressFn | None,
     precision, autocast = _precision(cfg, device, counts["params"])
 
     torch.manual_seed(cfg.seed)
-    model = GPT(config).to(device)
+    model = build_model(config).to(device)
     optimizer = build_optimizer(model, cfg, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -719,6 +725,12 @@ def _result(run: _Run, status: str, failure: str | None, final_loss: float,
         resumed_from_step=run.start_step,
         capabilities=capabilities,
         evals_s=evals_s,
+        conventions={
+            "params_kaplan": float(counts["params_kaplan"]),
+            "deepseek_m": float(counts["deepseek_m"]),
+            "flops_palm": float(counts["flops_per_token_palm"]) * tokens,
+            "flops_chinchilla": float(counts["flops_per_token_chinchilla"]) * tokens,
+        },
     )
 
 
