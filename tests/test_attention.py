@@ -100,11 +100,12 @@ def test_outputs_ignore_tokens_outside_the_window():
     T, window = 90, 16
     q, k, v = qkv(T, B=1)
     out = banded_causal_attention(q, k, v, window)
+    generator = torch.Generator().manual_seed(2)
     for i in (0, 15, 16, 40, 47, 48, 89):
         k2, v2 = k.clone(), v.clone()
         outside = (torch.arange(T) > i) | (torch.arange(T) <= i - window)
-        k2[:, :, outside] = torch.randn(k2[:, :, outside].shape) * 5
-        v2[:, :, outside] = torch.randn(v2[:, :, outside].shape) * 5
+        k2[:, :, outside] = torch.randn(k2[:, :, outside].shape, generator=generator) * 5
+        v2[:, :, outside] = torch.randn(v2[:, :, outside].shape, generator=generator) * 5
         changed = banded_causal_attention(q, k2, v2, window)
         torch.testing.assert_close(changed[:, :, i], out[:, :, i], atol=1e-6, rtol=0)
         # ... while changing one key inside the window does change it.
@@ -118,7 +119,8 @@ def test_outputs_ignore_tokens_outside_the_window():
 def test_non_contiguous_inputs():
     # The model passes (B, T, H, hd) projections transposed to (B, H, T, hd).
     B, T, H, hd = 2, 70, 4, 8
-    q, k, v = (torch.randn(B, T, H, hd).transpose(1, 2) for _ in range(3))
+    generator = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(B, T, H, hd, generator=generator).transpose(1, 2) for _ in range(3))
     assert not q.is_contiguous()
     out = banded_causal_attention(q, k, v, 16)
     torch.testing.assert_close(out, reference(q, k, v, 16), atol=1e-5, rtol=1e-5)

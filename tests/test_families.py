@@ -51,6 +51,16 @@ def test_llama_counts_by_hand_and_the_built_model_agrees():
     assert not any(isinstance(m, nn.Linear) and m.bias is not None for m in model.modules())
 
 
+def test_llama_3_8b_total_matches_the_published_count():
+    # Meta-Llama-3-8B: 32 layers, d 4096, 32 heads, 8 kv heads, SwiGLU 14336, vocab 128256,
+    # untied, no biases: 8,030,261,248 parameters (the model card's 8.03B, as HF counts it).
+    config = llama(n_layer=32, d_model=4096, n_head=32, n_kv_head=8, context=8192,
+                   vocab_size=128256, ffn_hidden=14336, rope_theta=500000.0)
+    counts = model_counts(config)
+    assert counts["params_total"] == 8_030_261_248
+    assert counts["params"] == 8_030_261_248 - 2 * 128256 * 4096
+
+
 def test_llama_defaults_in_the_run_file_and_old_run_keys_hold():
     plain = validate(ModelConfig, {"family": "llama"})
     assert (plain.bias, plain.tie_embeddings) == (False, False)

@@ -86,6 +86,9 @@ class ModelConfig(StrictModel):
     ffn_multiple_of: int = Field(
         32, ge=1, description="'llama': the SwiGLU width 8·d/3 is rounded up to a multiple of this"
     )
+    ffn_hidden: int | None = Field(
+        None, ge=1, description="the MLP's hidden width, overriding the family's rule (4d; 8d/3)"
+    )
     rope_theta: float = Field(10000.0, gt=1, description="'llama': base of the rotary frequencies")
     tie_embeddings: bool = Field(
         True, description="share the token table with the output head ('llama' default: false)"
@@ -198,8 +201,8 @@ class ModelConfig(StrictModel):
 # params only when they differ from these defaults, so every earlier run keeps its key.
 _OPTIONAL_MODEL_FIELDS = {
     "parametrization": "standard", "base_d_model": None, "base_n_layer": None,
-    "family": "gpt2", "n_kv_head": None, "ffn_multiple_of": 32, "rope_theta": 10000.0,
-    "factory": None,
+    "family": "gpt2", "n_kv_head": None, "ffn_multiple_of": 32, "ffn_hidden": None,
+    "rope_theta": 10000.0, "factory": None,
 }
 _OPTIONAL_DATA_FIELDS = {"bin_dtype": "uint16", "content_hash": None}
 _OPTIONAL_TRAIN_FIELDS = {"schedule": "cosine", "decay_fraction": 0.2, "decay_shape": "1-sqrt"}

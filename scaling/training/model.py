@@ -70,6 +70,8 @@ class GPTConfig:
         Key/value heads of grouped-query attention ('llama'); None means ``n_head``.
     ffn_multiple_of : int
         'llama': the SwiGLU width 8·d/3 is rounded up to a multiple of this.
+    ffn_hidden : int or None
+        The MLP's hidden width, overriding the family's rule (Llama 3 8B: 14336).
     rope_theta : float
         'llama': base of the rotary frequencies.
     factory : str or None
@@ -97,6 +99,7 @@ class GPTConfig:
     family: str = "gpt2"
     n_kv_head: int | None = None
     ffn_multiple_of: int = 32
+    ffn_hidden: int | None = None
     rope_theta: float = 10000.0
     factory: str | None = None
     tie_embeddings: bool = True
@@ -205,6 +208,8 @@ class GPTConfig:
         >>> GPTConfig(d_model=100, n_head=2, family="llama", ffn_multiple_of=64).ffn_width  # 266 -> 320
         320
         """
+        if self.ffn_hidden is not None:
+            return self.ffn_hidden
         if self.family == "gpt2":
             return 4 * self.d_model
         multiple = self.ffn_multiple_of
