@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -121,14 +123,23 @@ def _train_with_progress(spec: Any, checkpoint_dir: str | None, log: Any = None)
                    "logged; under torchrun rank 0 logs.")
 @click.option("--role", type=click.Choice(["target", "proxy"]), default="target", show_default=True,
               help="The logged run's scaling.role (with --experiment).")
+@click.option("--run-id", default=None,
+              help="With --experiment: log into this existing run of the experiment (it must carry "
+                   "the run file's run key), reopened as a sweep worker resumes a run.")
+@click.option("--failure-file", type=click.Path(dir_okay=False), default=None, hidden=True,
+              help="Append why this process failed to this file, as one JSON line (the rank, "
+                   "the error's class and message): how a sweep worker reads its torchrun child.")
 @tracking_option
 @output_option
 def train_command(config: str | None, overrides: tuple[str, ...], checkpoint_dir: str | None,
-                  experiment: str | None, role: str, tracking_uri: str, output: str) -> None:
+                  experiment: str | None, role: str, run_id: str | None, failure_file: str | None,
+                  tracking_uri: str, output: str) -> None:
     """Train one model from a YAML run file and/or --set flags, with a progress bar.
 
     With --experiment the run is logged to MLflow exactly as a sweep's runs are (params,
-    tags, step and summary metrics), with role 'target' by default, so that compare finds it.
+    tags, step and summary metrics), with role 'target' by default, so that compare finds it;
+    a SIGTERM then ends the run KILLED. A sweep's target exported with 'scaling sweep
+    export-target' trains this way on any launcher, and the sweep finds it by its run key.
 
     \b
     Example:
@@ -137,33 +148,114 @@ def train_command(config: str | None, overrides: tuple[str, ...], checkpoint_dir
       torchrun --nproc_per_node 8 -m scaling train target.yaml --experiment demo
     """
     from scaling.config.run import load_run_spec
+    from scaling.errors import ConfigError
 
-    spec = load_run_spec(config, _parse_overrides(overrides))
-    if experiment is None:
-        result = _train_with_progress(spec, checkpoint_dir)
-    else:
-        result = _train_logged(spec, checkpoint_dir, experiment, role, tracking_uri)
-    _print_run_result(result, output)
+    try:
+        if run_id is not None and experiment is None:
+            raise ConfigError(f"--run-id {run_id} needs --experiment, the run's experiment (its sweep)")
+        spec = load_run_spec(config, _parse_overrides(overrides))
+        if experiment is None:
+            result = _train_with_progress(spec, checkpoint_dir)
+        else:
+            result = _train_logged(spec, checkpoint_dir, experiment, role, tracking_uri, run_id)
+        _print_run_result(result, output)
+    except Exception as error:
+        if failure_file is not None:
+            _record_failure(failure_file, error)
+        raise
+
+
+def _record_failure(path: str, error: Exception) -> None:
+    """Append ``{"rank", "error", "message"}`` of a failed run as one JSON line to ``path``:
+    every rank of a torchrun job appends its own, and the first line is the first failure."""
+    import json
+
+    line = json.dumps({"rank": int(os.environ.get("RANK", "0")), "error": type(error).__name__,
+                       "message": " ".join(str(error).split())})  # fmt: skip
+    with open(path, "a", encoding="utf-8") as handle:  # one short write: atomic with O_APPEND
+        handle.write(line + "\n")
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm(run: Any, world: int) -> Iterator[None]:
+    """While training into ``run``, end it KILLED on SIGTERM, as a sweep worker ends its runs.
+
+    One process raises ``SystemExit``, which leaves the run's block (KILLED). Rank 0 of a
+    torchrun job (torchrun passes a SIGTERM on to every rank) ends the run here and exits at
+    once: unwinding through the training's teardown would wait on a collective that the
+    other ranks, stopped too, never join.
+    """
+    import signal
+    import sys
+    import threading
+
+    def stop(signum: int, frame: Any) -> None:
+        if world == 1:
+            sys.exit(143)
+        try:
+            run.end("KILLED", "stopped by SIGTERM")
+        finally:
+            os._exit(143)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _reopened_run(run_id: str, spec: Any, tracking_uri: str) -> None:
+    """Check that ``run_id`` is a run of ``spec``'s run key before training into it.
+
+    Raises
+    ------
+    ConfigError
+        If the run is another run's (a run key of another RunSpec).
+    TrackingError
+        If the run does not exist or MLflow cannot be read.
+    """
+    from scaling.errors import ConfigError
+    from scaling.sweeps import tracking
+
+    tags = tracking.run_tags(run_id, tracking_uri=tracking_uri)
+    key = tags.get(tracking.TAG_RUN_KEY)
+    if key != spec.run_key:
+        raise ConfigError(
+            f"--run-id {run_id} is the run of run key {key}, not of this run file's "
+            f"{spec.run_key}; give the run id of this run, or leave --run-id out to log a new run"
+        )
 
 
 def _train_logged(spec: Any, checkpoint_dir: str | None, experiment: str, role: str,
-                  tracking_uri: str) -> Any:
-    """Train ``spec`` into a new MLflow run of ``experiment`` as a sweep worker does (the
-    corpus hash pinned, the resolved vocabulary logged, summary and timing at the end); only
-    rank 0 of a torchrun job talks to MLflow."""
+                  tracking_uri: str, run_id: str | None = None) -> Any:
+    """Train ``spec`` into a new MLflow run of ``experiment`` (or reopen ``run_id``) as a sweep
+    worker does (the corpus hash pinned, the resolved vocabulary logged, the processes as
+    ``scaling.world_size``, summary and timing at the end); only rank 0 of a torchrun job
+    talks to MLflow."""
     from scaling.sweeps import tracking
     from scaling.sweeps.planning import model_vocab_size, pin_corpus
+    from scaling.training.hardware import Distributed
 
     rank0 = os.environ.get("RANK", "0") == "0"
-    if rank0:  # before any training: a bad URI or a down server fails in one line
+    if rank0 and run_id is None:  # before any training: a bad URI or a down server fails in one line
         tracking.setup_experiment(experiment, tracking_uri=tracking_uri)
+    elif rank0:  # the sweep's launcher made the experiment; a reader never creates a database
+        tracking.check_tracking(tracking_uri)
     spec = spec.model_copy(update={"sweep": experiment, "role": role, "data": pin_corpus(spec.data)})
     if not rank0:
         return _train_with_progress(spec, checkpoint_dir)
+    if run_id is not None:
+        _reopened_run(run_id, spec, tracking_uri)
     params = spec.flat_params()
     params["model.vocab_size"] = model_vocab_size(spec.model, spec.data)
-    with tracking.RunLogger(spec, tracking_uri=tracking_uri, params=params) as run:
-        result = _train_with_progress(spec, checkpoint_dir, log=run.log)
+    world = Distributed.from_env().world
+    tags = {tracking.TAG_WORLD_SIZE: str(world)}
+    with tracking.RunLogger(spec, tracking_uri=tracking_uri, run_id=run_id, params=params, tags=tags) as run:
+        with _stopped_by_sigterm(run, world):
+            result = _train_with_progress(spec, checkpoint_dir, log=run.log)
         timing = {
             "perf/wall_s": result.wall_s,
             "perf/mean_tokens_per_s": result.tokens_per_s,

@@ -1,10 +1,13 @@
-"""``scaling sweep run|worker|status|retry``: families of runs through an Optuna queue."""
+"""``scaling sweep run|worker|status|retry|export-target``: families of runs through an Optuna queue."""
 
 from __future__ import annotations
+
+import os
 
 import click
 
 from scaling.cli.options import (
+    DEFAULT_TRACKING_URI,
     emit_json,
     output_option,
     print_rows,
@@ -100,7 +103,8 @@ def sweep_run(file, workers, devices, storage, tracking_uri, roles, quick, threa
         if output == "json":
             return emit_json({"runs": rows, "total_flops": total["C"], "total_flops_exact": total["C_exact"],
                               "estimate": estimate})  # fmt: skip
-        print_rows([*rows, total], ["name", "role", "runs", "shape", "N", "D", "C", "C_exact", "batch_tokens", "lr"], config.name)
+        print_rows([*rows, total], ["name", "role", "runs", "processes", "shape", "N", "D", "C", "C_exact",
+                                    "batch_tokens", "lr"], config.name)  # fmt: skip
         if estimate is not None:
             click.echo(_estimate_line(estimate))
         return None
@@ -236,3 +240,70 @@ def sweep_status(file, storage, tracking_uri, roles, quick, output) -> None:
     if output == "json":
         return emit_json(rows)
     print_rows(rows, ["name", "role", "state", "loss", "flops_exact", "retries", "worker", "failure"], file)
+
+
+@sweep_group.command("export-target")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "path", type=click.Path(dir_okay=False), default="target.yaml", show_default=True,
+              help="The run file to write.")
+@_quick_option
+@click.option("--tracking-uri", default=lambda: os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
+              show_default=DEFAULT_TRACKING_URI,
+              help="The sweep's MLflow tracking URI, for the launch command in the file's header.")
+@output_option
+def sweep_export_target(file, path, quick, tracking_uri, output) -> None:
+    """Write the sweep's target as a run file, for a launcher that is not a sweep worker.
+
+    The file is the target's complete RunSpec (model, data with its content hash pinned,
+    train, evals, name, sweep, role), so 'scaling train' trains the very run the sweep
+    plans, with its run key; its header says how to launch it (torchrun with the target's
+    nproc_per_node and nnodes). Logged with --experiment into the sweep's experiment, the
+    run is found by 'scaling sweep run' (reused, not trained again) and by compare.
+
+    \b
+    Example:
+      scaling sweep export-target sweeps/gpt2-ladder-gpu.yaml -o target.yaml
+      torchrun --standalone --nproc_per_node 8 -m scaling train target.yaml
+        --experiment gpt2-ladder-gpu --tracking-uri http://mlflow:5000
+    """
+    from pathlib import Path
+
+    from scaling.errors import ConfigError
+    from scaling.sweeps.planning import (
+        load_sweep,
+        run_file,
+        target_command,
+        target_spec,
+    )
+
+    config = load_sweep(file, quick=quick)
+    spec = target_spec(config)
+    command = target_command(config, path, tracking_uri=tracking_uri)
+    target = config.target
+    header = [
+        f"The target run of sweep {config.name} (run key {spec.run_key}), written by",
+        f"'scaling sweep export-target {file}{' --quick' if quick else ''}'. Train it on "
+        + (f"{target.processes} processes ({target.nnodes} nodes x {target.nproc_per_node}) with:"
+           if target.nnodes > 1 else f"{target.processes} process(es) with:"),
+        "",
+        f"  {command}",
+        "",
+        "Logged to the sweep's experiment this way, the run carries the sweep's run key:",
+        "'scaling sweep run' reuses it and 'scaling compare' finds it. Edit nothing below:",
+        "a changed field is another run, with another run key.",
+    ]
+    if target.nnodes > 1:
+        header[4:4] = ["  (on every node, with HOST:29400 the first node's address; or your scheduler's",
+                       "   rendezvous: srun torchrun ... under SLURM)"]  # fmt: skip
+    try:
+        Path(path).write_text(run_file(spec, header), encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"-o {path}: cannot write it ({error.strerror or error}); give a file in "
+                          "an existing folder you can write to") from None  # fmt: skip
+    if output == "json":
+        return emit_json({"path": path, "name": spec.name, "run_key": spec.run_key,
+                          "nproc_per_node": target.nproc_per_node, "nnodes": target.nnodes,
+                          "command": command})  # fmt: skip
+    click.echo(f"wrote {path}: {spec.name} (run key {spec.run_key}); train it with:")
+    click.echo(f"  {command}")
+    return None

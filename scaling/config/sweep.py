@@ -18,6 +18,7 @@ from pydantic import (
     PositiveInt,
     PrivateAttr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -127,11 +128,38 @@ class TuneConfig(StrictModel):
 
 
 class TargetConfig(StrictModel):
-    """The large run the proxies predict (role ``target``), trained with the same recipe."""
+    """The large run the proxies predict (role ``target``), trained with the same recipe.
+
+    ``nproc_per_node`` and ``nnodes`` say how many processes train it (DDP, the global batch
+    split over them); like ``execution``, they change neither its run key nor the sweep's
+    ``config_hash``. A sweep worker launches the target on ``nproc_per_node`` processes of its
+    own node (``torchrun --standalone``, :mod:`scaling.sweeps.workers`); a target on several
+    nodes is launched outside the sweep from ``scaling sweep export-target``.
+    """
 
     shape: Shape
     tokens_per_param: float | None = Field(20.0, gt=0)
     tokens: int | None = Field(None, gt=0, description="explicit budget; wins over tokens_per_param")
+    nproc_per_node: int = Field(
+        1, description="processes that train the target on one node (one per GPU; on CPU, "
+                       "gloo processes sharing the cores); 1 trains it in the worker itself",
+    )
+    nnodes: int = Field(
+        1, description="nodes of the target's torchrun job; above 1 a sweep worker cannot launch "
+                       "it: export it with 'scaling sweep export-target' and launch it yourself",
+    )
+
+    @field_validator("nproc_per_node", "nnodes", mode="before")
+    @classmethod
+    def _whole_count(cls, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError("use a whole number of at least 1, e.g. 8 (one process per GPU)")
+        return value
+
+    @property
+    def processes(self) -> int:
+        """Processes that train the target in all (``nnodes`` x ``nproc_per_node``)."""
+        return self.nnodes * self.nproc_per_node
 
 
 class ForecastConfig(StrictModel):
@@ -201,9 +229,12 @@ class SweepConfig(StrictModel):
     @property
     def config_hash(self) -> str:
         """A 16-hex-digit hash of the validated sweep (its ``quick``, ``forecast`` and
-        ``execution`` sections aside, which change no run): every run of the sweep is tagged
-        with it, so a report can say which sweep file produced it."""
-        sections = {"quick", "forecast", "execution"}
+        ``execution`` sections and the target's process counts aside, which change no run):
+        every run of the sweep is tagged with it, so a report can say which sweep file
+        produced it."""
+        sections: dict[str, Any] = {"quick": True, "forecast": True, "execution": True}
+        if self.target is not None:  # how many processes train it changes no run either
+            sections["target"] = {"nproc_per_node": True, "nnodes": True}
         text = json.dumps(self.model_dump(mode="json", exclude=sections), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from scaling.config.run import (
 from scaling.config.sweep import Shape, SweepConfig
 from scaling.errors import ConfigError
 
-__all__ = ["load_sweep", "expand", "plan", "model_vocab_size", "run_size", "tune_studies"]
+__all__ = ["load_sweep", "expand", "plan", "model_vocab_size", "run_size", "tune_studies",
+           "target_spec", "run_file", "target_command"]
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -177,6 +179,7 @@ def expand(config: SweepConfig, *, pin: bool = True) -> list[RunSpec]:
         tokens, suffix = _budget(config, "target", shape, target.tokens, target.tokens_per_param)
         label = _label(_shape_spec(config, shape)[0])
         add("target.shape", shape, "target", f"target-{label}-{suffix}", tokens)
+        _check_processes(config, specs[-1][1])
 
     names: dict[str, str] = {}
     keys: dict[str, str] = {}
@@ -194,6 +197,77 @@ def expand(config: SweepConfig, *, pin: bool = True) -> list[RunSpec]:
         names[spec.name] = where
         keys[spec.run_key] = spec.name
     return [spec for _, spec in specs]
+
+
+def _check_processes(config: SweepConfig, spec: RunSpec) -> None:
+    """Refuse a target that its processes cannot share: a global batch that does not split
+    into whole sequences per process, or one GPU named for all of them."""
+    target = config.target
+    processes, context = target.processes, spec.model.context
+    if processes == 1:
+        return
+    where = f"{config.source}: target.nproc_per_node = {target.nproc_per_node}"
+    if target.nnodes > 1:
+        where += f" on target.nnodes = {target.nnodes}"
+    sequences, rest = divmod(spec.train.batch_tokens, context)
+    if not rest and sequences % processes:
+        raise ConfigError(
+            f"{where}: the target's train.batch_tokens = {spec.train.batch_tokens} is {sequences} "
+            f"sequences of model.context = {context}, which do not split over {processes} "
+            f"processes; use a batch_tokens multiple of {context * processes} or fewer processes"
+        )
+    if spec.train.device.startswith("cuda:"):
+        raise ConfigError(
+            f"{where}: train.device = {spec.train.device!r} puts every process on one GPU; use "
+            "'cuda' or 'auto' (each process takes its local rank's GPU)"
+        )
+
+
+def target_spec(config: SweepConfig) -> RunSpec:
+    """The sweep's target RunSpec as the plan fixes it (corpus hash pinned, :func:`expand`).
+
+    Raises
+    ------
+    ConfigError
+        If the sweep has no ``target`` section.
+    """
+    if config.target is None:
+        raise ConfigError(
+            f"{config.source}: no target section; add 'target:' with the shape and budget of "
+            "the large run (e.g. target: {shape: {d_model: 512}, tokens_per_param: 20})"
+        )
+    return next(spec for spec in expand(config) if spec.role == "target")
+
+
+def run_file(spec: RunSpec, header: Sequence[str] = ()) -> str:
+    """``spec`` as the YAML run file ``scaling train`` reads
+    (:func:`scaling.config.run.load_run_spec`), every field written out so that it loads to the
+    same run key, after the comment lines ``header``."""
+    import yaml
+
+    comments = "".join(f"# {line}".rstrip() + "\n" for line in header)
+    return comments + yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+def target_command(config: SweepConfig, path: str, *, tracking_uri: str) -> str:
+    """The command that trains the target's run file ``path`` as the sweep would: on
+    ``nnodes`` x ``nproc_per_node`` processes (torchrun), logged to the sweep's experiment
+    (rank 0), with the sweep's checkpoint folder of the run (a killed run resumes from it)."""
+    import shlex
+
+    target = config.target
+    spec = target_spec(config)
+    checkpoints = str(Path(config.checkpoint_root) / config.name / spec.run_key)
+    if target.nnodes > 1:
+        launcher = (f"torchrun --nnodes {target.nnodes} --nproc_per_node {target.nproc_per_node} "
+                    "--rdzv-backend c10d --rdzv-endpoint HOST:29400 -m scaling")  # fmt: skip
+    elif target.nproc_per_node > 1:
+        launcher = f"torchrun --standalone --nproc_per_node {target.nproc_per_node} -m scaling"
+    else:
+        launcher = "scaling"
+    arguments = ["train", path, "--experiment", config.name, "--tracking-uri", tracking_uri,
+                 "--checkpoint-dir", checkpoints]  # fmt: skip
+    return f"{launcher} {shlex.join(arguments)}"
 
 
 def _tune_base(config: SweepConfig, shape: Shape) -> RunSpec:
@@ -225,7 +299,8 @@ def run_size(spec: RunSpec) -> dict[str, float]:
 
 def plan(config: SweepConfig) -> list[dict[str, Any]]:
     """One row per planned run (tune: one row per shape with its trial count): what
-    ``sweep run --dry-run`` prints. Columns: name, role, runs, shape, N, D, C, C_exact,
+    ``sweep run --dry-run`` prints. Columns: name, role, runs, processes (that train each
+    run: the target's ``nnodes`` x ``nproc_per_node``, else 1), shape, N, D, C, C_exact,
     batch_tokens, lr."""
     rows = []
     entries = [(spec, 1, spec.train.lr) for spec in expand(config)]
@@ -239,6 +314,7 @@ def plan(config: SweepConfig) -> list[dict[str, Any]]:
                 "name": spec.name if runs == 1 else f"{spec.name} (tune)",
                 "role": spec.role,
                 "runs": runs,
+                "processes": config.target.processes if spec.role == "target" else 1,
                 "shape": f"L{spec.model.n_layer} d{spec.model.d_model} h{spec.model.n_head}",
                 "N": size["params"],
                 "D": size["tokens"],

@@ -60,6 +60,7 @@ __all__ = [
     "terminate_run",
     "runs_frame",
     "learning_curve",
+    "run_params",
     "log_report",
     "log_forecast",
     "latest_forecast",
@@ -75,6 +76,7 @@ TAG_PID = "scaling.pid"
 TAG_TUNE = "scaling.tune"
 TAG_TUNE_BEST = "scaling.tune_best"
 TAG_CONFIG_HASH = "scaling.config_hash"
+TAG_WORLD_SIZE = "scaling.world_size"  # processes that trained the run (its latest attempt)
 # MLflow 3's experiment type (training, not GenAI). MLflow 3.17.2's UI does not read it to
 # choose the page it opens (the browser's workflow switch does; docs/architecture.md, "MLflow
 # keys"), so sweep_view_url names the workflow.
@@ -458,7 +460,7 @@ class RunLogger:
     params : mapping, optional
         Params to log instead of ``spec.flat_params()`` (e.g. with a resolved vocab size).
     tags : mapping, optional
-        Extra tags.
+        Extra tags, set on a new run and on a reopened one alike.
     flush_every : int
         Steps buffered before a flush (also flushed every ``flush_seconds``).
 
@@ -495,9 +497,9 @@ class RunLogger:
         client = self._client = _client(self.tracking_uri)
         spec = self.spec
         owner = {**provenance_tags(spec), TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
-        if self.run_id is not None:
+        if self.run_id is not None:  # the extra tags describe this attempt too (world size)
             client.update_run(self.run_id, status="RUNNING")
-            client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in owner.items()])
+            client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in {**owner, **self.tags}.items()])
             if TAG_FAILURE in client.get_run(self.run_id).data.tags:
                 client.delete_tag(self.run_id, TAG_FAILURE)  # a retry: the old reason is past
             return self
@@ -545,6 +547,13 @@ class RunLogger:
         from mlflow.entities import RunTag
 
         self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def hand_over(self) -> None:
+        """Flush and leave the run RUNNING to another process that reopens it by id and ends
+        it (a sweep worker's torchrun child, ``scaling train --run-id``): leaving the block
+        then ends nothing, while :meth:`end` still has the last word."""
+        self.flush()
+        self._ended = True
 
     def finish(self, summary: Mapping[str, float]) -> None:
         """Flush, log the summary metrics once, and end the run FINISHED."""
@@ -829,6 +838,12 @@ def run_tags(run_id: str, *, tracking_uri: str) -> dict[str, str]:
     """The tags of one run (used by the reaper to find a run's owner)."""
     with _reading(tracking_uri):
         return dict(_client(tracking_uri).get_run(run_id).data.tags)
+
+
+def run_params(run_id: str, *, tracking_uri: str) -> dict[str, str]:
+    """The params of one run (its RunSpec as dotted keys, :meth:`RunSpec.flat_params`)."""
+    with _reading(tracking_uri):
+        return dict(_client(tracking_uri).get_run(run_id).data.params)
 
 
 def set_run_tags(run_ids: list[str], tags: Mapping[str, str], *, tracking_uri: str) -> None:

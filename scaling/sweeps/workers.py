@@ -4,22 +4,27 @@
 starts worker processes (``python -m scaling.sweeps.workers``), reaps dead ones and reports
 progress. :func:`worker` is one worker (``scaling sweep worker`` on any machine): it claims
 trials, trains each RunSpec into its MLflow run (resuming a dead attempt from its checkpoint)
-and tells the queue. :func:`status` reads the queue and the runs without changing either.
+and tells the queue; a target with ``nproc_per_node`` above 1 it trains on that many DDP
+processes of its node, a ``torchrun`` child (:func:`_train_processes`). :func:`status` reads
+the queue and the runs without changing either.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from scaling import errors
 from scaling.config.run import RunSpec, TrainConfig
 from scaling.config.sweep import SweepConfig
 from scaling.errors import ConfigError, ScalingError, StorageError, TrackingError
@@ -28,6 +33,7 @@ from scaling.sweeps.planning import (
     expand,
     load_sweep,
     model_vocab_size,
+    run_file,
     run_size,
     tune_studies,
 )
@@ -55,7 +61,12 @@ from scaling.sweeps.queue import (
 )
 
 __all__ = ["run_sweep", "worker", "node_workers", "status", "failures", "configured", "with_execution",
-           "default_workers", "is_user_error", "available_cores"]
+           "default_workers", "is_user_error", "available_cores", "check_launchable", "TorchrunError",
+           "TORCHRUN_GRACE_S"]
+
+# How long a stopped worker waits for its torchrun child to stop its ranks (torchrun itself
+# gives them 30 s before it kills them) before it kills every process of the child.
+TORCHRUN_GRACE_S = 40.0
 
 
 def _tune_spec(trial, config: SweepConfig, base: RunSpec) -> RunSpec:
@@ -123,7 +134,8 @@ def _train_attempt(attempt: _Attempt) -> str:
     resume = next((run["run_id"] for run in runs if run["status"] in (*DEAD_STATES, "RUNNING")), None)
     params = spec.flat_params()
     params["model.vocab_size"] = model_vocab_size(spec.model, spec.data)
-    tags = {tracking.TAG_CONFIG_HASH: attempt.config.config_hash}
+    tags = {tracking.TAG_CONFIG_HASH: attempt.config.config_hash,
+            tracking.TAG_WORLD_SIZE: str(_processes(attempt.config, spec))}  # fmt: skip
     if "tune" in attempt.trial.user_attrs:
         tags[tracking.TAG_TUNE] = attempt.trial.user_attrs["tune"].rsplit("/", 1)[1]
     with tracking.RunLogger(spec, tracking_uri=attempt.tracking_uri, run_id=resume, params=params, tags=tags) as run:
@@ -167,13 +179,21 @@ def _settled_by_earlier_runs(study, trial, runs: list[dict[str, Any]]) -> str | 
     return None
 
 
+def _processes(config: SweepConfig, spec: RunSpec) -> int:
+    """Processes that train ``spec``: the target's ``nproc_per_node``, else 1."""
+    return config.target.nproc_per_node if spec.role == "target" and config.target else 1
+
+
 def _train_into(attempt: _Attempt, spec: RunSpec) -> str:
-    """Train ``spec`` into the open MLflow run and tell the trial how it ended."""
+    """Train ``spec`` into the open MLflow run and tell the trial how it ended: in this
+    process, or on the target's ``nproc_per_node`` processes (:func:`_train_processes`)."""
     from optuna.trial import TrialState
 
     root = Path(attempt.config.checkpoint_root)
-    result = _train(spec, log=attempt.run.log, checkpoint_dir=root / spec.sweep / spec.run_key,
-                    threads=attempt.threads)  # fmt: skip
+    checkpoint_dir = root / spec.sweep / spec.run_key
+    if _processes(attempt.config, spec) > 1:
+        return _train_processes(attempt, spec, checkpoint_dir.resolve())
+    result = _train(spec, log=attempt.run.log, checkpoint_dir=checkpoint_dir, threads=attempt.threads)
     timing = {
         "perf/wall_s": result.wall_s,
         "perf/mean_tokens_per_s": result.tokens_per_s,
@@ -188,6 +208,166 @@ def _train_into(attempt: _Attempt, spec: RunSpec) -> str:
     attempt.trial.set_user_attr("failure", reason[:1000])
     attempt.study.tell(attempt.trial, state=TrialState.FAIL)
     return "failed"
+
+
+class TorchrunError(RuntimeError):
+    """A target's torchrun child failed for a reason that is not a user's error (a rank
+    killed or out of memory, a lost connection): transient, so the run is retried."""
+
+
+# Run before torchrun, then replaced by it (exec): with PR_SET_PDEATHSIG the kernel sends
+# torchrun SIGTERM when the worker dies, even by SIGKILL, and torchrun stops its ranks.
+_PARENT_DEATH_SIGNAL = (
+    "import ctypes, os, signal, sys\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(143)  # the worker died before the line above\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def _train_processes(attempt: _Attempt, spec: RunSpec, checkpoint_dir: Path) -> str:
+    """Train the target on ``target.nproc_per_node`` DDP processes of this node.
+
+    The worker launches ``torchrun --standalone --nproc_per_node K -m scaling train`` on the
+    RunSpec's run file, into the MLflow run it opened (``--run-id``; rank 0 logs as this
+    process would, :mod:`scaling.cli.run_commands`) and with the run's checkpoint folder, so
+    a killed target resumes from its checkpoint. The trial's heartbeat goes on meanwhile
+    (:func:`_work_one`). The child sees this worker's ``CUDA_VISIBLE_DEVICES``; on CPU its
+    ranks share the worker's threads (one each below ``CPU_THREADS_MIN_PARAMS``). A SIGTERM
+    stops the child and all its processes before the trial is put back in the queue; a
+    SIGKILLed worker's child gets SIGTERM from the kernel (``_PARENT_DEATH_SIGNAL``).
+    """
+    from scaling.training.hardware import threads_for
+
+    nproc = attempt.config.target.nproc_per_node
+    _check_gpus(spec, nproc)
+    run = attempt.run
+    run.hand_over()  # rank 0 of the child reopens the run and ends it
+    threads = threads_for(attempt.threads, run_size(spec)["params"], default=available_cores())
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // nproc))}
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)  # the child's ranks are torchrun's, not an outer job's
+    uri = attempt.tracking_uri
+    if tracking.sqlite_path(uri) is not None:
+        uri = "sqlite:///" + str(tracking.sqlite_path(uri).resolve())
+    with tempfile.TemporaryDirectory(prefix="scaling-target-") as folder:
+        path, failure_file = Path(folder) / "run.yaml", Path(folder) / "failures.jsonl"
+        path.write_text(run_file(spec), encoding="utf-8")
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   "--nproc_per_node", str(nproc), "-m", "scaling", "train", str(path),
+                   "--experiment", spec.sweep, "--tracking-uri", uri, "--run-id", run.run_id,
+                   "--role", spec.role, "--checkpoint-dir", str(checkpoint_dir),
+                   "--failure-file", str(failure_file), "--output", "json"]  # fmt: skip
+        try:
+            code = _run_child(command, env)
+        except (KeyboardInterrupt, SystemExit) as stop:  # the child is stopped: end its run
+            _end_if_running(run, attempt.tracking_uri, f"stopped by {type(stop).__name__}")
+            raise
+        failures = [json.loads(line) for line in failure_file.read_text(encoding="utf-8").splitlines()
+                    if line.strip()] if failure_file.exists() else []  # fmt: skip
+    return _settle_child(attempt, spec, nproc, code, failures)
+
+
+def _end_if_running(run: tracking.RunLogger, tracking_uri: str, reason: str) -> None:
+    """End the run KILLED unless the child ended it first (KILLED, or FINISHED just then)."""
+    try:
+        if tracking.run_status(run.run_id, tracking_uri=tracking_uri) == "RUNNING":
+            run.end("KILLED", reason)
+    except Exception:  # noqa: BLE001, S110 - the reaper ends it later if it stays RUNNING
+        pass
+
+
+def _check_gpus(spec: RunSpec, nproc: int) -> None:
+    """Refuse a GPU target with more processes than this worker sees GPUs."""
+    from scaling.training.hardware import visible_gpus
+
+    gpus = visible_gpus()
+    if spec.train.device in ("auto", "cuda") and 0 < gpus < nproc:
+        pinned = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+        raise ConfigError(
+            f"target.nproc_per_node = {nproc} needs {nproc} GPUs, but this worker sees {gpus} "
+            f"(CUDA_VISIBLE_DEVICES={pinned}); train the target with a worker that sees them "
+            "all: 'scaling sweep worker FILE --roles target' without --devices"
+        )
+
+
+def _run_child(command: list[str], env: dict[str, str]) -> int:
+    """Run the torchrun ``command`` in a session of its own, its output in this process's
+    (the worker log, which outlives the worker); return its exit code.
+
+    Every process of the child is noted while it runs (torchrun starts each rank in a session
+    of its own): on a stop (SIGTERM, which raises ``SystemExit`` here) torchrun gets SIGTERM
+    and :data:`TORCHRUN_GRACE_S` to stop its ranks, then whatever is left is killed, and no
+    process of the child outlives it either way.
+    """
+    import psutil
+
+    child = subprocess.Popen([sys.executable, "-c", _PARENT_DEATH_SIGNAL, str(os.getpid()), *command],
+                             env=env, start_new_session=True)  # fmt: skip
+    seen: dict[int, psutil.Process] = {}
+    try:
+        while True:
+            _note_processes(child.pid, seen)
+            try:
+                return child.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                continue
+    except BaseException:
+        _note_processes(child.pid, seen)
+        child.terminate()  # torchrun passes it on to its ranks
+        try:
+            child.wait(timeout=TORCHRUN_GRACE_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
+    finally:
+        for process in seen.values():  # ranks whose torchrun died before them
+            try:
+                process.kill()  # psutil checks the start time: never a reused pid
+            except psutil.Error:
+                pass
+
+
+def _note_processes(pid: int, seen: dict) -> None:
+    """Add the live descendants of ``pid`` to ``seen`` (pid -> ``psutil.Process``)."""
+    import psutil
+
+    try:
+        for process in psutil.Process(pid).children(recursive=True):
+            seen.setdefault(process.pid, process)
+    except psutil.Error:
+        pass
+
+
+def _settle_child(attempt: _Attempt, spec: RunSpec, nproc: int, code: int,
+                  failures: list[dict[str, Any]]) -> str:  # fmt: skip
+    """Tell the trial how the torchrun child ended, from the MLflow run its rank 0 ended: a
+    finished run is the result and a diverged one stands, as in :func:`_train_into`; any
+    other end raises the child's error for :func:`_settle_failure` (its first failure, as
+    the class it was when it is one of :mod:`scaling.errors`, else :class:`TorchrunError`)."""
+    from optuna.trial import TrialState
+
+    runs = tracking.find_runs(spec.sweep, tracking_uri=attempt.tracking_uri, run_key=spec.run_key)
+    (run,) = [found for found in runs if found["run_id"] == attempt.run.run_id]
+    if run["status"] == "FINISHED":
+        attempt.study.tell(attempt.trial, run["metrics"]["final/eval_loss"])
+        return "trained"
+    reason = run["tags"].get(tracking.TAG_FAILURE, "")
+    if run["status"] == "FAILED" and reason.startswith("diverged"):
+        attempt.trial.set_user_attr("failure", reason[:1000])
+        attempt.study.tell(attempt.trial, state=TrialState.FAIL)
+        return "failed"
+    if failures:
+        first = failures[0]
+        kind = getattr(errors, first["error"], None)
+        if isinstance(kind, type) and issubclass(kind, ScalingError):
+            raise kind(first["message"])
+        raise TorchrunError(f"rank {first['rank']} of {nproc}: {first['error']}: {first['message']}")
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    raise TorchrunError(f"torchrun of {nproc} processes {how} (its output is in the worker's log)")
 
 
 def _settle_failure(attempt: _Attempt, error: Exception) -> str:
@@ -250,6 +430,35 @@ def with_execution(config: SweepConfig, *, max_retries: int | None = None,
     return config.model_copy(update={"execution": execution}).with_source(config.source)
 
 
+def check_launchable(config: SweepConfig, roles: Iterable[str], devices: Sequence[str] | None = None) -> None:
+    """Refuse, before anything is enqueued or trained, a target these workers cannot launch:
+    one worker starts the target's processes on its own node only, on the GPUs it sees.
+
+    Raises
+    ------
+    ConfigError
+        If ``roles`` include the target and ``target.nnodes`` is above 1, or the target has
+        several processes and ``devices`` pins one GPU per worker.
+    """
+    target = config.target
+    if "target" not in roles or target is None:
+        return
+    if target.nnodes > 1:
+        raise ConfigError(
+            f"{config.source}: target.nnodes = {target.nnodes}: a sweep worker launches the "
+            "target on its own node only; write its run file with 'scaling sweep export-target "
+            f"{config.source} -o target.yaml', launch that with torchrun --nnodes {target.nnodes} "
+            "(its header says how), and run the sweep with --roles proxy"
+        )
+    if devices and target.nproc_per_node > 1:
+        raise ConfigError(
+            f"{config.source}: target.nproc_per_node = {target.nproc_per_node} needs a worker that "
+            f"sees {target.nproc_per_node} GPUs, but --devices pins one GPU per worker; run the "
+            "proxies with --roles proxy --devices ..., and the target with 'scaling sweep worker "
+            "FILE --roles target' without --devices"
+        )
+
+
 def _join_sweep(sweep: str | Path | SweepConfig, storage: str | None, tracking_uri: str,
                 roles: Iterable[str] | None, quick: bool, max_retries: int | None,
                 checkpoint_root: str | Path | None) -> tuple[SweepConfig, Any, str, Any, list]:
@@ -270,6 +479,7 @@ def _join_sweep(sweep: str | Path | SweepConfig, storage: str | None, tracking_u
     studies = _load_studies(store, names, url)
     config = with_execution(stored_config(store, names) or config, max_retries=max_retries,
                             checkpoint_root=checkpoint_root)  # fmt: skip
+    check_launchable(config, roles)
     return config, roles, url, store, studies
 
 
@@ -303,6 +513,8 @@ def worker(
     ------
     StorageError
         If the storage cannot be opened or holds no study of this sweep.
+    ConfigError
+        If its roles include a target on several nodes (:func:`check_launchable`).
     """
     config, roles, url, store, studies = _join_sweep(sweep, storage, tracking_uri, roles, quick,
                                               max_retries, checkpoint_root)
@@ -516,6 +728,7 @@ def run_sweep(
     started = time.time()
     config = configured(sweep, quick=quick, max_retries=max_retries, checkpoint_root=checkpoint_root)
     roles = check_roles(roles)
+    check_launchable(config, roles, devices)
     url = storage_url(storage, tracking_uri)
     tracking.check_tracking(tracking_uri)
     store = open_storage(url)
@@ -603,6 +816,7 @@ def node_workers(
     """
     config, roles, url, store, studies = _join_sweep(sweep, storage, tracking_uri, roles, quick,
                                               max_retries, checkpoint_root)
+    check_launchable(config, roles, devices)
     pool = _WorkerPool(config, url, tracking_uri, roles, threads, [{"CUDA_VISIBLE_DEVICES": str(d)} for d in devices])
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:
