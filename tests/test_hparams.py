@@ -117,7 +117,7 @@ def test_fit_and_predict_commands_use_the_tuned_optima(capsys):
     out = capsys.readouterr().out
     assert "loss at C = " in out and "recommended lr 0.00" in out and "(lr law fitted to 4 tuned shapes)" in out
     # four best trials cannot carry the five-parameter Chinchilla fit: the prediction stands alone
-    assert "compute-optimal N and D need a chinchilla fit" in out
+    assert "compute-optimal N and D need a valid chinchilla fit" in out
 
     assert main(["predict", "--csv", "tune.csv", "--flops", "1e16", "--bootstrap", "50", "--output", "json"]) == 0
     payload = json.loads(capsys.readouterr().out)

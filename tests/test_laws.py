@@ -10,7 +10,7 @@ from scaling.laws.forms import LAWS, get_law, vector_jacobian
 
 EXPECTED = {
     "gpt4", "power", "kaplan_n", "kaplan_d", "kaplan_nd", "chinchilla", "muennighoff", "gadre",
-    "capability", "sigmoid", "lr", "batch",
+    "capability", "sigmoid", "lr", "batch", "tissue", "tissue_n",
 }
 
 # One plausible parameter point per law (natural space) and x values to test it at.
@@ -41,6 +41,12 @@ POINTS = {
     "sigmoid": ({"a": 0.7, "k": -4.0, "loss_mid": 3.0, "b": 0.05}, [np.linspace(1.5, 4.5, 7)]),
     "lr": ({"a": 0.3118, "b": -0.125}, [np.logspace(17, 21, 7)]),
     "batch": ({"a": 0.2920, "b": 0.3271}, [np.logspace(17, 21, 7)]),
+    # S2 from 0 (before any annealing) to a cooldown's ~800 steps of annealing area
+    "tissue": ({"E": 1.8, "B": 300.0, "beta": 0.35, "C": 2e-4},
+               [np.logspace(6, 9, 7), np.array([0.0, 0.0, 10.0, 50.0, 200.0, 500.0, 800.0])]),
+    "tissue_n": ({"E": 1.8, "A": 40.0, "alpha": 0.3, "B": 300.0, "beta": 0.35, "C": 2e-4},
+                 [np.logspace(5, 8, 7), np.logspace(6, 9, 7),
+                  np.array([0.0, 0.0, 10.0, 50.0, 200.0, 500.0, 800.0])]),
 }
 
 

@@ -359,3 +359,15 @@ def test_the_demo_says_under_its_forecast_when_the_fit_is_not_valid():
         "cannot be relied on as they stand")
     clean = fit("gpt4", pd.DataFrame({"flops_exact": flops, "loss": 40.0 * flops**-0.1 + 1.5}), n_bootstrap=0)
     assert validity_line(clean.summary()) is None
+
+
+def test_a_ladder_at_one_tokens_per_param_ratio_gets_no_compute_optimal_allocation():
+    from helpers import synthetic_runs
+    from scaling.laws.allocation import optional_chinchilla_fit
+
+    # at 20 tokens per parameter N and D move together: the Chinchilla fit is not valid, and
+    # an allocation from it (once N = 508B at 0.0 tokens/param for the Llama CPU ladder) is not shown
+    assert optional_chinchilla_fit(synthetic_runs(isoflop=False, extras=False, target=False),
+                                   n_bootstrap=0) is None
+    with_profiles = optional_chinchilla_fit(synthetic_runs(extras=False, target=False), n_bootstrap=0)
+    assert with_profiles is not None and with_profiles.is_valid

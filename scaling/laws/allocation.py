@@ -543,8 +543,11 @@ def optional_chinchilla_fit(
     frame: pd.DataFrame, n_bootstrap: int = 1000, source: str = "run table"
 ) -> FitResult | None:
     """The Chinchilla fit behind the compute-optimal N and D, or None where the runs cannot
-    carry it (e.g. three tuned shapes for five parameters): a loss prediction then stands alone."""
+    carry it (e.g. three tuned shapes for five parameters, or a ladder at one tokens-per-parameter
+    ratio, where N and D move together and the fit is not valid): a loss prediction then stands
+    alone, rather than next to an allocation such as N = 508B at 0.0 tokens per parameter."""
     try:
-        return fit("chinchilla", frame, n_bootstrap=n_bootstrap, source=source)
+        result = fit("chinchilla", frame, n_bootstrap=n_bootstrap, source=source)
     except FitError:
         return None
+    return result if result.is_valid else None

@@ -74,6 +74,11 @@ def huber_objective(law: Law, xs: Sequence[np.ndarray], y: np.ndarray, delta: fl
     return fun
 
 
+# The fewest runs whose points are resampled run by run (a curve law's rows): with one or two
+# curves every resample is nearly the same runs, and the interval would collapse to a point.
+_MIN_BOOTSTRAP_RUNS = 5
+
+
 def run_arrays(
     law: Law, frame: pd.DataFrame, x: Sequence[str], y: str, source: str = "run table"
 ) -> tuple[list[np.ndarray], np.ndarray, pd.DataFrame]:
@@ -103,12 +108,15 @@ def run_arrays(
     used = frame[keep]
     for column in columns:
         values = used[column].to_numpy(dtype=float)
-        bad = ~np.isfinite(values) | (values <= 0)
+        linear = column in law.zero_x  # read linearly: 0 is a value, negatives are not
+        bad = ~np.isfinite(values) | ((values < 0) if linear else (values <= 0))
         if bad.any():
             first = used.index[bad.nonzero()[0][0]]
+            what = "negative" if linear else "non-positive"
+            why = "the law needs it at 0 or above" if linear else "the law takes logs"
             raise FitError(
-                f"{source}: column {column!r} has {int(bad.sum())} non-finite or non-positive "
-                f"value(s) (first: {values[bad][0]!r} at row {first}); the law takes logs, so "
+                f"{source}: column {column!r} has {int(bad.sum())} non-finite or {what} "
+                f"value(s) (first: {values[bad][0]!r} at row {first}); {why}, so "
                 "drop or fix those runs"
             )
     if len(used) <= law.n_params:
@@ -327,7 +335,13 @@ class FitResult:
             self.n_bootstrap_failed_ = 0
         else:
             rng = np.random.default_rng(self.seed)
-            counts = rng.multinomial(n, np.full(n, 1.0 / n), size=self.n_bootstrap).astype(float)
+            # Rows of one run (the points of a learning curve) are resampled together: they
+            # are not independent, and resampling points would make the intervals too narrow.
+            # Below _MIN_BOOTSTRAP_RUNS runs there is too little to resample, and the points are.
+            groups, member = np.unique(np.asarray(self.run_ids_).astype(str), return_inverse=True)
+            k = len(groups) if _MIN_BOOTSTRAP_RUNS <= len(groups) < n else n
+            counts = rng.multinomial(k, np.full(k, 1.0 / k), size=self.n_bootstrap).astype(float)
+            counts = counts[:, member] if k < n else counts
             objective = huber_objective(law, xs, values, self.delta, weights=counts)
             start = np.repeat(self.theta_[None, :], self.n_bootstrap, axis=0)
             out = minimize_batched(objective, start, lower, upper, **_BOOTSTRAP)
@@ -668,8 +682,11 @@ def fit_report(result: FitResult) -> str:
     for row in parameter_rows(result):
         flag = "  AT BOUND" if row["at_bound"] else ""
         lines.append(f"  {row['name']:>8} = {row['text']}  ({level}%){flag}")
+    runs = len(set(map(str, result.run_ids_)))
+    counted = (f"{summary['n_points']} runs" if runs == summary["n_points"]
+               else f"{summary['n_points']} points of {runs} runs")  # a curve law's evaluations
     lines.append(
-        f"  {summary['n_points']} runs, {summary['n_starts']} starts "
+        f"  {counted}, {summary['n_starts']} starts "
         f"({summary['n_starts_screened']} screened out), {summary['n_bootstrap']} bootstrap fits, "
         f"rms log residual {summary['rms_log_residual']:.2g}, {summary['fit_seconds']:.2f} s"
     )

@@ -15,7 +15,9 @@ Sources: GPT-4 technical report (L(C) = a·C^b + c; −E[log pass_rate] = α·C^
 et al. 2020 (L(N), L(D), L(N, D)); Hoffmann et al. 2022 and Besiroglu et al. 2024 (the
 Chinchilla form and its start grid); DeepSeek LLM 2024 (learning-rate and batch-size laws);
 Llama 3 and the OLMo ladder (a sigmoid from loss to a downstream metric); Muennighoff et al.
-2023 (the data-constrained law with repeated tokens); Gadre et al. 2024 (L(C, M) over-training).
+2023 (the data-constrained law with repeated tokens); Gadre et al. 2024 (L(C, M) over-training);
+Tissue et al. 2024, "Scaling Law with Learning Rate Annealing" (the loss at every step of a run
+from the areas under its learning-rate schedule, :mod:`scaling.training.curves`).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class Law:
     start_grid: StartGrid = field(repr=False)
     reference: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
+    zero_x: frozenset[str] = frozenset()  # x columns the law reads linearly: 0 is allowed
 
     @property
     def n_params(self) -> int:
@@ -414,6 +417,76 @@ def _sigmoid_starts(xs, y):
     )
 
 
+# --- Tissue et al. 2024: the loss along a run, L(s) = L0 + A·S1^(−alpha) − C·S2 --------------------
+
+
+def _tissue_terms(theta, xs, with_size: bool):
+    """The law's positive terms (log values and Jacobian columns), the annealing term and x."""
+    if with_size:
+        log_n, log_s1, s2 = _log(xs[0]), _log(xs[1]), np.asarray(xs[2], dtype=float)
+        log_e, log_a, alpha, log_b, beta, log_c = (theta[:, i : i + 1] for i in range(6))
+        positive = [
+            (np.broadcast_to(log_e, (len(theta), len(log_n))), None),
+            (log_a - alpha * log_n, -log_n),
+            (log_b - beta * log_s1, -log_s1),
+        ]
+    else:
+        log_s1, s2 = _log(xs[0]), np.asarray(xs[1], dtype=float)
+        log_e, log_b, beta, log_c = (theta[:, i : i + 1] for i in range(4))
+        positive = [
+            (np.broadcast_to(log_e, (len(theta), len(log_s1))), None),
+            (log_b - beta * log_s1, -log_s1),
+        ]
+    return positive, np.exp(log_c) * s2[None, :]
+
+
+def _tissue_model(theta, xs, with_size: bool = False):
+    # pred = E [+ A·N^-alpha] + B·S1^-beta − C·S2; the annealing term may not take the loss to 0
+    # or below (a start far out), so the prediction is floored at a millionth of its positive part.
+    positive, annealing = _tissue_terms(theta, xs, with_size)
+    values = [np.exp(log_value) for log_value, _ in positive]
+    total = sum(values)
+    pred = np.maximum(total - annealing, 1e-6 * total)
+    terms: JacobianTerms = []
+    for value, (_, column) in zip(values, positive):
+        share = value / pred
+        terms.append((share, None))  # d/d log(coefficient)
+        if column is not None:
+            terms.append((share, column))  # d/d exponent: share · (−log x)
+    terms.append((-annealing / pred, None))  # d/d log C
+    return np.log(pred), terms
+
+
+def _tissue_size_model(theta, xs):
+    return _tissue_model(theta, xs, with_size=True)
+
+
+def _tissue_start_rows(xs, y, with_size: bool):
+    s1, s2 = (xs[1], xs[2]) if with_size else (xs[0], xs[1])
+    floor = float(np.min(y))
+    s2_top = float(np.max(s2)) if np.max(s2) > 0 else 1.0
+    rows = []
+    for e_share, beta, c_share in itertools.product((0.3, 0.7, 0.9), (0.2, 0.5, 1.0), (1e-3, 0.05, 0.3)):
+        gap = max(float(np.median(y)) - e_share * floor, 1e-3 * floor)
+        log_b = np.log(gap * (0.5 if with_size else 1.0)) + beta * float(np.median(np.log(s1)))
+        log_c = np.log(c_share * floor / s2_top)
+        if not with_size:
+            rows.append((np.log(e_share * floor), log_b, beta, log_c))
+            continue
+        for alpha in (0.2, 0.5):
+            log_a = np.log(0.5 * gap) + alpha * float(np.median(np.log(xs[0])))
+            rows.append((np.log(e_share * floor), log_a, alpha, log_b, beta, log_c))
+    return np.array(rows)
+
+
+def _tissue_starts(xs, y):
+    return _tissue_start_rows(xs, y, with_size=False)
+
+
+def _tissue_size_starts(xs, y):
+    return _tissue_start_rows(xs, y, with_size=True)
+
+
 LAWS: dict[str, Law] = {
     law.name: law
     for law in [
@@ -594,6 +667,38 @@ LAWS: dict[str, Law] = {
             start_grid=_power_starts,
             reference={"a": 0.2920, "b": 0.3271},
             description="DeepSeek LLM 2024: optimal batch size (tokens) vs compute.",
+        ),
+        Law(
+            name="tissue",
+            formula="L(s) = E + B·S1^(−beta) − C·S2",
+            param_names=("E", "B", "beta", "C"),
+            log_params=frozenset({"E", "B", "C"}),
+            x=("s1", "s2"),
+            y="loss",
+            bounds={"E": (-20.0, 10.0), "B": (-200.0, 200.0), "beta": (0.0, 3.0),
+                    "C": (-80.0, 10.0)},
+            log_model=_tissue_model,
+            start_grid=_tissue_starts,
+            zero_x=frozenset({"s2"}),
+            description="Tissue et al. 2024: the loss at every step of one model's runs from the "
+                        "area under the learning-rate schedule S1 and the annealing area S2 "
+                        "(scaling/training/curves.py), fitted to whole curves.",
+        ),
+        Law(
+            name="tissue_n",
+            formula="L(N, s) = E + A·N^(−alpha) + B·S1^(−beta) − C·S2",
+            param_names=("E", "A", "alpha", "B", "beta", "C"),
+            log_params=frozenset({"E", "A", "B", "C"}),
+            x=("params", "s1", "s2"),
+            y="loss",
+            bounds={"E": (-20.0, 10.0), "A": (-200.0, 200.0), "alpha": (0.0, 3.0),
+                    "B": (-200.0, 200.0), "beta": (0.0, 3.0), "C": (-80.0, 10.0)},
+            log_model=_tissue_size_model,
+            start_grid=_tissue_size_starts,
+            zero_x=frozenset({"s2"}),
+            description="Tissue et al. 2024's curve law with Chinchilla's model-size term: with "
+                        "a constant learning rate S1 is the tokens D and it is L(N, D); fitted to "
+                        "the curves of a ladder, it predicts any schedule at any size.",
         ),
     ]
 }

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from scaling.training.data import PreparedData
     from scaling.training.model import GPT, GPTConfig
 
-__all__ = ["RunResult", "train", "load_model", "lr_multiplier", "build_optimizer"]
+__all__ = ["RunResult", "train", "load_model", "lr_multiplier", "lr_schedule", "build_optimizer"]
 
 LogFn = Callable[[int, dict[str, float]], None]
 ProgressFn = Callable[[int, int, dict[str, float]], None]
@@ -223,6 +223,28 @@ def lr_multiplier(step: int, steps: int, warmup_steps: int, min_ratio: float,
         return min_ratio + (1.0 - min_ratio) * shape
     progress = (step - warmup_steps) / max(1, steps - warmup_steps - 1)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def lr_schedule(train: TrainConfig) -> np.ndarray:
+    """The learning-rate factor of every optimizer step of a run with these settings (what
+    ``train/lr`` logs, divided by ``train.lr``): the schedule a curve law reads
+    (:mod:`scaling.training.curves`).
+
+    Examples
+    --------
+    >>> from scaling.config.run import TrainConfig
+    >>> lr_schedule(TrainConfig(tokens=100, batch_tokens=10, warmup=0.2, schedule="wsd",
+    ...                         decay_fraction=0.4, decay_shape="linear", min_lr_ratio=0.0)).tolist()
+    [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
+    """
+    steps = train.tokens // train.batch_tokens
+    warmup = int(round(train.warmup * steps))
+    decay = max(1, round(train.decay_fraction * steps)) if train.schedule == "wsd" else 0
+    return np.array([
+        lr_multiplier(step, steps, warmup, train.min_lr_ratio, train.schedule, decay,
+                      train.decay_shape)
+        for step in range(steps)
+    ])  # fmt: skip
 
 
 # Adam's epsilon (torch's default); muP scales it for the hidden matrices.
