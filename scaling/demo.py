@@ -2,15 +2,15 @@
 
 :func:`run_demo` is what ``scaling demo`` calls. It runs the sweep file's proxies through
 the ordinary sweep machinery (Optuna queue, MLflow runs, exactly once), fits a law on them,
-writes down the forecast for the target *before* the target is trained, trains the target,
-then compares and writes the report. Nothing here prints: progress and results go to the
-``say`` callback, and the result object carries every figure.
+registers the forecast of record for the target *before* the target is trained (the record
+``scaling forecast`` registers, :mod:`scaling.reporting.forecast`, with the target's planned
+learning-rate schedule), trains the target, scores it against that registered forecast and
+writes the report. Nothing here prints: progress and results go to the ``say`` callback, and
+the result object carries every figure.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -18,18 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import ConfigError
-from scaling.formatting import format_flops, format_interval
+from scaling.formatting import format_flops, format_interval, json_safe
 from scaling.laws.capability import TaskForecast, forecast_tasks
-from scaling.laws.fitting import fit
 from scaling.laws.forms import get_law
 from scaling.laws.selection import split_runs
 from scaling.reporting.comparison import Comparison, compare, compare_forecasts
+from scaling.reporting.forecast import make_forecast, register_forecast
 from scaling.reporting.publish import make_report
 from scaling.sweeps import tracking
-from scaling.sweeps.planning import load_sweep, plan
+from scaling.sweeps.planning import load_sweep, plan, run_size, target_spec
 from scaling.sweeps.workers import run_sweep
 
-__all__ = ["DemoResult", "default_sweep_path", "run_demo", "forecast_line", "check_line", "validity_line"]
+__all__ = ["DemoResult", "default_sweep_path", "run_demo", "forecast_line", "check_line", "validity_line",
+           "planned_schedule"]
 
 DEMO_SWEEP = Path("sweeps") / "demo.yaml"
 
@@ -61,11 +62,15 @@ class DemoResult:
     Attributes
     ----------
     forecast : dict
-        The forecast written before the target was trained: law, x column, target x,
-        predicted loss and its interval, the fit summary, and under ``capabilities`` each
-        task's forecast (:func:`scaling.laws.capability.forecast_tasks`).
+        The forecast of record, registered before the target was trained (format
+        ``scaling.forecast/1``: law, x column, target x, predicted loss with ``lo`` and ``hi``,
+        the fit, the target's planned schedule, ``run_id`` of its MLflow run and ``path``),
+        with the demo's own keys: ``sweep``, ``n_trained``, ``left_out``, ``extrapolation``
+        and under ``capabilities`` each task's forecast
+        (:func:`scaling.laws.capability.forecast_tasks`).
     comparison : scaling.reporting.comparison.Comparison
-        Predicted against actual for the target: the loss, then each task's forecasts.
+        Predicted against actual for the target: the loss (scored against the registered
+        forecast), then each task's forecasts.
     report_dir : Path
         Where ``index.html`` and ``report.md`` were written.
     wall_s : float
@@ -91,11 +96,41 @@ class DemoResult:
             "relative_error": loss.relative_error,
             "inside_interval": bool(loss.inside),
             "capabilities": [row.summary() for row in self.comparison.metrics[1:]],
-            "forecast": self.forecast,
+            "forecast": _printable(self.forecast),
             "report_dir": str(self.report_dir),
             "wall_s": self.wall_s,
             "timings": self.timings,
         }
+
+
+def _printable(record: dict[str, Any]) -> dict[str, Any]:
+    """The forecast record without its bulk (the bootstrap draws, the schedule's samples)."""
+    bulk = ("theta", "start_theta", "bootstrap_theta", "log_residuals", "run_ids")
+    fit = {k: v for k, v in (record.get("fit") or {}).items() if k not in bulk}
+    return {**{k: v for k, v in record.items() if k != "schedule"}, "fit": fit}
+
+
+def planned_schedule(spec: Any) -> tuple[list[float], list[float]]:
+    """The learning rate a run will follow: (tokens seen after each optimizer step, the rate of
+    that step), from its ``train`` section by the trainer's own schedule
+    (:func:`scaling.training.loop.lr_schedule`, what ``train/lr`` logs). Recorded with the
+    forecast, so that ``watch`` knows the schedule of a run still training.
+
+    Examples
+    --------
+    >>> from scaling.config.run import RunSpec
+    >>> spec = RunSpec.model_validate({"train": {"tokens": 1000, "batch_tokens": 100, "lr": 1.0,
+    ...                                          "warmup": 0.2, "min_lr_ratio": 0.1}})
+    >>> tokens, lr = planned_schedule(spec)
+    >>> tokens[:3], [round(v, 3) for v in lr[:3]], round(lr[-1], 3)
+    ([100.0, 200.0, 300.0], [0.5, 1.0, 1.0], 0.1)
+    """
+    from scaling.training.loop import lr_schedule
+
+    train = spec.train
+    factors = lr_schedule(train)
+    tokens = [float((step + 1) * train.batch_tokens) for step in range(len(factors))]
+    return tokens, [float(train.lr) * float(factor) for factor in factors]
 
 
 def _headline_task(forecasts: list[Any]) -> Any:
@@ -233,10 +268,13 @@ def run_demo(
     say(
         f"2/4 forecast before training the target: {law} on {forecast['n_proxies']} of "
         f"{forecast['n_trained']} proxies -> loss "
-        f"{format_interval(forecast['predicted'], *forecast['interval'])} ({interval:.0%} "
+        f"{format_interval(forecast['predicted'], forecast['lo'], forecast['hi'])} ({interval:.0%} "
         f"interval) at {x} = {format_flops(target_x)}, {forecast['extrapolation']:.0f}x the "
         "largest proxy"
     )
+    wrote = f"; wrote {forecast['path']}" if forecast.get("path") else ""
+    say(f"    forecast of record {forecast['registration']}: run {forecast['run_id']} (role "
+        f"'forecast') in experiment {config.name}, {forecast['created_utc']}{wrote}")
     warning = validity_line(forecast["fit"])
     if warning is not None:
         say(warning)
@@ -254,7 +292,7 @@ def run_demo(
 
     stage = time.perf_counter()
     target_row, comparison = _compare(
-        config, path, proxies, capabilities, law=law, x=x, interval=interval,
+        config, path, proxies, capabilities, forecast, law=law, x=x, interval=interval,
         n_bootstrap=n_bootstrap, tracking_uri=tracking_uri,
     )  # fmt: skip
     for row in comparison.metrics[1:]:
@@ -278,46 +316,61 @@ def _forecast(
     config: Any, *, law: str, x: str, fit_range: str, target_x: float, interval: float,
     n_bootstrap: int, tracking_uri: str, directory: Path,
 ) -> tuple[dict[str, Any], Any, list[TaskForecast]]:  # fmt: skip
-    """Fit the law on the trained proxies and write the forecast of record (loss and
-    capabilities) beside the report directory, before the target trains."""
+    """Fit the law on the trained proxies and register the forecast of record (loss and
+    capabilities) beside the report directory and in the experiment, before the target
+    trains; a forecast registered before from the same proxies and settings is reused (a
+    second demo trains nothing and registers nothing)."""
     fitted_law = get_law(law)
     trained = tracking.runs_frame(config.name, tracking_uri=tracking_uri, role="proxy")
     split = split_runs(trained, x=x, y=fitted_law.y, fit_range=fit_range, law=law)
     proxies = split.proxies
-    result = fit(fitted_law, proxies, x=x, n_bootstrap=n_bootstrap, seed=0)
+    spec = target_spec(config)
     # The band for one new run, as the comparison uses: the law's uncertainty and the scatter.
-    point, (lo, hi) = result.predict(target_x, interval=interval, band="run")
-    forecast = {
-        "sweep": config.name,
-        "law": law,
-        "x": x,
-        "target_x": target_x,
-        "predicted": float(point[0]),
-        "interval": [float(lo[0]), float(hi[0])],
-        "coverage": interval,
-        "n_proxies": int(len(proxies)),
-        "n_trained": int(len(trained)),
-        "left_out": split.excluded.to_dict(orient="records"),
-        "extrapolation": target_x / float(proxies[x].max()),
-        "fit": result.summary(),
-        "made_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    record = make_forecast(proxies, run_size(spec), law=law, x=x, interval=interval,
+                           n_bootstrap=n_bootstrap, seed=0, experiment=config.name,
+                           schedule=planned_schedule(spec))
     capabilities, skipped = forecast_tasks(
         trained, target_x, x=x, interval=interval, n_bootstrap=n_bootstrap, seed=0
     )
-    forecast["capabilities"] = [f.summary() for f in capabilities]
-    forecast["capabilities_skipped"] = skipped
+    record.update(json_safe({
+        "sweep": config.name,
+        "fit_range": fit_range,
+        "n_trained": int(len(trained)),
+        "left_out": split.excluded.to_dict(orient="records"),
+        "extrapolation": target_x / float(proxies[x].max()),
+        "capabilities": [f.summary() for f in capabilities],
+        "capabilities_skipped": skipped,
+    }))  # fmt: skip
+    earlier = tracking.latest_forecast(config.name, tracking_uri=tracking_uri)
+    if earlier is not None and _same_forecast(earlier, record):
+        return {**earlier, "registration": "registered before, reused"}, proxies, capabilities
+    directory.parent.mkdir(parents=True, exist_ok=True)
     forecast_path = directory.parent / f"{config.name}-forecast.json"
-    forecast_path.write_text(json.dumps(forecast, indent=2, default=float) + "\n", encoding="utf-8")
-    return forecast, proxies, capabilities
+    registered = register_forecast(record, config.name, forecast_path, tracking_uri=tracking_uri)
+    return {**registered, "registration": "registered"}, proxies, capabilities
+
+
+def _same_forecast(earlier: dict[str, Any], record: dict[str, Any]) -> bool:
+    """Whether a registered forecast says what ``record`` says: the same law, axis, size and
+    proxies, and the same prediction and interval (the fit is seeded)."""
+    import math
+
+    def close(key: str) -> bool:
+        a, b = earlier.get(key), record.get(key)
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-9)
+
+    return (all(earlier.get(k) == record.get(k) for k in ("law", "x", "interval"))
+            and all(close(k) for k in ("target_x", "predicted", "lo", "hi"))
+            and sorted(earlier.get("proxy_run_ids") or []) == sorted(record["proxy_run_ids"]))
 
 
 def _compare(
-    config: Any, path: Path, proxies: Any, capabilities: list[TaskForecast], *, law: str, x: str,
-    interval: float, n_bootstrap: int, tracking_uri: str,
+    config: Any, path: Path, proxies: Any, capabilities: list[TaskForecast],
+    forecast: dict[str, Any], *, law: str, x: str, interval: float, n_bootstrap: int,
+    tracking_uri: str,
 ) -> tuple[Any, Comparison]:  # fmt: skip
-    """The trained target beside the proxies' forecast: loss, curve crossing, capabilities."""
+    """The trained target beside the forecast of record: loss (against the registered
+    forecast, as ``scaling compare`` scores it), curve crossing, capabilities."""
     targets = tracking.runs_frame(config.name, tracking_uri=tracking_uri, role="target")
     if targets.empty:
         raise ConfigError(
@@ -327,7 +380,7 @@ def _compare(
     curve = tracking.learning_curve(target_row["run_id"], tracking_uri=tracking_uri)
     comparison = compare(
         proxies, target_row, law=law, x=x, curve=curve, interval=interval,
-        n_bootstrap=n_bootstrap, seed=0,
+        n_bootstrap=n_bootstrap, seed=0, forecast=forecast,
     )  # fmt: skip
     capability_rows = tuple(compare_forecasts(capabilities, target_row))
     return target_row, replace(comparison, metrics=comparison.metrics + capability_rows)

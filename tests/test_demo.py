@@ -46,16 +46,45 @@ def test_quick_demo_runs_the_whole_job_then_reuses_every_run(tmp_path, capsys):
     report = Path(first["report_dir"])
     assert (report / "index.html").is_file() and (report / "report.md").is_file()
 
+    # The forecast of record was registered before the target trained, as `scaling forecast`
+    # registers one: a FINISHED run with role 'forecast' holding forecast.json, whose value is
+    # the printed forecast, and the comparison was scored against it.
+    registered = [r for r in tracking.find_runs("demo-quick", tracking_uri=uri)
+                  if r["tags"].get("scaling.role") == "forecast"]
+    assert len(registered) == 1 and registered[0]["status"] == "FINISHED"
+    record = tracking.latest_forecast("demo-quick", tracking_uri=uri)
+    assert record["run_id"] == registered[0]["run_id"] and record["format"] == "scaling.forecast/1"
+    assert record["predicted"] == first["predicted"] == forecast["predicted"]
+    assert [record["lo"], record["hi"]] == first["interval"]
+    assert _start_ms(uri, target["run_id"]) > registered[0]["start_time"]  # before the target ran
+    assert record["schedule"]["tokens"][-1] == target["tokens"]  # its planned learning rate
+    assert first["headline"].endswith(
+        f"; scored against the registered forecast (run {record['run_id']}, {record['created_utc']})")
+    assert first["forecast"]["run_id"] == record["run_id"]
+    text = (report / "report.md").read_text()
+    assert f"Forecast of record: final loss {record['predicted']:.4f}" in text
+    assert "![Re-forecasts of the large run](large_run_reforecasts.png)" in text
+
     # Second call: every run is reused (none trained again), same figures.
     assert main(args) == 0
     second = json.loads(capsys.readouterr().out)
     again = tracking.runs_frame("demo-quick", tracking_uri=uri, status=None)
     again = again[again["role"].isin(["proxy", "target"])]
     assert len(again) == len(runs) and set(again["run_id"]) == set(runs["run_id"])
+    forecasts = [r for r in tracking.find_runs("demo-quick", tracking_uri=uri)
+                 if r["tags"].get("scaling.role") == "forecast"]
+    assert [r["run_id"] for r in forecasts] == [record["run_id"]]  # reused, not registered again
+    assert second["headline"] == first["headline"]
     assert second["actual"] == first["actual"] and second["predicted"] == first["predicted"]
     assert second["timings"]["proxies_s"] + second["timings"]["target_s"] < 0.5 * (
         first["timings"]["proxies_s"] + first["timings"]["target_s"]
     )
+
+
+def _start_ms(uri: str, run_id: str) -> int:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri).get_run(run_id).info.start_time
 
 
 def test_demo_with_a_missing_sweep_file_is_one_line(tmp_path, capsys):

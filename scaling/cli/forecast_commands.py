@@ -118,6 +118,8 @@ def forecast_command(experiment, params, tokens, flops, target_spec, law, fit_ra
     Fits the law on the proxies, predicts the run's final loss with its 90% interval, writes
     it as JSON (law, fit parameters, proxies' run ids, UTC time) and logs it to MLflow as the
     artifact forecast.json of a run with role 'forecast'. compare and watch score against it.
+    With --target-spec it records the run's planned learning-rate schedule too, which watch
+    projects the partial curve with.
 
     \b
     Example:
@@ -132,10 +134,17 @@ def forecast_command(experiment, params, tokens, flops, target_spec, law, fit_ra
     if size["flops"] is None and size["flops_exact"] is None:
         raise ConfigError("give the large run's size: --flops C, --params N --tokens D, or "
                           "--target-spec run.yaml")
+    schedule = None
+    if target_spec is not None:  # the run's planned learning rate, for watch's annealing law
+        from scaling.config.run import load_run_spec
+        from scaling.demo import planned_schedule
+
+        schedule = planned_schedule(load_run_spec(target_spec))
     record = forecast_experiment(experiment, size, tracking_uri=tracking_uri, path=path, law=law,
-                                 fit_range=fit_range, n_bootstrap=n_bootstrap, seed=seed)
-    if output == "json":
-        return emit_json({k: v for k, v in record.items() if k != "fit"})
+                                 fit_range=fit_range, n_bootstrap=n_bootstrap, seed=seed,
+                                 schedule=schedule)
+    if output == "json":  # the fit and the schedule's samples are in the file
+        return emit_json({k: v for k, v in record.items() if k not in ("fit", "schedule")})
     click.echo(
         f"forecast: loss {record['predicted']:.4f} (90% interval {record['lo']:.4f} to "
         f"{record['hi']:.4f}) at {record['x']} = {record['target_x']:.4g}, law {law}, "
@@ -143,6 +152,9 @@ def forecast_command(experiment, params, tokens, flops, target_spec, law, fit_ra
     )
     click.echo(f"wrote {path}; registered as run {record['run_id']} (role 'forecast') in "
                f"experiment {experiment}, {record['created_utc']}")
+    if schedule is not None:
+        click.echo(f"recorded the run's planned learning-rate schedule ({len(record['schedule']['lr'])} "
+                   "points): watch projects its curve with the annealing law")
 
 
 @click.command("watch")
@@ -174,6 +186,9 @@ def watch_command(target, target_uri, target_csv, batch_tokens, forecast_path, e
     Prints one line per new evaluation (the projected final loss and the registered band) and
     exits 1 (after running --on-alert CMD) as soon as the projection leaves the band; exits 0
     when the run reaches its planned tokens on track, at --timeout, or after one read (--once).
+    The curve is fitted with the learning-rate annealing law when the run's schedule is known
+    (recorded by 'scaling forecast --target-spec' or the demo, or logged by a finished run),
+    else with a power law in tokens; the first line says which.
 
     \b
     Example:
@@ -195,10 +210,31 @@ def watch_command(target, target_uri, target_csv, batch_tokens, forecast_path, e
     if not total:
         raise ConfigError("the forecast does not say the run's planned tokens; pass --tokens D")
     read = _curve_reader(target, target_uri or tracking_uri, target_csv, batch_tokens)
+    schedule, source = _schedule(record, float(total), target, target_uri or tracking_uri)
+    law = "the annealing law on " + source if schedule is not None else "the power law in tokens (" + source + ")"
     click.echo(f"watching against {_label(record)}: band {record['lo']:.4f} to {record['hi']:.4f} "
-               f"at {float(total):.4g} tokens")
+               f"at {float(total):.4g} tokens; projecting with {law}")
     _watch_loop(read, record, float(total), prior=not no_prior, once=once, poll_s=poll_s,
-                timeout_s=timeout_s, on_alert=on_alert)
+                timeout_s=timeout_s, on_alert=on_alert, schedule=schedule)
+
+
+def _schedule(record: dict[str, Any], total: float, target: str | None, uri: str):
+    """The learning-rate schedule the projection knows (:func:`scaling.reporting.watch.watch_schedule`):
+    the forecast's, else a finished MLflow run's logged train/lr."""
+    from scaling.errors import TrackingError
+    from scaling.reporting.watch import watch_schedule
+
+    lr = None
+    if target is not None and record.get("schedule") is None:
+        from scaling.reporting.comparison import fill_tokens
+        from scaling.sweeps.tracking import learning_curve
+
+        try:
+            lr = fill_tokens(learning_curve(target, tracking_uri=uri, metric="train/lr"))
+        except TrackingError as error:
+            if "has no metric" not in str(error):
+                raise
+    return watch_schedule(record, total, lr)
 
 
 def _label(record: dict[str, Any]) -> str:
@@ -233,14 +269,14 @@ def _curve_reader(target: str | None, uri: str, path: str | None, batch_tokens: 
 
 
 def _watch_loop(read, record, total: float, *, prior: bool, once: bool, poll_s: float,
-                timeout_s: float | None, on_alert: str | None) -> None:
+                timeout_s: float | None, on_alert: str | None, schedule=None) -> None:
     """Poll ``read`` and print each new evaluation's projection; raise on the first alert."""
     from scaling.reporting.watch import watch_points
 
     seen, started = 0, time.monotonic()
     while True:
         curve = read()
-        for point in watch_points(curve, record, total, start=seen, prior=prior):
+        for point in watch_points(curve, record, total, start=seen, prior=prior, schedule=schedule):
             seen += 1
             click.echo(point.line())
             if not point.on_track:

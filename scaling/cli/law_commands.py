@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from scaling.cli.forecast_commands import external_target_options
 from scaling.cli.options import (
     comma_list,
     drop_top_loss_option,
@@ -62,6 +63,11 @@ def fit_command(
       scaling fit --csv chinchilla_points.csv --law chinchilla --drop-top-loss 5
       scaling fit --csv runs.csv --law chinchilla --where "tokens >= 2 * params"
       scaling fit --csv chinchilla_points.csv --law chinchilla --allocation
+      scaling fit --experiment demo --law tissue_n --save curves.json
+
+    The curve laws (tissue, tissue_n) fit every evaluation of every finished run past 10% of
+    its steps, with the areas under its learning-rate schedule (scaling/training/curves.py);
+    from a CSV they read the columns s1 and s2 (and params).
     """
     from scaling.laws.backtesting import backtest
     from scaling.laws.capability import metric_column
@@ -71,7 +77,13 @@ def fit_command(
     from scaling.laws.selection import filter_rows
     from scaling.reporting.comparison import read_run_table
 
-    frame, source = read_run_table(csv, experiment, tracking_uri=tracking_uri)
+    from scaling.sweeps.curves import CURVE_LAWS, curve_table
+
+    if law in CURVE_LAWS and experiment and not csv:  # whole curves, not one loss per run
+        frame = curve_table(experiment, tracking_uri=tracking_uri)
+        source = f"the eval curves of experiment {experiment!r}"
+    else:
+        frame, source = read_run_table(csv, experiment, tracking_uri=tracking_uri)
     frame = law_table(law, frame, seed=seed, source=source)  # tuned shapes: optima or best trials
     x = comma_list(x_columns)
     y_column = metric_column(y_column)
@@ -312,7 +324,8 @@ def _prediction_lines(prediction, allocation, result) -> list[str]:
     if not result.is_valid:
         lines.append("  WARNING, fit invalid: " + "; ".join(result.reasons_))
     if allocation is None:
-        lines.append("  compute-optimal N and D need a chinchilla fit (runs with params and tokens)")
+        lines.append("  compute-optimal N and D need a valid chinchilla fit (runs with params and tokens "
+                     "at several tokens per parameter)")
     else:
         lines.append(
             f"  compute-optimal for C = {format_flops(allocation['flops'])}: "
@@ -345,6 +358,7 @@ def _task_lines(forecasts: list) -> list[str]:
 @click.option("--csv", help="Run table as a CSV file instead (columns task_<name>_<metric>).")
 @click.option("--flops", type=float, help="Compute to forecast for (in the --x column).")
 @click.option("--target", help="Run id of the large run: forecast for its compute and compare.")
+@external_target_options
 @click.option("--task", "tasks", multiple=True, help="Task to forecast (repeatable; default: all).")
 @click.option("--x", "x_column", default="flops_exact", show_default=True,
               help="Compute column: flops_exact or flops (6ND).")
@@ -352,43 +366,112 @@ def _task_lines(forecasts: list) -> list[str]:
 @click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
 @output_option
 @tracking_option
-def capability_command(experiment, csv, flops, target, tasks, x_column, interval, n_bootstrap, output,
-                       tracking_uri):
+def capability_command(experiment, csv, flops, target, target_uri, target_experiment, target_csv,
+                       batch_tokens, tasks, x_column, interval, n_bootstrap, output, tracking_uri):
     """Forecast each task's score at a compute budget from the proxies' scores.
 
     Two forecasts per task: GPT-4's -E[log pass_rate] = alpha*C^(-k), and the two-step chain
     compute -> task NLL (a*C^b + c) -> accuracy (sigmoid), each with its interval for one
     run. A forecast the proxies cannot make (their scores do not move with compute, or the
     interval covers most of the metric's range) says "not predictable from these proxies"
-    and why. With --target, the large run's compute is used and its scores are compared.
+    and why. With --target, the large run's compute is used and its scores are compared; the
+    large run may be tracked elsewhere (--target-uri, --target-experiment), as for compare.
+    A --target-csv curve carries no task scores: give its compute with --flops.
 
     \b
     Example:
       scaling capability --experiment demo --flops 3e14
       scaling capability --experiment demo --target 3f2a9c...
+      scaling capability --experiment demo --target 3f2a9c... --target-uri http://HOST:5000 \\
+          --target-experiment big-run
     """
     from scaling.errors import ConfigError
     from scaling.laws.capability import forecast_tasks
-    from scaling.laws.selection import find_run
     from scaling.reporting.comparison import compare_forecasts, read_run_table
 
     frame, _ = read_run_table(csv, experiment, tracking_uri=tracking_uri)
-    if (flops is None) == (target is None):
+    if target_csv is not None and (target is not None or flops is None):
+        raise ConfigError("--target-csv CURVE.csv needs the large run's compute: pass --flops C "
+                          f"(its {x_column}), and no --target")
+    if target_csv is None and (flops is None) == (target is None):
         raise ConfigError("give exactly one of --flops C or --target RUN_ID")
-    target_row = find_run(frame, target) if target is not None else None
-    budget = flops if target_row is None else float(target_row[x_column])
-    proxies = frame if target_row is None else frame[frame["run_id"] != target]
+    if target is None and (target_uri is not None or target_experiment is not None):
+        raise ConfigError("--target-uri/--target-experiment need --target RUN_ID")
+    target_row, name, proxies = _capability_target(
+        frame, target, target_uri, target_experiment, target_csv, batch_tokens, experiment,
+        tracking_uri, x_column)
+    budget = flops if target_row is None or target_csv is not None else _target_budget(
+        target_row, x_column, proxies, name)
     forecasts, skipped = forecast_tasks(proxies, budget, tasks=list(tasks) or None, x=x_column,
                                         interval=interval, n_bootstrap=n_bootstrap)
     if not forecasts and not skipped:
         raise ConfigError("the run table has no task scores; list tasks in the sweep's evals: section")
     compared = [] if target_row is None else compare_forecasts(forecasts, target_row)
+    missing = None
+    if target_row is not None and not compared:
+        missing = (f"the large run {name} has no task scores: a CSV curve carries only its loss; "
+                   "to compare, log task/<name>/<metric> with the run in MLflow and pass "
+                   "--target RUN_ID" if target_csv is not None else
+                   f"the large run {name} has no task scores (no task/<name>/accuracy, "
+                   "neg_log_pass_rate logged); score it on the tasks (the sweep's evals: "
+                   "section) to compare")
     if output == "json":
         return emit_json({"forecasts": [f.summary() for f in forecasts], "skipped": skipped,
-                          "compared": [row.summary() for row in compared]})
+                          "compared": [row.summary() for row in compared],
+                          "budget": budget, "target": name, "no_task_scores": missing})
     lines = _task_lines(forecasts) + [f"  {task}: not forecast ({why})" for task, why in skipped.items()]
     lines += [f"  {row.metric}: actual {row.actual:.4g}" + (
               f", error {row.relative_error * 100:+.1f}%, {'inside' if row.inside else 'outside'} "
               "the interval" if not row.unpredictable else " (no forecast to score)")
               for row in compared]
+    if missing:
+        lines.append(f"  {missing}")
     click.echo("\n".join(lines))
+
+
+def _capability_target(frame, target, target_uri, target_experiment, target_csv, batch_tokens,
+                       experiment, tracking_uri, x_column):
+    """The large run's row (None without one), its name, and the proxies' table without it."""
+    from pathlib import Path
+
+    from scaling.laws.selection import find_run, run_label
+
+    if target_csv is not None:
+        from scaling.reporting.external import external_target, read_curve_csv
+
+        curve = read_curve_csv(target_csv, batch_tokens=batch_tokens)
+        row = external_target(curve, name=Path(target_csv).stem)
+        pool = frame[frame["role"] != "target"] if "role" in frame.columns else frame
+        return row, Path(target_csv).name, pool
+    if target is None:
+        return None, None, frame
+    if target_uri is None and target_experiment is None:
+        row = find_run(frame, target)
+        return row, run_label(row), frame[frame["run_id"] != target]
+    from scaling.reporting.comparison import mlflow_target
+    from scaling.sweeps.tracking import runs_frame
+
+    uri, where = target_uri or tracking_uri, target_experiment or experiment
+    if where is None:
+        from scaling.errors import ConfigError
+
+        raise ConfigError("--target-uri with --csv needs --target-experiment NAME (where the run is)")
+    row, _ = mlflow_target(runs_frame(where, tracking_uri=uri, status=None), target,
+                           experiment=where, tracking_uri=uri)
+    pool = frame[frame["role"] != "target"] if "role" in frame.columns else frame
+    return row, run_label(row), pool[pool["run_id"] != target] if "run_id" in pool.columns else pool
+
+
+def _target_budget(row, x_column: str, proxies, name: str) -> float:
+    """The large run's value of the compute column (worked out from its size when missing)."""
+    from scaling.errors import DataError
+    from scaling.formatting import is_finite
+    from scaling.reporting.forecast import law_x_value
+
+    if is_finite(row.get(x_column)):
+        return float(row[x_column])
+    try:
+        return law_x_value(x_column, dict(row), proxies)[0]
+    except DataError:
+        raise DataError(f"target run {name}: {x_column} is missing; pass --x flops, or --flops C "
+                        "with --target-csv") from None

@@ -42,14 +42,19 @@ __all__ = ["report_command", "compare_command"]
 @drop_top_loss_option
 @external_target_options
 @size_options
+@click.option("--forecast", "forecast_path", type=click.Path(dir_okay=False),
+              help="Forecast file the large run is set against [default: the latest "
+              "registered in --experiment].")
 @tracking_option
 def report_command(experiment, csv_path, target, target_flops, law, output_dir, n_bootstrap, seed, interval,
                    fit_range, where, drop_top_loss, target_uri, target_experiment, target_csv,
-                   batch_tokens, params, tokens, flops, target_spec, tracking_uri):
+                   batch_tokens, params, tokens, flops, target_spec, forecast_path, tracking_uri):
     """Write a prediction report: index.html (self-contained) and report.md with figures.
 
     The large run may live elsewhere: --target RUN_ID with --target-uri/--target-experiment,
     or --target-csv CURVE.csv with its size (--params/--tokens/--flops or --target-spec).
+    With a large run, the report has a section on it: the forecast of record, the
+    re-forecasts watch would have made at each of its evaluations, its curve against the band.
 
     \b
     Example:
@@ -59,9 +64,10 @@ def report_command(experiment, csv_path, target, target_flops, law, output_dir, 
     """
     from scaling.reporting.publish import make_report
 
+    forecast = resolve_forecast(forecast_path, None, tracking_uri)  # a file; else the experiment's
     settings = dict(law=law, directory=output_dir, n_bootstrap=n_bootstrap, seed=seed,
                     tracking_uri=tracking_uri, fit_range=fit_range, where=where,
-                    drop_top_loss=drop_top_loss, interval=interval)
+                    drop_top_loss=drop_top_loss, interval=interval, forecast=forecast)
     if target_csv is not None or target_uri is not None or target_experiment is not None:
         path = _external_report(experiment, csv_path, target, target_uri, target_experiment,
                                 target_csv, batch_tokens, target_size(params, tokens, flops, target_spec),
@@ -81,8 +87,9 @@ def report_command(experiment, csv_path, target, target_flops, law, output_dir, 
 
 def _external_report(experiment, csv_path, target, target_uri, target_experiment, target_csv,
                      batch_tokens, size, *, law, directory, n_bootstrap, seed, tracking_uri,
-                     fit_range, where, drop_top_loss, interval):
+                     fit_range, where, drop_top_loss, interval, forecast):
     """The report of the proxies with a large run tracked elsewhere or given as a CSV curve."""
+    import dataclasses
     from pathlib import Path
 
     from scaling.reporting.comparison import mlflow_target
@@ -93,6 +100,7 @@ def _external_report(experiment, csv_path, target, target_uri, target_experiment
         build_report,
         inputs_from_csv,
         inputs_from_experiment,
+        target_schedule,
     )
     from scaling.sweeps.tracking import log_report, runs_frame
 
@@ -100,6 +108,7 @@ def _external_report(experiment, csv_path, target, target_uri, target_experiment
         raise ConfigError("give exactly one of --experiment NAME and --csv FILE")
     inputs = (inputs_from_experiment(experiment, tracking_uri=tracking_uri) if experiment
               else inputs_from_csv(csv_path))
+    schedules = {}
     if target_csv is not None:
         row, curve = csv_target(target_csv, batch_tokens, size)
     elif target is None:
@@ -108,7 +117,12 @@ def _external_report(experiment, csv_path, target, target_uri, target_experiment
         uri, where_from = target_uri or tracking_uri, target_experiment or experiment
         row, curve = mlflow_target(runs_frame(where_from, tracking_uri=uri, status=None), target,
                                    experiment=where_from, tracking_uri=uri)
+        lr = target_schedule(target, tracking_uri=uri, tokens=row.get("tokens"))
+        if lr is not None:
+            schedules[target] = lr
     inputs = with_external_target(inputs, row, curve, law=law)
+    inputs = dataclasses.replace(inputs, schedules=schedules or None,
+                                 forecast=forecast if forecast is not None else inputs.forecast)
     if where or drop_top_loss:
         inputs = filtered_inputs(inputs, where=where, drop_top_loss=drop_top_loss)
     report = build_report(inputs, law=law, target=str(row["run_id"]), n_bootstrap=n_bootstrap,

@@ -26,11 +26,14 @@ __all__ = [
     "isoflop_data",
     "residuals_data",
     "lr_tuning_data",
+    "large_run_data",
     "draw_loss_vs_compute",
     "draw_learning_curves",
     "draw_isoflop",
     "draw_residuals",
     "draw_lr_tuning",
+    "draw_large_run_reforecasts",
+    "draw_large_run_curve",
     "draw_coord_check",
     "figure_png",
     "draw_all",
@@ -288,6 +291,42 @@ def lr_tuning_data(
     return out
 
 
+def large_run_data(
+    measured: pd.DataFrame, reforecasts: pd.DataFrame, forecast: Mapping[str, Any], *,
+    total_tokens: float, actual: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Data of the large-run figures: the run's curve, its re-forecasts, the registered band.
+
+    Parameters
+    ----------
+    measured : DataFrame
+        The run's eval curve (``tokens``, ``value``).
+    reforecasts : DataFrame
+        One row per evaluation re-forecast (``tokens``, ``fraction``, ``projected``,
+        ``curve_alone``), as :func:`scaling.reporting.report.large_run_section` builds it.
+    forecast : mapping
+        The registered forecast (``predicted``, ``lo``, ``hi``, ``interval``).
+    total_tokens : float
+        The run's planned tokens, where the band stands.
+    actual : float, optional
+        The run's final loss, once it has finished.
+
+    Returns
+    -------
+    dict
+        ``measured`` (DataFrame: tokens, loss), ``reforecasts`` (as given), ``predicted``,
+        ``lo``, ``hi``, ``interval``, ``total_tokens``, ``actual``.
+    """
+    return {
+        "measured": pd.DataFrame({"tokens": measured["tokens"].to_numpy(float),
+                                  "loss": measured["value"].to_numpy(float)}),
+        "reforecasts": reforecasts.reset_index(drop=True),
+        "predicted": float(forecast["predicted"]), "lo": float(forecast["lo"]),
+        "hi": float(forecast["hi"]), "interval": float(forecast["interval"]),
+        "total_tokens": float(total_tokens), "actual": None if actual is None else float(actual),
+    }  # fmt: skip
+
+
 # --------------------------------------------------------------------------- drawing
 
 
@@ -462,6 +501,55 @@ def draw_lr_tuning(data: Mapping[str, Any]) -> Any:
     return fig
 
 
+def draw_large_run_reforecasts(data: Mapping[str, Any]) -> Any:
+    """The re-forecasts of :func:`large_run_data` over training: the projected final loss at
+    each evaluation (blended with the forecast, and the curve alone) against the registered
+    band and, once known, the final loss reached."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    table = data["reforecasts"]
+    percent = 100.0 * table["fraction"].to_numpy(float)
+    ax.axhspan(data["lo"], data["hi"], color="C0", alpha=0.15,
+               label=f"registered forecast, {data['interval']:.0%} band")
+    ax.axhline(data["predicted"], color="C0", lw=1, ls="--")
+    ax.plot(percent, table["projected"], "o-", color="C0", label="re-forecast (blended, as watch)")
+    alone = np.isfinite(table["curve_alone"].to_numpy(float))
+    if alone.any():
+        ax.plot(percent[alone], table["curve_alone"].to_numpy(float)[alone], "s--", color="C1",
+                ms=4, label="the curve alone (watch --no-prior)")
+    if data["actual"] is not None:
+        ax.axhline(data["actual"], color="C3", lw=1.5, label="final loss reached")
+    ax.set_xlabel("training observed (% of the planned tokens)")
+    ax.set_ylabel("projected final eval loss")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def draw_large_run_curve(data: Mapping[str, Any]) -> Any:
+    """The large run's measured curve against where it was projected to land: the eval
+    loss, the re-forecast made at each evaluation, and the registered band at the planned
+    tokens."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    measured, table, total = data["measured"], data["reforecasts"], data["total_tokens"]
+    start = float(table["tokens"].min()) if len(table) else 0.9 * total
+    ax.fill_between([start, 1.02 * total], data["lo"], data["hi"], color="C0", alpha=0.15,
+                    label=f"registered {data['interval']:.0%} band, at the planned tokens")
+    ax.errorbar([total], [data["predicted"]], yerr=[[data["predicted"] - data["lo"]],
+                [data["hi"] - data["predicted"]]], fmt="o", color="C0", capsize=4,
+                label="registered forecast")
+    ax.plot(measured["tokens"], measured["loss"], "o-", color="k", ms=3, lw=1, label="measured eval loss")
+    ax.plot(table["tokens"], table["projected"], "x--", color="C0", lw=1,
+            label="re-forecast of the final loss, at each evaluation")
+    if data["actual"] is not None:
+        ax.scatter([total], [data["actual"]], marker="*", s=160, color="C3", zorder=4,
+                   label="final loss reached")
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("eval loss")
+    ax.legend(fontsize="small")
+    return fig
+
+
 def draw_coord_check(table: pd.DataFrame) -> Any:
     """The coord check (:func:`scaling.laws.hparams.coord_check`): activation size against width
     (top) and depth (bottom), one panel per parametrisation, one line per layer."""
@@ -490,6 +578,8 @@ FIGURES: dict[str, tuple[str, Any]] = {
     "isoflop": ("IsoFLOP curves", draw_isoflop),
     "residuals": ("Residuals of the fit", draw_residuals),
     "lr_tuning": ("Learning rate per shape", draw_lr_tuning),
+    "large_run_reforecasts": ("Re-forecasts of the large run", draw_large_run_reforecasts),
+    "large_run_curve": ("The large run against its projection", draw_large_run_curve),
 }
 
 

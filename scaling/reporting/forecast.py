@@ -4,8 +4,11 @@
 interval for one run, the law, its parameters, the proxies' run ids, a UTC timestamp) as a
 JSON-safe record of format ``scaling.forecast/1``; :func:`forecast_experiment` reads the
 proxies from MLflow, writes the record and registers it as the artifact ``forecast.json`` of a
-run tagged ``scaling.role = forecast`` (:func:`scaling.sweeps.tracking.log_forecast`).
-``compare`` and ``watch`` score against that record, not a refit.
+run tagged ``scaling.role = forecast`` (:func:`register_forecast`, which the demo calls too).
+``compare``, ``watch`` and the report's large-run section score against that record, not a
+refit. A record may carry the run's planned learning-rate schedule (``schedule``: tokens and
+learning rate, from ``--target-spec``), with which ``watch`` projects the partial curve by the
+annealing law (:func:`record_schedule`, :mod:`scaling.laws.partial_curve`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from scaling.errors import ConfigError, DataError
 from scaling.formatting import is_finite
 
 __all__ = ["FORECAST_FORMAT", "law_x_value", "make_forecast", "write_forecast", "load_forecast",
-           "forecast_experiment", "forecast_label", "check_target_x"]
+           "register_forecast", "forecast_experiment", "forecast_label", "check_target_x",
+           "schedule_samples", "record_schedule"]
 
 FORECAST_FORMAT = "scaling.forecast/1"
 _REQUIRED = ("format", "law", "x", "target_x", "predicted", "lo", "hi", "interval", "created_utc")
@@ -63,6 +67,7 @@ def law_x_value(x: str, size: dict[str, float | None], proxies: pd.DataFrame | N
 def make_forecast(
     proxies: pd.DataFrame, size: dict[str, float | None], *, law: str = "gpt4",
     interval: float = 0.9, n_bootstrap: int = 1000, seed: int = 0, experiment: str | None = None,
+    x: str | None = None, schedule: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Fit ``law`` on the proxies and predict one run of ``size``: the forecast record.
 
@@ -76,6 +81,12 @@ def make_forecast(
         As for :func:`scaling.reporting.comparison.compare`.
     experiment : str, optional
         Where the proxies came from (recorded).
+    x : str, optional
+        Run-table column to extrapolate along; the law's own (``flops_exact`` for GPT-4's).
+    schedule : (tokens, lr), optional
+        The run's planned learning rate at tokens seen, over the whole run; recorded
+        (:func:`schedule_samples`) so that ``watch`` projects with the annealing law
+        (:mod:`scaling.laws.partial_curve`).
 
     Returns
     -------
@@ -83,7 +94,7 @@ def make_forecast(
         ``format``, ``law``, ``formula``, ``x``, ``target_x``, ``x_source``, ``params``,
         ``tokens``, ``flops``, ``predicted``, ``lo``, ``hi``, ``interval``, ``fit_params``,
         ``proxy_run_ids``, ``n_proxies``, ``experiment``, ``created_utc``, ``fit`` (the saved
-        fit, ``scaling.fit/1``).
+        fit, ``scaling.fit/1``), and ``schedule`` (``tokens``, ``lr``) when given.
     """
     from scaling.formatting import json_safe
     from scaling.laws.fitting import fit
@@ -93,14 +104,14 @@ def make_forecast(
     if len(law_object.x) != 1:
         raise ConfigError(f"--law {law}: reads {', '.join(law_object.x)}; forecast with a law "
                           "of one column, such as gpt4 (compute)")
-    x = law_object.x[0]
+    x = x or law_object.x[0]
     target_x, source = law_x_value(x, size, proxies)
     result = fit(law_object, proxies, x=(x,), y="loss", n_bootstrap=n_bootstrap, seed=seed,
                  interval=interval, source="proxies")
     point, (lo, hi) = result.predict(np.array([target_x]), interval=interval, band="run")
     params, tokens = size.get("params"), size.get("tokens")
     flops = size.get("flops") or (6.0 * params * tokens if params and tokens else None)
-    return json_safe({
+    record = json_safe({
         "format": FORECAST_FORMAT, "law": law, "formula": law_object.formula, "x": x,
         "target_x": float(target_x), "x_source": source, "params": params, "tokens": tokens,
         "flops": flops, "predicted": float(point[0]), "lo": float(lo[0]), "hi": float(hi[0]),
@@ -111,6 +122,40 @@ def make_forecast(
         "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "fit": result.to_dict(),
     })  # fmt: skip
+    if schedule is not None:
+        record["schedule"] = schedule_samples(*schedule)
+    return record
+
+
+def schedule_samples(tokens: Any, lr: Any, points: int = 400) -> dict[str, list[float]]:
+    """A learning-rate schedule as the record keeps it: at most ``points`` samples, evenly
+    spaced over its steps, the first and the last kept (``tokens``, ``lr``).
+
+    Examples
+    --------
+    >>> schedule_samples(range(1, 11), [1.0] * 10, points=4)
+    {'tokens': [1.0, 4.0, 7.0, 10.0], 'lr': [1.0, 1.0, 1.0, 1.0]}
+    """
+    t = np.asarray(list(tokens), float)
+    rate = np.asarray(list(lr), float)
+    keep = np.unique(np.linspace(0, len(t) - 1, min(points, len(t))).round().astype(int))
+    return {"tokens": [float(v) for v in t[keep]], "lr": [float(v) for v in rate[keep]]}
+
+
+def record_schedule(record: dict[str, Any], total_tokens: float | None = None) -> Any:
+    """The annealing areas (:class:`scaling.laws.partial_curve.Schedule`) of the schedule a
+    forecast recorded, over ``total_tokens`` (the record's tokens by default); None when it
+    recorded none, or one that does not cover those tokens."""
+    from scaling.laws.partial_curve import schedule_areas
+
+    schedule = record.get("schedule")
+    total = total_tokens or record.get("tokens")
+    if not isinstance(schedule, dict) or not total:
+        return None
+    try:
+        return schedule_areas(schedule.get("tokens") or [], schedule.get("lr") or [], float(total))
+    except (TypeError, ValueError):
+        return None
 
 
 def write_forecast(record: dict[str, Any], path: str | Path) -> Path:
@@ -155,11 +200,12 @@ def forecast_label(record: dict[str, Any]) -> str:
 def forecast_experiment(
     experiment: str, size: dict[str, float | None], *, tracking_uri: str, path: str | Path,
     law: str = "gpt4", fit_range: str = "all", interval: float = 0.9, n_bootstrap: int = 1000,
-    seed: int = 0,
+    seed: int = 0, schedule: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Forecast from an experiment's proxies, write it to ``path`` and register it in MLflow.
 
     Nothing is written or created when the experiment cannot be read (TrackingError).
+    ``schedule`` is the run's planned learning rate (see :func:`make_forecast`).
 
     Returns
     -------
@@ -168,7 +214,7 @@ def forecast_experiment(
     """
     from scaling.laws.forms import get_law
     from scaling.laws.selection import split_runs
-    from scaling.sweeps.tracking import log_forecast, runs_frame
+    from scaling.sweeps.tracking import runs_frame
 
     runs = runs_frame(experiment, tracking_uri=tracking_uri, status=None)
     law_object = get_law(law)
@@ -178,11 +224,29 @@ def forecast_experiment(
         raise DataError(f"experiment {experiment!r} has no finished proxy with a loss; "
                         "run the sweep first")
     record = make_forecast(split.proxies, size, law=law, interval=interval,
-                           n_bootstrap=n_bootstrap, seed=seed, experiment=experiment)
+                           n_bootstrap=n_bootstrap, seed=seed, experiment=experiment,
+                           schedule=schedule)
     record["fit_range"] = fit_range
+    return register_forecast(record, experiment, path, tracking_uri=tracking_uri)
+
+
+def register_forecast(record: dict[str, Any], experiment: str, path: str | Path, *,
+                      tracking_uri: str) -> dict[str, Any]:
+    """Write a forecast record to ``path`` and register it in ``experiment`` as the artifact
+    ``forecast.json`` of a run with role ``forecast``
+    (:func:`scaling.sweeps.tracking.log_forecast`); ``scaling forecast`` and the demo do.
+
+    Returns
+    -------
+    dict
+        The record, with ``run_id`` (the forecast's MLflow run) and ``path``.
+    """
+    from scaling.sweeps.tracking import log_forecast
+
     write_forecast(record, path)
     run_id = log_forecast(experiment, path, tracking_uri=tracking_uri,
-                          tags={"scaling.law": law, "scaling.forecast_created": record["created_utc"]})
+                          tags={"scaling.law": str(record["law"]),
+                                "scaling.forecast_created": str(record["created_utc"])})
     return {**record, "run_id": run_id, "path": str(path)}
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -42,6 +44,7 @@ def make_report(
     where: str | None = None,
     drop_top_loss: int = 0,
     interval: float = 0.9,
+    forecast: Mapping[str, Any] | None = None,
 ) -> Path:
     """Build and write a report from an MLflow experiment or a CSV; log it to the experiment.
 
@@ -61,6 +64,10 @@ def make_report(
     where, drop_top_loss
         A row filter on the runs (:func:`scaling.laws.selection.filter_rows`); the target run
         is always kept. The filter is named in the report's source line.
+    forecast : mapping, optional
+        The forecast of record the large-run section scores the target against
+        (:func:`scaling.reporting.forecast.load_forecast`); by default the latest registered
+        in ``experiment``.
 
     Returns
     -------
@@ -85,6 +92,8 @@ def make_report(
         inputs = inputs_from_experiment(experiment, tracking_uri=tracking_uri)
     else:
         inputs = inputs_from_csv(csv)
+    if forecast is not None:
+        inputs = dataclasses.replace(inputs, forecast=forecast)
     if where or drop_top_loss:
         inputs = filtered_inputs(inputs, where=where, drop_top_loss=drop_top_loss)
     report = build_report(

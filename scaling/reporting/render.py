@@ -125,6 +125,9 @@ def blocks(report: Report) -> list[Block]:
     if report.capabilities is not None:
         out += _capability_blocks(report, number)
         number += 1
+    if report.large_run is not None:
+        out += _large_run_blocks(report, number)
+        number += 1
     out.append(("h2", f"{number}. What went in"))
     out += _inputs_blocks(report)
     if "lr_tuning" in report.figures:
@@ -260,6 +263,80 @@ def _capability_blocks(report: Report, number: int) -> list[Block]:
     if "capabilities" in report.notes:
         blocks.append(("p", report.notes["capabilities"]))
     return [*blocks, _frame_table(report.capabilities)]
+
+
+def _large_run_blocks(report: Report, number: int) -> list[Block]:
+    """The large run against its forecast of record: the forecast, the re-forecasts ``watch``
+    would have made at each evaluation (a table and a figure), the curve against the band."""
+    section = report.large_run
+    target = report.split.target
+    label = run_label(target) if target is not None else "the target run"
+    out: list[Block] = [("h2", f"{number}. The large run")]
+    forecast = section["forecast"]
+    if forecast is None:
+        experiment = report.inputs.sweep or "NAME"
+        out.append(("p", f"No forecast of record was registered for the large run {label}, so "
+                    "there is nothing it was committed to before it ran. Register one before a "
+                    f"large run starts: scaling forecast --experiment {experiment} --target-spec "
+                    "run.yaml (or --params N --tokens D); compare, watch and this section then "
+                    "score the run against it (scaling report --forecast FILE takes a file)."))
+        return out
+    text = (
+        f"Forecast of record: final loss {forecast['predicted']:.4f}, "
+        f"{float(forecast['interval']):.0%} interval for one run {forecast['lo']:.4f} to "
+        f"{forecast['hi']:.4f}, registered {forecast['created_utc']} as "
+        + (f"run {forecast['run_id']}" if forecast.get("run_id") else str(forecast.get("path", "a file")))
+        + f"; law {forecast['law']}"
+        + (f" ({forecast['formula']})" if forecast.get("formula") else "")
+        + (f" on {forecast['n_proxies']} proxies" if forecast.get("n_proxies") else "")
+        + f", at {forecast['x']} = {format_flops(float(forecast['target_x']), digits=3)}."
+    )
+    if section["actual"] is not None:
+        actual = section["actual"]
+        inside = "inside" if forecast["lo"] <= actual <= forecast["hi"] else "outside"
+        text += (f" The run reached {actual:.4f}: the forecast is off by "
+                 f"{(forecast['predicted'] - actual) / actual * 100:+.1f}%, {inside} its band.")
+    out.append(("p", text))
+    if section["note"]:
+        out.append(("p", section["note"]))
+    table = section["reforecasts"]
+    if table is None:
+        return out
+    if table.empty:
+        out.append(("p", "The run has no evaluation past 10% of its planned tokens yet: no re-forecast."))
+        return out
+    law = ("the learning-rate annealing law, L = E + A·S1^(-alpha) - C·S2 on "
+           f"{section['schedule_source']}" if section["schedule_source"] != "no learning-rate schedule"
+           else "the power law E + A·t^(-alpha) in tokens (no learning-rate schedule known)")
+    out.append(("p", (
+        "Re-forecasts: the final loss scaling watch would have projected at each evaluation, "
+        f"from {table['fraction'].iloc[0]:.0%} of the planned "
+        f"{format_count(section['total_tokens'])} tokens on: the curve so far (from 10% of the "
+        f"tokens) fitted with {law}, blended with the forecast by the fraction observed; 'curve "
+        "alone' is watch --no-prior. A re-forecast outside the band is where watch alerts.")))
+    header = ["step", "tokens", "observed", "eval loss", "re-forecast", "curve alone", "in band"]
+    actual = section["actual"]
+    if actual is not None:
+        header.append("error")
+    rows = []
+    for row in table.itertuples():
+        cells = [f"{row.step:.0f}", format_count(row.tokens), f"{row.fraction:.0%}", f"{row.loss:.4f}",
+                 f"{row.projected:.4f}" if math.isfinite(row.projected) else "-",
+                 f"{row.curve_alone:.4f}" if math.isfinite(row.curve_alone) else "-",
+                 "yes" if row.inside else "no"]
+        if actual is not None:
+            cells.append(f"{(row.projected - actual) / actual * 100:+.2f}%" if math.isfinite(row.projected) else "-")
+        rows.append(cells)
+    out.append(("table", header, rows))
+    for name, caption in (
+        ("large_run_reforecasts", "Each evaluation's re-forecast of the final loss against the "
+         "registered band" + (" and the final loss reached." if actual is not None else ".")),
+        ("large_run_curve", "The measured eval loss, the re-forecast made at each evaluation and "
+         "the registered band at the planned tokens."),
+    ):
+        if name in report.figures:
+            out += [("img", name, FIGURES[name][0]), ("p", caption)]
+    return out
 
 
 def _tuning_blocks(report: Report, number: int) -> list[Block]:

@@ -6,7 +6,9 @@ Three layers, kept apart so each can be tested on its own:
    :class:`ReportInputs`: the run table, learning curves when tracked, provenance.
 2. **Content** (here) — :func:`build_report` fits the law on the proxies and returns a
    :class:`Report`: the prediction, tables, and the data of every figure
-   (:mod:`scaling.reporting.figures`) as plain DataFrames.
+   (:mod:`scaling.reporting.figures`) as plain DataFrames; with a target run, the large-run
+   section (:func:`large_run_section`: the forecast of record, the re-forecasts ``watch``
+   would have made at each evaluation).
 3. **Rendering** (:mod:`scaling.reporting.render`) — Markdown, self-contained HTML and the atomic
    writer; :mod:`scaling.reporting.figures` draws the figures.
 
@@ -54,6 +56,8 @@ __all__ = [
     "DEFAULT_EXTRAPOLATION",
     "inputs_from_csv",
     "inputs_from_experiment",
+    "target_schedule",
+    "large_run_section",
     "build_report",
     "backtest_cuts",
 ]
@@ -79,6 +83,13 @@ class ReportInputs:
     curves : dict of str to DataFrame, or None
         Learning curves by ``run_id`` (``step``, ``tokens``, ``value``); None when the
         source holds final values only (a CSV).
+    forecast : dict or None
+        The forecast of record of the large run (:mod:`scaling.reporting.forecast`): the
+        latest registered in the experiment, or a file given; None when none was registered.
+    schedules : dict of str to DataFrame, or None
+        The logged learning rate (``train/lr``: ``step``, ``tokens``, ``value``) of the target
+        runs, by ``run_id``: the large-run section's projections use it when the forecast
+        recorded no schedule.
     """
 
     runs: pd.DataFrame
@@ -88,6 +99,8 @@ class ReportInputs:
     config_hash: str | None = None
     tracking_uri: str | None = None
     curves: Mapping[str, pd.DataFrame] | None = None
+    forecast: Mapping[str, Any] | None = None
+    schedules: Mapping[str, pd.DataFrame] | None = None
 
     @property
     def from_sweep(self) -> bool:
@@ -161,6 +174,7 @@ def inputs_from_experiment(experiment: str, *, tracking_uri: str) -> ReportInput
     from scaling.errors import TrackingError
     from scaling.sweeps.tracking import (
         TAG_FAILURE,
+        latest_forecast,
         learning_curve,
         run_tags,
         runs_frame,
@@ -181,6 +195,12 @@ def inputs_from_experiment(experiment: str, *, tracking_uri: str) -> ReportInput
             curves[run_id] = fill_tokens(learning_curve(run_id, tracking_uri=tracking_uri), tokens)
         except TrackingError:  # a run that never logged eval/loss has no curve to draw
             continue
+    schedules = {}
+    for run_id, tokens in zip(runs.loc[runs["role"] == "target", "run_id"],
+                              runs.loc[runs["role"] == "target", "tokens"]):
+        lr = target_schedule(run_id, tracking_uri=tracking_uri, tokens=tokens)
+        if lr is not None:
+            schedules[run_id] = lr
     return ReportInputs(
         runs=runs,
         name=experiment,
@@ -189,7 +209,21 @@ def inputs_from_experiment(experiment: str, *, tracking_uri: str) -> ReportInput
         config_hash=_single_value(runs, "config_hash"),
         tracking_uri=tracking_uri,
         curves=curves,
+        forecast=latest_forecast(experiment, tracking_uri=tracking_uri),
+        schedules=schedules,
     )
+
+
+def target_schedule(run_id: str, *, tracking_uri: str, tokens: float | None = None) -> pd.DataFrame | None:
+    """The logged learning rate of a run (``train/lr``, tokens filled in as for its eval
+    curve), or None when it logged none."""
+    from scaling.errors import TrackingError
+    from scaling.sweeps.tracking import learning_curve
+
+    try:
+        return fill_tokens(learning_curve(run_id, tracking_uri=tracking_uri, metric="train/lr"), tokens)
+    except TrackingError:
+        return None
 
 
 # --------------------------------------------------------------------------- content
@@ -243,6 +277,10 @@ class Report:
         Chinchilla's approaches 1-3 at the target budget side by side, one row per approach
         that could be fitted (None when none could); ``notes["allocation_agreement"]``
         reconciles them (:func:`scaling.laws.allocation.reconcile_allocations`).
+    large_run : dict or None
+        The large-run section when there is a target run (:func:`large_run_section`): the
+        registered forecast, the re-forecasts ``watch`` would have made at each of its
+        evaluations, and why a part is missing; None without a target.
     """
 
     inputs: ReportInputs
@@ -265,6 +303,7 @@ class Report:
     date: str = ""
     capabilities: pd.DataFrame | None = None
     allocations: pd.DataFrame | None = None
+    large_run: Mapping[str, Any] | None = None
 
 
 # When no target is named, the report extrapolates this far beyond the largest proxy:
@@ -371,13 +410,94 @@ def build_report(
     allocations = _allocations(split.proxies, budget, chinchilla, figures.get("isoflop"),
                                interval, n_bootstrap, seed, notes)
     capabilities = _capabilities(inputs.runs, split.target, x, target_x, interval, n_bootstrap, seed, notes)
+    large_run = None
+    if split.target is not None:
+        large_run = large_run_section(inputs, split.target, x=x, target_x=target_x)
+        for name in ("large_run_reforecasts", "large_run_curve"):
+            if large_run.get(name) is not None:
+                figures[name] = large_run[name]
     return Report(
         inputs=inputs, law=law_object, x=x, y=y, split=split, fit=result, interval=interval,
         target_x=target_x, target_note=target_note, predicted=float(predicted), lo=float(lo),
         hi=float(hi), prediction=prediction, backtest=backtest, optimal=optimal,
         figures=figures, notes=notes, date=_date(date), capabilities=capabilities,
-        allocations=allocations,
+        allocations=allocations, large_run=large_run,
     )
+
+
+def large_run_section(inputs: ReportInputs, target: Mapping[str, Any], *, x: str,
+                      target_x: float) -> dict[str, Any]:
+    """The large run against its forecast of record: the data of the report's section.
+
+    The re-forecasts are what ``scaling watch`` would have printed at each evaluation of the
+    run's curve (:func:`scaling.reporting.watch.watch_points`, blended with the forecast, and
+    with ``prior=False``: the curve alone), from the first evaluation at or past
+    :data:`scaling.laws.partial_curve.SKIP` of the planned tokens to the end, with the
+    schedule ``watch`` would have known (:func:`scaling.reporting.watch.watch_schedule`).
+
+    Parameters
+    ----------
+    inputs : ReportInputs
+        Its ``forecast``, ``curves`` and ``schedules`` are read.
+    target : mapping
+        The target's run-table row.
+    x, target_x : str, float
+        The report's compute column and the target's value of it (for the size check).
+
+    Returns
+    -------
+    dict
+        ``forecast`` (the record, or None), ``label`` (how the report names it), ``note`` (a
+        sentence: the size check, or why there are no re-forecasts), ``actual`` (the run's
+        final loss or None), ``total_tokens``, ``schedule_source``, ``reforecasts`` (DataFrame:
+        ``step``, ``tokens``, ``fraction``, ``loss``, ``projected``, ``curve_alone``,
+        ``inside``; None without a forecast or a curve), and the data of the figures
+        ``large_run_reforecasts`` and ``large_run_curve``
+        (:func:`scaling.reporting.figures.large_run_data`).
+    """
+    from scaling.laws.partial_curve import SKIP
+    from scaling.reporting.figures import large_run_data
+    from scaling.reporting.forecast import check_target_x, forecast_label
+    from scaling.reporting.watch import watch_points, watch_schedule
+
+    forecast = None if inputs.forecast is None else dict(inputs.forecast)
+    actual = float(target["loss"]) if is_finite(target.get("loss")) else None
+    out: dict[str, Any] = {"forecast": forecast, "actual": actual, "label": "", "note": "",
+                           "total_tokens": None, "schedule_source": "", "reforecasts": None,
+                           "large_run_reforecasts": None, "large_run_curve": None}
+    if forecast is None:
+        return out
+    out["label"] = forecast_label(forecast)
+    if str(forecast.get("x")) == x:
+        out["note"] = check_target_x(forecast, target_x) or ""
+    run_id = target.get("run_id")
+    curve = None if inputs.curves is None else inputs.curves.get(run_id)
+    total = forecast.get("tokens") or (float(target["tokens"]) if is_finite(target.get("tokens")) else None)
+    out["total_tokens"] = float(total) if total else None
+    if curve is None or curve.empty or not total:
+        out["note"] = " ".join(filter(None, [out["note"], (
+            "The large run has no eval-loss curve here, so there are no re-forecasts."
+            if total else "Neither the forecast nor the run says the planned tokens, so there "
+            "are no re-forecasts.")]))
+        return out
+    total = float(total)
+    lr = None if inputs.schedules is None else inputs.schedules.get(run_id)
+    schedule, out["schedule_source"] = watch_schedule(forecast, total, lr)
+    blended = watch_points(curve, forecast, total, schedule=schedule)
+    alone = watch_points(curve, forecast, total, prior=False, schedule=schedule)
+    rows = [(b, a) for b, a in zip(blended, alone) if b.fraction >= SKIP - 1e-9]
+    table = pd.DataFrame({
+        "step": [b.step for b, _ in rows], "tokens": [b.tokens for b, _ in rows],
+        "fraction": [b.fraction for b, _ in rows], "loss": [b.loss for b, _ in rows],
+        "projected": [b.projected for b, _ in rows], "curve_alone": [a.projected for _, a in rows],
+        "inside": [b.on_track for b, _ in rows],
+    })  # fmt: skip
+    out["reforecasts"] = table
+    measured = curve.dropna(subset=["tokens", "value"]).sort_values("tokens")
+    data = large_run_data(measured, table, forecast, total_tokens=total, actual=actual)
+    out["large_run_reforecasts"] = data
+    out["large_run_curve"] = data
+    return out
 
 
 def _law_of_compute(law: str, runs: pd.DataFrame) -> tuple[Any, str, str]:

@@ -2,9 +2,12 @@
 
 At each new evaluation, :func:`watch_points` projects the run's final loss from its curve so
 far (:func:`scaling.laws.partial_curve.project_final`: ``E + A t^-alpha`` fitted beyond the
-first 10% of the planned tokens, blended with the registered forecast by the observed
-fraction) and checks it against the registered forecast's interval. The logic only: reading
-the curve and printing live in ``scaling watch`` (:mod:`scaling.cli.forecast_commands`).
+first 10% of the planned tokens, or the learning-rate annealing law when the run's schedule is
+known, blended with the registered forecast by the observed fraction) and checks it against the
+registered forecast's interval. :func:`watch_schedule` says which schedule is known. The logic
+only: reading the curve and printing live in ``scaling watch``
+(:mod:`scaling.cli.forecast_commands`); the report's large-run section
+(:mod:`scaling.reporting.report`) replays it over a run's evaluations.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["WatchPoint", "watch_points"]
+__all__ = ["WatchPoint", "watch_points", "watch_schedule"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class WatchPoint:
 
 def watch_points(
     curve: pd.DataFrame, forecast: Mapping[str, Any], total_tokens: float, *, start: int = 0,
-    prior: bool = True, skip: float = 0.1,
+    prior: bool = True, skip: float | None = None, schedule: Any = None,
 ) -> list[WatchPoint]:  # fmt: skip
     """A :class:`WatchPoint` for each evaluation of ``curve`` from index ``start`` on.
 
@@ -79,25 +82,69 @@ def watch_points(
         Evaluations before it were seen already.
     prior : bool, default True
         Blend with the forecast (see :func:`scaling.laws.partial_curve.project_final`).
-    skip : float, default 0.1
-        Evaluations before this fraction of the tokens are left out of the curve fit.
+    skip : float, optional
+        Evaluations before this fraction of the tokens are left out of the curve fit
+        (:data:`scaling.laws.partial_curve.SKIP`, 10%, by default).
+    schedule : scaling.laws.partial_curve.Schedule, optional
+        The run's learning rate over its planned tokens (:func:`watch_schedule`): the curve is
+        fitted with the annealing law, else with the power law in tokens.
 
     Returns
     -------
     list of WatchPoint
     """
-    from scaling.laws.partial_curve import project_final
+    from scaling.laws.partial_curve import SKIP, project_final
 
+    skip = SKIP if skip is None else skip
     points = curve.dropna(subset=["tokens", "value"]).sort_values("tokens").reset_index(drop=True)
     tokens, values = points["tokens"].to_numpy(float), points["value"].to_numpy(float)
     prediction = float(forecast["predicted"]) if prior else None
     out = []
     for i in range(start, len(points)):
         projected = project_final(tokens[: i + 1], values[: i + 1], total_tokens,
-                                  prior=prediction, skip=skip)
+                                  prior=prediction, skip=skip, schedule=schedule)
         out.append(WatchPoint(
             step=float(points["step"].iloc[i]), tokens=float(tokens[i]), loss=float(values[i]),
             fraction=float(tokens[i]) / total_tokens, projected=projected,
             lo=float(forecast["lo"]), hi=float(forecast["hi"]),
         ))  # fmt: skip
     return out
+
+
+def watch_schedule(forecast: Mapping[str, Any], total_tokens: float,
+                   lr: pd.DataFrame | None = None) -> tuple[Any, str]:
+    """The learning-rate schedule a projection knows, and where it comes from.
+
+    The schedule the forecast recorded (``scaling forecast --target-spec`` and the demo record
+    the run's planned one), else the run's logged ``train/lr`` when it reaches the planned
+    tokens (a finished run), else none: the power law in tokens is fitted then.
+
+    Parameters
+    ----------
+    forecast : mapping
+        The registered forecast.
+    total_tokens : float
+        The run's planned tokens.
+    lr : DataFrame, optional
+        The run's logged learning rate (``step``, ``tokens``, ``value``).
+
+    Returns
+    -------
+    (Schedule or None, str)
+        The areas (:func:`scaling.laws.partial_curve.schedule_areas`) and a phrase naming
+        their source: ``"the schedule recorded with the forecast"``, ``"the run's logged
+        train/lr"`` or ``"no learning-rate schedule"``.
+    """
+    from scaling.laws.partial_curve import schedule_areas
+    from scaling.reporting.forecast import record_schedule
+
+    recorded = record_schedule(dict(forecast), total_tokens)
+    if recorded is not None:
+        return recorded, "the schedule recorded with the forecast"
+    if lr is not None and len(lr):
+        points = lr.dropna(subset=["tokens", "value"])
+        try:
+            return schedule_areas(points["tokens"], points["value"], total_tokens), "the run's logged train/lr"
+        except ValueError:  # a running run: its log does not reach the end yet
+            pass
+    return None, "no learning-rate schedule"
