@@ -93,6 +93,11 @@ def test_training_reaches_the_synthetic_floor_and_accounts_for_its_compute():
         "size/params": float(result.params), "size/params_total": float(result.params_total),
         "size/tokens": float(result.tokens), "size/flops": result.flops,
         "size/flops_exact": result.flops_exact,
+        # the other conventions (tests/test_families.py checks their formulas)
+        "size/params_kaplan": float(counts["params_kaplan"]),
+        "size/deepseek_m": float(counts["deepseek_m"]),
+        "size/flops_palm": float(counts["flops_per_token_palm"] * result.tokens),
+        "size/flops_chinchilla": float(counts["flops_per_token_chinchilla"] * result.tokens),
     }
     assert all(type(value) is float for value in summary.values())
 
