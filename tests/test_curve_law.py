@@ -104,6 +104,18 @@ def test_the_bootstrap_resamples_runs_not_the_points_of_a_curve():
         assert np.subtract(*pointwise.intervals_[name][::-1]) < 0.2 * width
 
 
+def test_a_run_whose_logged_schedule_is_not_ours_is_one_line():
+    from scaling.errors import TrackingError
+    from scaling.sweeps.curves import train_settings
+
+    with pytest.raises(TrackingError, match=r"run r1: param train.tokens = 'many' is not a valid "
+                                            r"train setting"):
+        train_settings({"train.tokens": "many", "train.batch_tokens": "64"}, "r1")
+    with pytest.raises(TrackingError, match=r"run r1 has no param train.batch_tokens"):
+        train_settings({"train.tokens": "640"}, "r1")
+    assert train_settings({"train.tokens": "640", "train.batch_tokens": "64"}).schedule == "cosine"
+
+
 def test_a_negative_annealing_area_is_one_line():
     bad = synthetic_curves(("wsd",))
     bad.loc[3, "s2"] = -1.0

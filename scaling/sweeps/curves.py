@@ -38,7 +38,8 @@ def train_settings(params: dict[str, str], run_id: str = "?") -> TrainConfig:
     Raises
     ------
     TrackingError
-        If the run did not log its budget or batch (not a run of this package).
+        If the run did not log its budget or batch, or logged a value that is not a valid
+        setting (not a run of this package).
     """
     values: dict[str, Any] = {}
     for name, default in _SCHEDULE_FIELDS.items():
@@ -49,7 +50,15 @@ def train_settings(params: dict[str, str], run_id: str = "?") -> TrainConfig:
                 "so use runs trained by this package (or a CSV with s1 and s2 columns)"
             )
         values[name] = value
-    return TrainConfig.model_validate(values)
+    try:
+        return TrainConfig.model_validate(values)
+    except ValueError as error:  # pydantic's ValidationError: params edited by hand, or not ours
+        problem = error.errors()[0] if hasattr(error, "errors") else {"loc": ("?",), "msg": str(error)}
+        raise TrackingError(
+            f"run {run_id}: param train.{problem['loc'][0]} = "
+            f"{values.get(problem['loc'][0])!r} is not a valid train setting ({problem['msg']}); "
+            "a curve law needs the run's schedule as this package logs it"
+        ) from None
 
 
 def curve_table(

@@ -78,9 +78,14 @@ def load_factory(factory: str) -> Callable[..., Any]:
                     del sys.modules[module_name]
                     raise
         else:
-            if str(Path.cwd()) not in sys.path:
+            added = str(Path.cwd()) not in sys.path  # the user's project, as a script would see it
+            if added:
                 sys.path.insert(0, str(Path.cwd()))
-            module = importlib.import_module(target)
+            try:
+                module = importlib.import_module(target)
+            finally:
+                if added:
+                    sys.path.remove(str(Path.cwd()))
     except ConfigError:
         raise
     except Exception as error:
