@@ -21,7 +21,7 @@ from scaling.errors import ConfigError
 from scaling.formatting import format_flops, format_interval, json_safe
 from scaling.laws.capability import TaskForecast, forecast_tasks
 from scaling.laws.forms import get_law
-from scaling.laws.selection import split_runs
+from scaling.laws.selection import filter_rows, split_runs
 from scaling.reporting.comparison import Comparison, compare, compare_forecasts
 from scaling.reporting.forecast import make_forecast, register_forecast
 from scaling.reporting.publish import make_report
@@ -263,6 +263,7 @@ def run_demo(
     forecast, proxies, capabilities = _forecast(
         config, law=law, x=x, fit_range=fit_range, target_x=target_x, interval=interval,
         n_bootstrap=n_bootstrap, tracking_uri=tracking_uri, directory=directory,
+        where=config.forecast.where(),
     )  # fmt: skip
     timings["fit_s"] = time.perf_counter() - stage
     say(
@@ -305,7 +306,7 @@ def run_demo(
     report_path = make_report(
         experiment=config.name, target=str(target_row["run_id"]), law=law,
         directory=directory, n_bootstrap=n_bootstrap, seed=0, tracking_uri=tracking_uri,
-        fit_range=fit_range, interval=interval,
+        fit_range=fit_range, interval=interval, where=config.forecast.where(),
     )  # fmt: skip
     timings["report_s"] = time.perf_counter() - stage
     wall = time.perf_counter() - started
@@ -314,14 +315,16 @@ def run_demo(
 
 def _forecast(
     config: Any, *, law: str, x: str, fit_range: str, target_x: float, interval: float,
-    n_bootstrap: int, tracking_uri: str, directory: Path,
+    n_bootstrap: int, tracking_uri: str, directory: Path, where: str | None = None,
 ) -> tuple[dict[str, Any], Any, list[TaskForecast]]:  # fmt: skip
-    """Fit the law on the trained proxies and register the forecast of record (loss and
-    capabilities) beside the report directory and in the experiment, before the target
-    trains; a forecast registered before from the same proxies and settings is reused (a
-    second demo trains nothing and registers nothing)."""
+    """Fit the law on the trained proxies (those ``where`` keeps: ``forecast.tokens_per_param``)
+    and register the forecast of record (loss and capabilities) beside the report directory
+    and in the experiment, before the target trains; a forecast registered before from the
+    same proxies and settings is reused (a second demo trains nothing and registers nothing)."""
     fitted_law = get_law(law)
     trained = tracking.runs_frame(config.name, tracking_uri=tracking_uri, role="proxy")
+    if where is not None:
+        trained, _ = filter_rows(trained, where=where, source=f"sweep {config.name}")
     split = split_runs(trained, x=x, y=fitted_law.y, fit_range=fit_range, law=law)
     proxies = split.proxies
     spec = target_spec(config)

@@ -98,13 +98,16 @@ def sweep_run(file, workers, devices, storage, tracking_uri, roles, quick, threa
     config = load_sweep(file, quick=quick)
     if dry_run:
         rows = plan(config)
-        total = {"name": "total", "C": sum(r["C"] for r in rows), "C_exact": sum(r["C_exact"] for r in rows)}
+        total = {"name": "total", "C": sum(r["C"] for r in rows), "C_exact": sum(r["C_exact"] for r in rows),
+                 "C_trained": sum(r["C_trained"] for r in rows)}  # fmt: skip
         estimate = None if no_estimate else _estimate(config, workers, devices, threads, roles, tracking_uri)
         if output == "json":
             return emit_json({"runs": rows, "total_flops": total["C"], "total_flops_exact": total["C_exact"],
-                              "estimate": estimate})  # fmt: skip
-        print_rows([*rows, total], ["name", "role", "runs", "processes", "shape", "N", "D", "C", "C_exact",
-                                    "batch_tokens", "lr"], config.name)  # fmt: skip
+                              "total_flops_trained": total["C_trained"], "estimate": estimate})  # fmt: skip
+        columns = ["name", "role", "runs", "processes", "shape", "N", "D", "C", "C_exact", "batch_tokens", "lr"]
+        if any(row["branch_of"] for row in rows):  # a WSD ladder: what each branch trains itself
+            columns += ["branch_of", "C_trained"]
+        print_rows([*rows, total], columns, config.name)
         if estimate is not None:
             click.echo(_estimate_line(estimate))
         return None

@@ -205,7 +205,8 @@ _OPTIONAL_MODEL_FIELDS = {
     "rope_theta": 10000.0, "factory": None,
 }
 _OPTIONAL_DATA_FIELDS = {"bin_dtype": "uint16", "content_hash": None}
-_OPTIONAL_TRAIN_FIELDS = {"schedule": "cosine", "decay_fraction": 0.2, "decay_shape": "1-sqrt"}
+_OPTIONAL_TRAIN_FIELDS = {"schedule": "cosine", "decay_fraction": 0.2, "decay_shape": "1-sqrt",
+                          "warmup_steps": None}
 
 
 def _file_digest(path: str) -> str | None:
@@ -258,6 +259,8 @@ def _train_payload(train: TrainConfig) -> dict[str, Any]:
     payload = train.model_dump(mode="json", exclude=_KEY_NEUTRAL_TRAIN_FIELDS)
     if payload["schedule"] != "wsd":  # the decay settings shape only a WSD schedule
         payload["decay_fraction"], payload["decay_shape"] = 0.2, "1-sqrt"
+    if payload["warmup_steps"] is not None:  # a warmup in steps makes the share irrelevant
+        payload["warmup"] = 0.05
     return _without_defaults(payload, _OPTIONAL_TRAIN_FIELDS)
 
 
@@ -344,6 +347,11 @@ class TrainConfig(StrictModel):
         "1-sqrt", description="shape of a 'wsd' decay (Hägele et al. 2024 favour 1-sqrt)"
     )
     warmup: float = Field(0.05, ge=0, lt=1, description="share of steps spent warming up")
+    warmup_steps: int | None = Field(
+        None, ge=0,
+        description="warmup in optimizer steps, over warmup: the same for runs of any length "
+                    "(the branches of a WSD ladder share their stable run's warmup)",
+    )
     weight_decay: float = Field(0.1, ge=0)
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)

@@ -79,6 +79,11 @@ class LadderConfig(StrictModel):
         default_factory=list,
         description="train every ladder run once per seed (train.seed), to measure the noise",
     )
+    branches: bool = Field(
+        False,
+        description="with train.schedule 'wsd': train each shape's longest budget once and "
+                    "branch every shorter budget's cooldown from its stable phase",
+    )
 
     @model_validator(mode="after")
     def _check_budgets(self) -> LadderConfig:
@@ -140,6 +145,11 @@ class TargetConfig(StrictModel):
     shape: Shape
     tokens_per_param: float | None = Field(20.0, gt=0)
     tokens: int | None = Field(None, gt=0, description="explicit budget; wins over tokens_per_param")
+    train: dict[str, Any] = Field(
+        default_factory=dict,
+        description="train settings of the target that differ from the sweep's, e.g. "
+                    "{schedule: cosine} for a target trained as one run beside a WSD ladder",
+    )
     nproc_per_node: int = Field(
         1, description="processes that train the target on one node (one per GPU; on CPU, "
                        "gloo processes sharing the cores); 1 trains it in the worker itself",
@@ -174,6 +184,20 @@ class ForecastConfig(StrictModel):
         "auto", description="auto: leave out the smallest proxies when the proxies' own backtest "
                             "predicts the largest better without them",
     )
+    tokens_per_param: float | None = Field(
+        None, gt=0,
+        description="fit only the proxies trained at this many tokens per parameter (within "
+                    "1%): a ladder of several budgets per shape forecasts a target of one budget "
+                    "from the runs at that budget; None fits every proxy",
+    )
+
+    def where(self) -> str | None:
+        """The run-table query (:func:`scaling.laws.selection.filter_rows`) that keeps the
+        proxies this forecast fits, or None for all of them."""
+        if self.tokens_per_param is None:
+            return None
+        low, high = 0.99 * self.tokens_per_param, 1.01 * self.tokens_per_param
+        return f"tokens >= {low:g} * params and tokens <= {high:g} * params"
 
 
 class ExecutionConfig(StrictModel):
@@ -253,6 +277,28 @@ class SweepConfig(StrictModel):
             "tune": self.tune.shapes if self.tune else [],
             "target": [self.target.shape] if self.target else [],
         }
+        if self.ladder is not None and self.ladder.branches:
+            if self.train.schedule != "wsd":
+                raise ValueError(
+                    f"ladder.branches needs train.schedule = 'wsd', not {self.train.schedule!r}: "
+                    "only a warmup-stable-decay run has a stable phase to branch from; set "
+                    "train.schedule: wsd"
+                )
+            if len(self.ladder.tokens_per_param) + len(self.ladder.tokens) < 2:
+                raise ValueError(
+                    "ladder.branches needs at least two budgets per shape (one stable run and a "
+                    "branch), e.g. tokens_per_param: [10, 20, 40]"
+                )
+        if self.target is not None and self.target.train:
+            if "tokens" in self.target.train:
+                raise ValueError("target.train.tokens: set the budget as target.tokens or "
+                                 "target.tokens_per_param")
+            try:
+                TrainConfig.model_validate({**self.train.model_dump(), **self.target.train})
+            except ValidationError as error:
+                problem = error.errors(include_url=False)[0]
+                field = ".".join(str(part) for part in problem["loc"])
+                raise ValueError(f"target.train.{field}: {problem['msg'].removeprefix('Value error, ')}") from None
         base = self.model.model_dump()
         for section, shapes in sections.items():
             for index, shape in enumerate(shapes):

@@ -367,14 +367,46 @@ def _tuning_blocks(report: Report, number: int) -> list[Block]:
     return out
 
 
+def trained_share(runs: pd.DataFrame) -> pd.Series:
+    """The share of each run's budget it trained itself: 1, or for a WSD branch
+    (``branch_step`` set) the cooldown after its branch point (docs/architecture.md,
+    "WSD ladders: branches")."""
+    share = pd.Series(1.0, index=runs.index)
+    if {"branch_step", "batch_tokens", "tokens"} <= set(runs.columns):
+        step = pd.to_numeric(runs["branch_step"], errors="coerce")
+        branched = step.notna()
+        share[branched] = 1.0 - step[branched] * runs.loc[branched, "batch_tokens"] / runs.loc[branched, "tokens"]
+    return share
+
+
+def _ladder_item(runs: pd.DataFrame, x: str) -> str | None:
+    """What a WSD ladder with branches cost: its compute against separate runs of the same
+    budgets; None for runs without branches."""
+    if "branch_of" not in runs.columns or x not in runs.columns:
+        return None
+    proxies = runs[(runs.get("role") == "proxy") & runs[x].notna()] if "role" in runs.columns else runs
+    branched = proxies["branch_of"].notna() & (proxies["branch_of"].astype(str) != "")
+    if not branched.any():
+        return None
+    separate = float(proxies[x].sum())
+    trained = float((proxies[x] * trained_share(proxies)).sum())
+    return (f"WSD ladder: {int((~branched).sum())} stable runs and {int(branched.sum())} cooldown "
+            f"branches; it trained {format_flops(trained, digits=3)} FLOPs ({x}), "
+            f"{trained / separate:.2f}x the {format_flops(separate, digits=3)} of separate runs of the same budgets.")
+
+
 def _inputs_blocks(report: Report) -> list[Block]:
     split, x = report.split, report.x
     proxies = split.proxies
+    spent = float((proxies[x] * trained_share(proxies)).sum())
     items = [
         f"Source: {report.inputs.source}.",
-        f"{'Proxy runs' if report.inputs.from_sweep else 'Runs'} fitted: {len(proxies)}, compute spent {format_flops(float(proxies[x].sum()), digits=3)} FLOPs "
+        f"{'Proxy runs' if report.inputs.from_sweep else 'Runs'} fitted: {len(proxies)}, compute spent {format_flops(spent, digits=3)} FLOPs "
         f"({x}), from {format_flops(float(proxies[x].min()), digits=3)} to {format_flops(float(proxies[x].max()), digits=3)} each.",
     ]
+    ladder = _ladder_item(report.inputs.runs, x)
+    if ladder is not None:
+        items.append(ladder)
     if split.target is not None:
         target = split.target
         spent = f", compute {format_flops(float(target[x]), digits=3)} FLOPs" if is_finite(target.get(x)) else ""

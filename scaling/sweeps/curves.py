@@ -50,6 +50,9 @@ def train_settings(params: dict[str, str], run_id: str = "?") -> TrainConfig:
                 "so use runs trained by this package (or a CSV with s1 and s2 columns)"
             )
         values[name] = value
+    warmup_steps = params.get("train.warmup_steps")
+    if warmup_steps not in (None, "None"):  # a WSD ladder's shared warmup, in steps
+        values["warmup_steps"] = warmup_steps
     try:
         return TrainConfig.model_validate(values)
     except ValueError as error:  # pydantic's ValidationError: params edited by hand, or not ours

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from scaling.config.sweep import Shape, SweepConfig
 from scaling.errors import ConfigError
 
 __all__ = ["load_sweep", "expand", "plan", "model_vocab_size", "run_size", "tune_studies",
-           "target_spec", "run_file", "target_command"]
+           "target_spec", "run_file", "target_command", "PlannedBranch", "ladder_branches",
+           "trained_tokens"]
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -45,7 +47,8 @@ def load_sweep(path: str | Path, *, quick: bool = False) -> SweepConfig:
     """Read and validate a sweep file; with ``quick``, merge its ``quick:`` section over it.
 
     The plan is expanded once here, so budgets that cannot work (an isoflop budget too small
-    for a shape, duplicate runs) fail at load time, before anything is enqueued.
+    for a shape, duplicate runs, a WSD branch without a stable phase) fail at load time,
+    before anything is enqueued.
 
     Raises
     ------
@@ -65,7 +68,8 @@ def load_sweep(path: str | Path, *, quick: bool = False) -> SweepConfig:
             raise ConfigError(f"{path}: no quick section; add 'quick:' with toy overrides")
         merged = _deep_merge({k: v for k, v in raw.items() if k != "quick"}, config.quick)
         config = validate(SweepConfig, merged, f"{path} (quick)").with_source(f"{path} (quick)")
-    expand(config, pin=False)  # the shape of the plan only: the corpus may live elsewhere
+    specs = expand(config, pin=False)  # the shape of the plan only: the corpus may live elsewhere
+    ladder_branches(config, specs)  # a budget that cannot branch fails here too
     return config
 
 
@@ -149,14 +153,16 @@ def expand(config: SweepConfig, *, pin: bool = True) -> list[RunSpec]:
             label = _label(_shape_spec(config, shape)[0])
             budgets = [(None, m) for m in config.ladder.tokens_per_param]
             budgets += [(t, None) for t in config.ladder.tokens]
+            budgets = [_budget(config, "ladder", shape, t, m) for t, m in budgets]
+            shared = _branch_warmup(config, shape, [tokens for tokens, _ in budgets])
             seeds = config.ladder.seeds or [None]
-            for (tokens, multiple), seed in itertools.product(budgets, seeds):
-                tokens, suffix = _budget(config, "ladder", shape, tokens, multiple)
+            for (tokens, suffix), seed in itertools.product(budgets, seeds):
+                extra = {} if shared is None else {"warmup_steps": shared}
                 if seed is None:
-                    add(f"ladder.shapes.{index}", shape, "proxy", f"{label}-{suffix}", tokens)
+                    add(f"ladder.shapes.{index}", shape, "proxy", f"{label}-{suffix}", tokens, **extra)
                 else:
                     add(f"ladder.shapes.{index}", shape, "proxy", f"{label}-{suffix}-s{seed}",
-                        tokens, seed=seed)
+                        tokens, seed=seed, **extra)
     if config.isoflop is not None:
         for index, shape in enumerate(config.isoflop.shapes):
             model, train = _shape_spec(config, shape)
@@ -178,7 +184,7 @@ def expand(config: SweepConfig, *, pin: bool = True) -> list[RunSpec]:
         shape = target.shape
         tokens, suffix = _budget(config, "target", shape, target.tokens, target.tokens_per_param)
         label = _label(_shape_spec(config, shape)[0])
-        add("target.shape", shape, "target", f"target-{label}-{suffix}", tokens)
+        add("target.shape", shape, "target", f"target-{label}-{suffix}", tokens, **target.train)
         _check_processes(config, specs[-1][1])
 
     names: dict[str, str] = {}
@@ -197,6 +203,96 @@ def expand(config: SweepConfig, *, pin: bool = True) -> list[RunSpec]:
         names[spec.name] = where
         keys[spec.run_key] = spec.name
     return [spec for _, spec in specs]
+
+
+def _branch_warmup(config: SweepConfig, shape: Shape, budgets: list[int]) -> int | None:
+    """The warmup, in steps, every run of a branched ladder shape shares (its branches share
+    the stable run's first steps): ``train.warmup_steps`` when set, else ``train.warmup`` of
+    the shortest budget's steps. None for a ladder without branches."""
+    if not config.ladder.branches:
+        return None
+    _, train = _shape_spec(config, shape)
+    if train.warmup_steps is not None:
+        return train.warmup_steps
+    return int(round(train.warmup * (min(budgets) // train.batch_tokens)))
+
+
+@dataclass(frozen=True)
+class PlannedBranch:
+    """A ladder run trained as a cooldown branch: ``spec`` shares its first ``step`` optimizer
+    steps with ``parent`` (the longest run of its shape and seed), from whose checkpoint it
+    resumes (:class:`scaling.training.loop.Branch`)."""
+
+    spec: RunSpec
+    parent: RunSpec
+    step: int
+
+    @property
+    def cooldown_tokens(self) -> int:
+        """The tokens the branch trains itself: its steps after the branch point."""
+        return (self.spec.train.tokens // self.spec.train.batch_tokens - self.step) * self.spec.train.batch_tokens
+
+
+def ladder_branches(config: SweepConfig, specs: Sequence[RunSpec] | None = None) -> dict[str, PlannedBranch]:
+    """Branch run key -> :class:`PlannedBranch` of a ladder with ``branches: true``; empty
+    otherwise. ``specs`` is the plan (:func:`expand`) when already at hand.
+
+    Each shape and seed trains its longest budget as the stable run; every shorter budget is
+    a WSD run whose stable phase ends where its decay starts, ``T - round(decay_fraction·T)``
+    of its ``T`` steps, and up to there its learning rate is the stable run's, step for step
+    (checked here). Data order depends only on (seed, step) (:func:`scaling.training.data.sample_batch`),
+    so resuming the stable run's state there trains exactly the run a fresh start would.
+
+    Raises
+    ------
+    ConfigError
+        If a budget's decay would start before its warmup ends, or two budgets of a shape
+        fall on the same step count.
+    """
+    from scaling.training.loop import lr_multiplier, warmup_steps
+
+    if config.ladder is None or not config.ladder.branches:
+        return {}
+    specs = [s for s in (expand(config) if specs is None else specs) if s.role == "proxy"]
+    groups: dict[tuple, list[RunSpec]] = {}
+    for spec in specs:
+        group = (spec.model.model_dump_json(), spec.train.batch_tokens, spec.train.lr, spec.train.seed)
+        groups.setdefault(group, []).append(spec)
+    branches: dict[str, PlannedBranch] = {}
+    for members in groups.values():
+        members.sort(key=lambda spec: spec.train.tokens)
+        parent = members[-1]
+        parent_steps = parent.train.tokens // parent.train.batch_tokens
+        for spec in members[:-1]:
+            train = spec.train
+            steps = train.tokens // train.batch_tokens
+            step = steps - max(1, round(train.decay_fraction * steps))
+            warmup = warmup_steps(train, steps)
+            if step <= warmup or steps == parent_steps:
+                problem = (f"its decay starts at step {step}, inside the warmup of {warmup} steps"
+                           if step <= warmup else f"{steps} steps, as many as {parent.name}")
+                raise ConfigError(
+                    f"{config.source}: ladder run {spec.name} cannot branch from {parent.name}: "
+                    f"{problem}; drop the budget or lower train.warmup"
+                )
+            ours = [lr_multiplier(s, steps, warmup, train.min_lr_ratio, "wsd",
+                                  steps - step, train.decay_shape) for s in range(step)]
+            theirs = [lr_multiplier(s, parent_steps, warmup, train.min_lr_ratio, "wsd",
+                                    max(1, round(train.decay_fraction * parent_steps)),
+                                    train.decay_shape) for s in range(step)]
+            if ours != theirs:  # the longer run decays before the shorter one's branch point
+                raise ConfigError(
+                    f"{config.source}: ladder run {spec.name} cannot branch from {parent.name}: "
+                    f"their learning rates differ before step {step}; space the budgets further apart"
+                )
+            branches[spec.run_key] = PlannedBranch(spec=spec, parent=parent, step=step)
+    return branches
+
+
+def trained_tokens(spec: RunSpec, branches: dict[str, PlannedBranch]) -> int:
+    """The tokens ``spec`` trains itself: all of its budget, or a branch's cooldown only."""
+    branch = branches.get(spec.run_key)
+    return branch.cooldown_tokens if branch is not None else spec.train.tokens
 
 
 def _check_processes(config: SweepConfig, spec: RunSpec) -> None:
@@ -301,9 +397,13 @@ def plan(config: SweepConfig) -> list[dict[str, Any]]:
     """One row per planned run (tune: one row per shape with its trial count): what
     ``sweep run --dry-run`` prints. Columns: name, role, runs, processes (that train each
     run: the target's ``nnodes`` x ``nproc_per_node``, else 1), shape, N, D, C, C_exact,
-    batch_tokens, lr."""
+    batch_tokens, lr, branch_of (the stable run a WSD branch resumes from, else empty) and
+    C_trained (the FLOPs 6·N·tokens the run trains itself: a branch's cooldown only, so the
+    column's sum is the sweep's compute)."""
     rows = []
-    entries = [(spec, 1, spec.train.lr) for spec in expand(config)]
+    specs = expand(config)
+    branches = ladder_branches(config, specs)
+    entries = [(spec, 1, spec.train.lr) for spec in specs]
     if config.tune is not None:
         low, high = config.tune.lr
         entries += [(base, config.tune.trials, f"{low:g}..{high:g}") for base in tune_studies(config).values()]
@@ -322,6 +422,8 @@ def plan(config: SweepConfig) -> list[dict[str, Any]]:
                 "C_exact": float(size["flops_exact"] * runs),
                 "batch_tokens": spec.train.batch_tokens,
                 "lr": lr,
+                "branch_of": branches[spec.run_key].parent.name if spec.run_key in branches else "",
+                "C_trained": float(6 * size["params"] * trained_tokens(spec, branches) * runs),
             }
         )
     return rows

@@ -35,6 +35,7 @@ from scaling.errors import ConfigError, StorageError
 from scaling.sweeps import tracking
 from scaling.sweeps.planning import (
     expand,
+    ladder_branches,
     tune_studies,
 )
 
@@ -61,6 +62,8 @@ __all__ = [
     "normalise_storage_url",
     "stored_config",
     "all_studies",
+    "enqueue_branch",
+    "branch_attrs",
 ]
 
 ROLES = ("proxy", "target")
@@ -213,11 +216,41 @@ def owner_live(attrs: dict[str, Any]) -> bool:
     return time.time() - float(attrs.get("heartbeat", 0)) < STALE_S
 
 
+def branch_attrs(branch) -> dict[str, Any]:
+    """The user attrs of a WSD branch's trial (a :class:`~scaling.sweeps.planning.PlannedBranch`):
+    its RunSpec, the stable run it resumes from and the step."""
+    spec = branch.spec
+    return {"run_key": spec.run_key, "name": spec.name, "spec": spec.model_dump_json(),
+            "branch_of": branch.parent.name, "branch_step": branch.step}
+
+
+def enqueue_branch(study, attrs: dict[str, Any]) -> bool:
+    """Enqueue a branch trial (:func:`branch_attrs`) unless its run key is in the study
+    already; True when it was enqueued. The worker training the stable run calls it as the
+    run passes each branch point; the launcher, for a stable run that is done."""
+    if any(t.user_attrs.get("run_key") == attrs["run_key"] for t in study.get_trials(deepcopy=False)):
+        return False
+    study.enqueue_trial({}, user_attrs=attrs)
+    return True
+
+
 def enqueue(config: SweepConfig, storage, roles: Sequence[str]) -> int:
-    """Create the studies and enqueue what is not there yet; return how many were enqueued."""
+    """Create the studies and enqueue what is not there yet; return how many were enqueued.
+
+    A WSD ladder's branches (:func:`scaling.sweeps.planning.ladder_branches`) wait for their
+    stable run: its trial carries them (user attr ``branches``) and its worker enqueues each
+    one once its checkpoint exists. Here a branch is enqueued only when its stable run's
+    latest attempt is already complete (a budget added to a finished ladder)."""
+    from optuna.trial import TrialState
+
     config_json = config.model_dump_json()
     count = 0
-    specs = {role: [s for s in expand(config) if s.role == role] for role in ROLES}
+    planned = expand(config)
+    branches = ladder_branches(config, planned)
+    children: dict[str, list[dict[str, Any]]] = {}
+    for branch in branches.values():
+        children.setdefault(branch.parent.run_key, []).append(branch_attrs(branch))
+    specs = {role: [s for s in planned if s.role == role] for role in ROLES}
     for name in study_names(config, roles):
         study = load_study(storage, name, create=True)
         if study.user_attrs.get("config") != config_json:
@@ -230,10 +263,20 @@ def enqueue(config: SweepConfig, storage, roles: Sequence[str]) -> int:
                 count += 1
             continue
         known = {t.user_attrs.get("run_key") for t in trials}
+        done = {t.user_attrs.get("run_key") for t in latest_attempts(trials)
+                if t.state == TrialState.COMPLETE}  # fmt: skip
         role = name.rsplit("/", 1)[1]
         for spec in specs[role]:
+            if spec.run_key in branches:
+                parent = branches[spec.run_key].parent.run_key
+                if spec.run_key not in known and parent in done:
+                    study.enqueue_trial({}, user_attrs=branch_attrs(branches[spec.run_key]))
+                    count += 1
+                continue
             if spec.run_key not in known:
                 attrs = {"run_key": spec.run_key, "name": spec.name, "spec": spec.model_dump_json()}
+                if spec.run_key in children:
+                    attrs["branches"] = children[spec.run_key]
                 study.enqueue_trial({}, user_attrs=attrs)
                 count += 1
     return count
@@ -366,7 +409,8 @@ def _end_orphaned_runs(config: SweepConfig, tracking_uri: str) -> None:
 
 # What a re-queued trial carries over: the run it is, the MLflow run it resumes into, and how
 # many times it was retried automatically since the last ``sweep retry``.
-_REQUEUE_ATTRS = ("run_key", "name", "spec", "tune", "mlflow_run_id", "retries")
+_REQUEUE_ATTRS = ("run_key", "name", "spec", "tune", "mlflow_run_id", "retries", "branches",
+                  "branch_of", "branch_step")
 
 
 def _recreate(study, frozen, retries: int, **attrs: Any) -> None:
@@ -434,7 +478,11 @@ def retry_failed(config: SweepConfig, store, roles: Sequence[str]) -> list[str]:
     re-queued runs."""
     from optuna.trial import TrialState
 
-    planned = {spec.run_key: spec for spec in expand(config)}
+    specs = expand(config)
+    planned = {spec.run_key: spec for spec in specs}
+    children: dict[str, list[dict[str, Any]]] = {}
+    for branch in ladder_branches(config, specs).values():
+        children.setdefault(branch.parent.run_key, []).append(branch_attrs(branch))
     config_json = config.model_dump_json()
     names = []
     for name in study_names(config, roles):
@@ -449,7 +497,10 @@ def retry_failed(config: SweepConfig, store, roles: Sequence[str]) -> list[str]:
             if "tune" in attrs:
                 _recreate(study, trial, 0)
             elif attrs.get("run_key") in planned:
-                _recreate(study, trial, 0, spec=planned[attrs["run_key"]].model_dump_json())
+                fixed = {"spec": planned[attrs["run_key"]].model_dump_json()}
+                if attrs["run_key"] in children:  # a stable run: its branches as planned now
+                    fixed["branches"] = children[attrs["run_key"]]
+                _recreate(study, trial, 0, **fixed)
             else:
                 continue  # no longer in the sweep file
             names.append(attrs.get("name", f"{name}#{trial.number}"))

@@ -77,6 +77,9 @@ TAG_TUNE = "scaling.tune"
 TAG_TUNE_BEST = "scaling.tune_best"
 TAG_CONFIG_HASH = "scaling.config_hash"
 TAG_WORLD_SIZE = "scaling.world_size"  # processes that trained the run (its latest attempt)
+TAG_BRANCH_OF = "scaling.branch_of"  # a WSD branch: the name of the stable run it resumed from
+TAG_BRANCH_STEP = "scaling.branch_step"  # ... and the step it branched at
+TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: the UI nests a branch under its stable run
 # MLflow 3's experiment type (training, not GenAI). MLflow 3.17.2's UI does not read it to
 # choose the page it opens (the browser's workflow switch does; docs/architecture.md, "MLflow
 # keys"), so sweep_view_url names the workflow.
@@ -123,7 +126,7 @@ _TAG_GIT_COMMIT_UI = "mlflow.source.git.commit"  # the MLflow UI shows this one 
 RUN_COLUMNS = list(RUN_TABLE_COLUMNS)  # the run-table contract, in its documented order
 _TEXT_COLUMNS = {
     "run_id", "run_key", "sweep", "role", "status", "name", "tune", "config_hash", "host",
-    *PROVENANCE_COLUMNS,
+    "branch_of", *PROVENANCE_COLUMNS,
 }  # fmt: skip
 _PARAM_COLUMNS = {
     "n_layer": "model.n_layer",
@@ -604,7 +607,8 @@ class RunLogger:
 def _to_frame(rows: list[dict[str, Any]], extra: list[str]):
     import pandas as pd
 
-    labels = ["name", "tune", "tune_best", "config_hash", "wall_s", "host", *PROVENANCE_COLUMNS]
+    labels = ["name", "tune", "tune_best", "config_hash", "wall_s", "host", "branch_of", "branch_step",
+              *PROVENANCE_COLUMNS]
     columns = RUN_COLUMNS + labels + sorted(extra)
     frame = pd.DataFrame(rows, columns=columns)
     for column in columns:
@@ -685,6 +689,8 @@ def _run_row(run, experiment: str) -> tuple[dict[str, Any], set[str]]:
         "tune_best": {"true": 1.0, "false": 0.0}.get(tags.get(TAG_TUNE_BEST, "")),
         "config_hash": tags.get(TAG_CONFIG_HASH),
         "host": tags.get(TAG_HOST),
+        "branch_of": tags.get(TAG_BRANCH_OF),
+        "branch_step": tags.get(TAG_BRANCH_STEP),
         **{column: tags.get(tag) for column, tag in PROVENANCE_COLUMNS.items()},
     }
     if run.info.end_time and run.info.start_time:

@@ -30,11 +30,14 @@ from scaling.config.sweep import SweepConfig
 from scaling.errors import ConfigError, ScalingError, StorageError, TrackingError
 from scaling.sweeps import tracking
 from scaling.sweeps.planning import (
+    PlannedBranch,
     expand,
+    ladder_branches,
     load_sweep,
     model_vocab_size,
     run_file,
     run_size,
+    trained_tokens,
     tune_studies,
 )
 from scaling.sweeps.progress import eta_seconds, timing_fields
@@ -45,6 +48,7 @@ from scaling.sweeps.queue import (
     check_roles,
     claim,
     enqueue,
+    enqueue_branch,
     give_up,
     latest_attempts,
     load_study,
@@ -81,12 +85,22 @@ def _tune_spec(trial, config: SweepConfig, base: RunSpec) -> RunSpec:
     return base.model_copy(update={"train": merged, "name": name})
 
 
-def _train(spec: RunSpec, *, log, checkpoint_dir: Path, threads: int | None = None):
+def _train(spec: RunSpec, *, log, checkpoint_dir: Path, threads: int | None = None,
+           branches=(), on_branch=None):  # fmt: skip
     from scaling.training.hardware import limit_threads
     from scaling.training.loop import train
 
     limit_threads(threads, params=run_size(spec)["params"])  # tiny runs: one thread
-    return train(spec, log=log, checkpoint_dir=checkpoint_dir)
+    return train(spec, log=log, checkpoint_dir=checkpoint_dir, branches=branches, on_branch=on_branch)
+
+
+def _enqueue_branches(study, trial, parent_run_id: str | None, keys: set[str] | None = None) -> None:
+    """Enqueue the WSD branches a stable run's trial carries (those of ``keys``, or all),
+    each tagged with the stable run's MLflow run; a branch already queued is left alone."""
+    for attrs in trial.user_attrs.get("branches", ()):
+        if keys is None or attrs["run_key"] in keys:
+            extra = {"parent_run_id": parent_run_id} if parent_run_id else {}
+            enqueue_branch(study, {**attrs, **extra})
 
 
 def is_user_error(error: BaseException) -> bool:
@@ -136,8 +150,14 @@ def _train_attempt(attempt: _Attempt) -> str:
     params["model.vocab_size"] = model_vocab_size(spec.model, spec.data)
     tags = {tracking.TAG_CONFIG_HASH: attempt.config.config_hash,
             tracking.TAG_WORLD_SIZE: str(_processes(attempt.config, spec))}  # fmt: skip
-    if "tune" in attempt.trial.user_attrs:
-        tags[tracking.TAG_TUNE] = attempt.trial.user_attrs["tune"].rsplit("/", 1)[1]
+    attrs = attempt.trial.user_attrs
+    if "tune" in attrs:
+        tags[tracking.TAG_TUNE] = attrs["tune"].rsplit("/", 1)[1]
+    if "branch_of" in attrs:  # a WSD branch: the stable run it resumes from
+        tags[tracking.TAG_BRANCH_OF] = attrs["branch_of"]
+        tags[tracking.TAG_BRANCH_STEP] = str(attrs["branch_step"])
+        if attrs.get("parent_run_id"):
+            tags[tracking.TAG_PARENT_RUN] = attrs["parent_run_id"]
     with tracking.RunLogger(spec, tracking_uri=attempt.tracking_uri, run_id=resume, params=params, tags=tags) as run:
         attempt.run = run
         attempt.trial.set_user_attr("mlflow_run_id", run.run_id)
@@ -164,6 +184,7 @@ def _settled_by_earlier_runs(study, trial, runs: list[dict[str, Any]]) -> str | 
     if finished:
         trial.set_user_attr("mlflow_run_id", finished[0]["run_id"])
         trial.set_user_attr("reused", True)
+        _enqueue_branches(study, trial, finished[0]["run_id"])  # before the stable run is done
         study.tell(trial, finished[0]["metrics"].get("final/eval_loss"))
         return "reused"
     diverged = [r for r in runs if r["status"] == "FAILED" and r["tags"].get(tracking.TAG_FAILURE, "").startswith("diverged")]
@@ -193,7 +214,18 @@ def _train_into(attempt: _Attempt, spec: RunSpec) -> str:
     checkpoint_dir = root / spec.sweep / spec.run_key
     if _processes(attempt.config, spec) > 1:
         return _train_processes(attempt, spec, checkpoint_dir.resolve())
-    result = _train(spec, log=attempt.run.log, checkpoint_dir=checkpoint_dir, threads=attempt.threads)
+    from scaling.training.loop import Branch
+
+    branches = [Branch(step=int(attrs["branch_step"]), run_key=attrs["run_key"],
+                       checkpoint_dir=root / spec.sweep / attrs["run_key"])
+                for attrs in attempt.trial.user_attrs.get("branches", ())]  # fmt: skip
+    run_id = attempt.run.run_id
+
+    def on_branch(branch: Branch) -> None:  # its checkpoint exists: the queue may hand it out
+        _enqueue_branches(attempt.study, attempt.trial, run_id, {branch.run_key})
+
+    result = _train(spec, log=attempt.run.log, checkpoint_dir=checkpoint_dir, threads=attempt.threads,
+                    branches=branches, on_branch=on_branch)  # fmt: skip
     timing = {
         "perf/wall_s": result.wall_s,
         "perf/mean_tokens_per_s": result.tokens_per_s,
@@ -201,6 +233,7 @@ def _train_into(attempt: _Attempt, spec: RunSpec) -> str:
     }
     if result.status == "finished":
         attempt.run.finish({**result.summary(), **timing})
+        _enqueue_branches(attempt.study, attempt.trial, run_id)  # any passed before a resume
         attempt.study.tell(attempt.trial, result.final_eval_loss)
         return "trained"
     reason = f"diverged: {result.failure}"
@@ -564,11 +597,15 @@ def status(
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One row per run of the sweep (the latest attempt of each): name, role, state, loss,
     flops_exact, run_key, mlflow_run_id, worker, reused, retries, failure (why it failed),
-    planned (False for a run the sweep file no longer lists), study. States: WAITING,
-    RUNNING, COMPLETE, FAIL."""
+    planned (False for a run the sweep file no longer lists), study, branch_of (the stable run
+    of a WSD branch). States: WAITING, RUNNING, COMPLETE, FAIL, and PENDING for a WSD branch
+    its stable run has not enqueued yet. A branch's tokens and FLOPs are its cooldown's, what
+    it trains itself."""
     config = sweep if isinstance(sweep, SweepConfig) else load_sweep(sweep, quick=quick)
     store = open_storage(storage_url(storage, tracking_uri))
-    planned = {spec.run_key for spec in expand(config)}
+    specs = expand(config)
+    planned = {spec.run_key for spec in specs}
+    branches = ladder_branches(config, specs)
     rows = []
     for name in study_names(config, check_roles(roles)):
         try:
@@ -576,19 +613,44 @@ def status(
         except KeyError:
             continue
         for trial in latest_attempts(study.get_trials(deepcopy=False)):
-            rows.append(_status_row(name, trial, planned))
+            rows.append(_status_row(name, trial, planned, branches))
+        if name == f"{config.name}/proxy":
+            seen = {row["run_key"] for row in rows}
+            rows += [_pending_row(name, branch) for key, branch in branches.items() if key not in seen]
     return rows
 
 
-def _status_row(study: str, trial, planned: set[str]) -> dict[str, Any]:
+def _trained_size(spec: RunSpec, branches: dict[str, PlannedBranch]) -> dict[str, float]:
+    """:func:`run_size` of what ``spec`` trains itself (a branch: its cooldown)."""
+    size = run_size(spec)
+    tokens = trained_tokens(spec, branches)
+    share = tokens / size["tokens"]
+    return {**size, "tokens": tokens, "flops": size["flops"] * share, "flops_exact": size["flops_exact"] * share}
+
+
+def _pending_row(study: str, branch: PlannedBranch) -> dict[str, Any]:
+    """The status row of a WSD branch that waits for its stable run's checkpoint."""
+    spec = branch.spec
+    size = _trained_size(spec, {spec.run_key: branch})
+    return {
+        "name": spec.name, "role": spec.role, "state": "PENDING", "loss": None,
+        "flops_exact": size["flops_exact"], "run_key": spec.run_key, "mlflow_run_id": None,
+        "worker": None, "reused": False, "retries": 0, "failure": None, "planned": True,
+        "study": study, "branch_of": branch.parent.name,
+        "params": size["params"], "tokens": size["tokens"], "wall_s": None, "running_s": None,
+    }  # fmt: skip
+
+
+def _status_row(study: str, trial, planned: set[str], branches: dict[str, PlannedBranch]) -> dict[str, Any]:
     attrs = trial.user_attrs
     spec = RunSpec.model_validate_json(attrs["spec"]) if "spec" in attrs else None
+    size = _trained_size(spec, branches) if spec else None
     return {
         "name": attrs.get("name") or f"{study.rsplit('/', 1)[1]} (tune, not started)",
         "role": spec.role if spec else "proxy",
         "state": trial.state.name,
         "loss": trial.value,
-        "flops_exact": run_size(spec)["flops_exact"] if spec else None,
+        "flops_exact": size["flops_exact"] if spec else None,
         "run_key": attrs.get("run_key"),
         "mlflow_run_id": attrs.get("mlflow_run_id"),
         "worker": f"{attrs['host']}:{attrs['pid']}" if "pid" in attrs else None,
@@ -597,7 +659,8 @@ def _status_row(study: str, trial, planned: set[str]) -> dict[str, Any]:
         "failure": attrs.get("failure") if trial.state.name == "FAIL" else None,
         "planned": "tune" in attrs or attrs.get("run_key") in planned,
         "study": study,
-        **timing_fields(trial, run_size(spec) if spec else None),  # params, tokens, wall_s, running_s
+        "branch_of": attrs.get("branch_of"),
+        **timing_fields(trial, size),  # params, tokens, wall_s, running_s
     }
 
 
@@ -618,7 +681,7 @@ def _summarise(rows: list[dict[str, Any]], started: float, spent0: float) -> dic
         "runs": len(rows),
         "done": states.count("COMPLETE"),
         "running": states.count("RUNNING"),
-        "waiting": states.count("WAITING"),
+        "waiting": states.count("WAITING") + states.count("PENDING"),
         "failed": states.count("FAIL"),
         "flops_spent": spent,
         "flops_total": total,

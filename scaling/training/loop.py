@@ -17,7 +17,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from scaling.training.data import PreparedData
     from scaling.training.model import GPT, GPTConfig
 
-__all__ = ["RunResult", "train", "load_model", "lr_multiplier", "lr_schedule", "build_optimizer"]
+__all__ = ["RunResult", "Branch", "train", "load_model", "lr_multiplier", "lr_schedule", "warmup_steps",
+           "build_optimizer"]
 
 LogFn = Callable[[int, dict[str, float]], None]
 ProgressFn = Callable[[int, int, dict[str, float]], None]
@@ -129,6 +130,19 @@ class RunResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Branch:
+    """A run that shares this run's first ``step`` optimizer steps: a cooldown branch of a WSD
+    stable run (docs/architecture.md, "WSD ladders: branches"). After step ``step`` the run
+    writes its state as the branch's checkpoint (``checkpoint_dir/last.pt`` under the branch's
+    run key) unless the branch already has one; the branch then resumes from it as from its
+    own checkpoint, and trains only its cooldown."""
+
+    step: int
+    run_key: str
+    checkpoint_dir: Path
+
+
 # ----------------------------------------------------------------------------- setup
 
 
@@ -181,11 +195,19 @@ def _plan(train: TrainConfig, context: int, world: int) -> _Plan:
         per_rank=per_rank,
         micro=micro,
         accumulation=per_rank // micro,
-        warmup_steps=int(round(train.warmup * steps)),
+        warmup_steps=warmup_steps(train, steps),
         eval_every=train.eval_every or max(1, steps // 10),
         log_every=train.log_every or max(1, steps // 100),
         decay_steps=max(1, round(train.decay_fraction * steps)) if train.schedule == "wsd" else 0,
     )
+
+
+def warmup_steps(train: TrainConfig, steps: int) -> int:
+    """The optimizer steps a run of ``steps`` steps warms up for: ``train.warmup_steps`` when
+    set (never more than the run), else ``train.warmup`` of its steps."""
+    if train.warmup_steps is not None:
+        return min(train.warmup_steps, steps)
+    return int(round(train.warmup * steps))
 
 
 def lr_multiplier(step: int, steps: int, warmup_steps: int, min_ratio: float,
@@ -238,7 +260,7 @@ def lr_schedule(train: TrainConfig) -> np.ndarray:
     [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
     """
     steps = train.tokens // train.batch_tokens
-    warmup = int(round(train.warmup * steps))
+    warmup = warmup_steps(train, steps)
     decay = max(1, round(train.decay_fraction * steps)) if train.schedule == "wsd" else 0
     return np.array([
         lr_multiplier(step, steps, warmup, train.min_lr_ratio, train.schedule, decay,
@@ -335,6 +357,8 @@ def train(
     *,
     checkpoint_dir: str | Path | None = None,
     progress: ProgressFn | None = None,
+    branches: Sequence[Branch] = (),
+    on_branch: Callable[[Branch], None] | None = None,
 ) -> RunResult:
     """Train one model as ``spec`` says and score it on the fixed eval tokens.
 
@@ -353,6 +377,10 @@ def train(
         present; save the final weights and model config as ``final.pt``.
     progress : callable, optional
         ``progress(step, steps, metrics)`` at each logged step, for progress bars.
+    branches : sequence of Branch, optional
+        Runs that share this run's first steps: after each one's ``step`` its checkpoint is
+        written (rank 0), then ``on_branch(branch)`` is called (a sweep worker enqueues the
+        branch there).
 
     Returns
     -------
@@ -370,6 +398,7 @@ def train(
     """
     started = time.perf_counter()
     run = _setup(spec, log, progress, checkpoint_dir)
+    run.branches, run.on_branch = tuple(branches), on_branch
     _restore(run)
     if run.start_step:
         _emit(run, run.start_step, {"perf/resume_step": float(run.start_step)})
@@ -418,6 +447,8 @@ class _Run:
     score_tasks: Callable[[], dict[str, float]] = dict
     eval_batches: list[np.ndarray] = field(default_factory=list)
     peak: float = math.nan
+    branches: tuple[Branch, ...] = ()
+    on_branch: Callable[[Branch], None] | None = None
 
     @property
     def cfg(self) -> TrainConfig:
@@ -507,6 +538,11 @@ def _restore(run: _Run) -> None:
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
+    # The next step's learning rate from this run's own schedule, as the scheduler computes it:
+    # a branch resumes from its stable run's state, whose next rate is still the stable one.
+    for group, base, multiplier in zip(run.optimizer.param_groups, run.scheduler.base_lrs,
+                                       run.scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * multiplier(run.scheduler.last_epoch)
     torch.set_rng_state(state["rng"]["torch"].cpu())
     if run.device.type == "cuda" and state["rng"].get("cuda") is not None:
         torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), run.device)
@@ -570,6 +606,9 @@ def _train_steps(run: _Run) -> tuple[str, str | None, int]:
             interval_start = time.perf_counter()  # evaluation is not training throughput
         if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == plan.steps):
             _save(run, done)
+        for branch in run.branches:
+            if branch.step == done:
+                _save_branch(run, branch)
     return "finished", None, plan.steps
 
 
@@ -681,20 +720,37 @@ def _evaluate_step(run: _Run, done: int) -> str | None:
     return None
 
 
-def _save(run: _Run, step: int) -> None:
-    """Checkpoint the run after ``step`` as ``last.pt`` (rank 0, atomically); all ranks wait."""
+def _save(run: _Run, step: int, *, path: Path | None = None, run_key: str | None = None) -> None:
+    """Checkpoint the run after ``step`` as ``last.pt`` (rank 0, atomically); all ranks wait.
+    ``path`` and ``run_key`` write it as another run's checkpoint (a branch's)."""
     import torch
 
-    if run.checkpoint_path is not None and run.dist.rank == 0:
+    path = path if path is not None else run.checkpoint_path
+    if path is not None and run.dist.rank == 0:
         device = run.device
         rng = {"torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
         _save_atomically({
-            "run_key": run.spec.run_key, "step": step, "model": run.model.state_dict(),
+            "run_key": run_key or run.spec.run_key, "step": step, "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
             "rng": rng, "running_min": run.running_min, "last_eval": run.last_eval,
-        }, run.checkpoint_path)
+        }, path)
     run.dist.barrier()
+
+
+def _save_branch(run: _Run, branch: Branch) -> None:
+    """Write this run's state after ``branch.step`` as the branch's checkpoint, unless the
+    branch has one already (it may be training from it, or be further on), then tell
+    ``on_branch``. The branch's evaluations are its own: ``last_eval`` is not carried over."""
+    path = Path(branch.checkpoint_dir) / CHECKPOINT
+    if not path.is_file():
+        last_eval, run.last_eval = run.last_eval, None
+        try:
+            _save(run, branch.step, path=path, run_key=branch.run_key)
+        finally:
+            run.last_eval = last_eval
+    if run.on_branch is not None and run.dist.rank == 0:
+        run.on_branch(branch)
 
 
 def _finish(run: _Run) -> tuple[float, dict[str, float], float]:
