@@ -227,3 +227,62 @@ def test_branches_wait_for_their_stable_run_and_survive_its_kill():
     frame = tracking.runs_frame("wsd", status=None)
     assert len(frame) == 6 and set(frame.status) == {"FINISHED"}  # each run once, none doubled
     _branch_losses_match_fresh_runs(config)
+
+
+# ------------------------------------------------------------------- pruning tune trials --
+
+TUNE = {
+    "name": "prune",
+    "data": {"eval_tokens": 512},
+    "model": {"n_layer": 1, "n_head": 2, "context": 16},
+    "train": {"batch_tokens": 64, "eval_every": 8, "precision": "fp32", "device": "cpu"},
+    "tune": {"shapes": [{"d_model": 8}], "trials": 8, "tokens_per_param": 4, "lr": [1e-4, 0.3],
+             "pruner": "median", "prune_startup": 2, "prune_after": 0.2},
+    "ladder": {"tokens_per_param": [4], "shapes": [{"d_model": 12}, {"d_model": 16}]},  # for a fit
+}
+
+
+@pytest.mark.slow
+def test_the_median_pruner_stops_trials_worse_than_the_median_and_the_report_counts_the_saving():
+    import statistics
+
+    from mlflow import MlflowClient
+
+    from scaling.reporting.publish import make_report
+    from scaling.sweeps.queue import load_study, open_storage, storage_url
+
+    path = write_sweep(TUNE)
+    summary = run_sweep(path, workers=1, threads=1)  # one worker: each trial sees every earlier one
+    assert summary["failed"] == 0 and summary["done"] + summary["pruned"] == 8 + 2
+    assert summary["pruned"] >= 1
+    store = open_storage(storage_url(None, tracking.DEFAULT_TRACKING_URI))
+    trials = sorted(load_study(store, "prune/tune/d8-L1").get_trials(deepcopy=False), key=lambda t: t.number)
+    steps = None
+    for trial in trials:
+        if trial.state.name != "PRUNED":
+            continue
+        step = max(trial.intermediate_values)
+        earlier = [t for t in trials if t.number < trial.number and t.state.name == "COMPLETE"]
+        assert len(earlier) >= 2 and step >= 0.2 * max(max(t.intermediate_values) for t in earlier)
+        # Optuna's median rule, by hand: worse than the median of the completed trials there
+        median = statistics.median(t.intermediate_values[step] for t in earlier if step in t.intermediate_values)
+        assert trial.intermediate_values[step] > median
+        steps = max(max(t.intermediate_values) for t in earlier)
+    frame = tracking.runs_frame("prune", status=None)
+    pruned = frame[frame.pruned_step.notna()]
+    assert len(pruned) == summary["pruned"] and set(pruned.status) == {"FAILED"}
+    assert (pruned.pruned_step < steps).all()
+    client = MlflowClient(tracking.DEFAULT_TRACKING_URI)
+    for run_id in pruned.run_id:
+        assert client.get_run(run_id).data.tags[tracking.TAG_FAILURE].startswith("pruned by the median pruner")
+    assert len(tracking.runs_frame("prune")) == summary["done"]  # the fits see finished trials only
+    # the saving, hand-computed: each pruned trial's steps after it stopped, in 6·N·D
+    tuned = frame[frame.tune.notna()]
+    saved = (6 * pruned.params * (pruned.tokens - pruned.pruned_step * pruned.batch_tokens)).sum()
+    share = saved / (6 * tuned.params * tuned.tokens).sum()
+    report = make_report(experiment="prune", tracking_uri=tracking.DEFAULT_TRACKING_URI, n_bootstrap=20,
+                         target_flops=1e12, law="power", fit_range="all")  # fmt: skip
+    text = (report / "report.md").read_text()
+    line = next(line for line in text.splitlines() if "Tuning:" in line)
+    assert f"{summary['pruned']} of 8 trials pruned" in line and f"{share:.0%} of what" in line
+    assert run_sweep(path)["enqueued"] == 0  # a pruned trial is a result: nothing is topped up

@@ -115,6 +115,20 @@ class TuneConfig(StrictModel):
     warmup: tuple[float, float] | None = Field(None, description="uniform range, e.g. [0, 0.2]")
     batch_tokens: list[int] | None = Field(None, description="choices, e.g. [4096, 8192]")
     seed: int = Field(0, description="seed of the sampler")
+    pruner: Literal["none", "median", "halving"] = Field(
+        "none",
+        description="stop trials early on their intermediate eval losses: 'median' (Optuna's "
+                    "MedianPruner: below the median of earlier trials at the same step) or "
+                    "'halving' (SuccessiveHalvingPruner, reduction factor 3)",
+    )
+    prune_after: float = Field(
+        0.25, gt=0, lt=1,
+        description="share of a trial's steps before which no trial is pruned (the median "
+                    "pruner's warmup; successive halving's minimum resource)",
+    )
+    prune_startup: int = Field(
+        3, ge=0, description="trials of a shape that run to the end before the median pruner prunes",
+    )
 
     @model_validator(mode="after")
     def _check_ranges(self) -> TuneConfig:

@@ -395,6 +395,24 @@ def _ladder_item(runs: pd.DataFrame, x: str) -> str | None:
             f"{trained / separate:.2f}x the {format_flops(separate, digits=3)} of separate runs of the same budgets.")
 
 
+def pruning_item(runs: pd.DataFrame, x: str = "flops") -> str | None:
+    """What pruning saved a tune sweep: each pruned trial's budget past its pruned step
+    (``pruned_step``), against what all the trials would have trained; None when no trial was
+    pruned."""
+    if "pruned_step" not in runs.columns or "tune" not in runs.columns:
+        return None
+    trials = runs[runs["tune"].notna()]
+    step = pd.to_numeric(trials["pruned_step"], errors="coerce")
+    if not step.notna().any():
+        return None
+    full = trials[x] if x in trials.columns and trials[x].notna().all() else 6 * trials["params"] * trials["tokens"]
+    trained = (step * trials["batch_tokens"] / trials["tokens"]).where(step.notna(), 1.0)
+    saved = float((full * (1 - trained)).sum())
+    return (f"Tuning: {int(step.notna().sum())} of {len(trials)} trials pruned on their intermediate eval "
+            f"losses; pruning saved {format_flops(saved, digits=3)} FLOPs, "
+            f"{saved / float(full.sum()):.0%} of what the trials would have trained.")
+
+
 def _inputs_blocks(report: Report) -> list[Block]:
     split, x = report.split, report.x
     proxies = split.proxies
@@ -404,9 +422,9 @@ def _inputs_blocks(report: Report) -> list[Block]:
         f"{'Proxy runs' if report.inputs.from_sweep else 'Runs'} fitted: {len(proxies)}, compute spent {format_flops(spent, digits=3)} FLOPs "
         f"({x}), from {format_flops(float(proxies[x].min()), digits=3)} to {format_flops(float(proxies[x].max()), digits=3)} each.",
     ]
-    ladder = _ladder_item(report.inputs.runs, x)
-    if ladder is not None:
-        items.append(ladder)
+    for extra in (_ladder_item(report.inputs.runs, x), pruning_item(report.inputs.runs, x)):
+        if extra is not None:
+            items.append(extra)
     if split.target is not None:
         target = split.target
         spent = f", compute {format_flops(float(target[x]), digits=3)} FLOPs" if is_finite(target.get(x)) else ""

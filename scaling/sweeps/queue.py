@@ -64,6 +64,9 @@ __all__ = [
     "all_studies",
     "enqueue_branch",
     "branch_attrs",
+    "tune_pruner",
+    "seed_sampler",
+    "pruned",
 ]
 
 ROLES = ("proxy", "target")
@@ -186,13 +189,47 @@ def study_names(config: SweepConfig, roles: Sequence[str]) -> list[str]:
     return names
 
 
-def load_study(storage, name: str, *, create: bool = False, seed: int | None = None):
+def load_study(storage, name: str, *, create: bool = False, seed: int | None = None, pruner=None):
+    """The Optuna study ``name`` (created with ``create``), sampled by TPE and pruned by
+    ``pruner`` (a study's pruner lives in the process, not in the storage: every worker passes
+    the sweep's, :func:`tune_pruner`)."""
     import optuna
 
     sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=3)
     if create:
-        return optuna.create_study(study_name=name, storage=storage, sampler=sampler, load_if_exists=True)
-    return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                   pruner=pruner, load_if_exists=True)  # fmt: skip
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+
+
+def seed_sampler(study, seed: int) -> None:
+    """Give ``study`` a TPE sampler seeded with ``seed`` (as :func:`load_study` builds it): a
+    worker seeds it with ``tune.seed`` + the trial's number before sampling that trial, so a
+    sweep's trials are reproducible and two workers never share a random stream."""
+    import optuna
+
+    study.sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=3)
+
+
+def tune_pruner(config: SweepConfig, steps: int):
+    """The Optuna pruner of the sweep's tune studies (``tune.pruner``) for trials of about
+    ``steps`` optimizer steps, or None.
+
+    - ``median``: ``MedianPruner(n_startup_trials=tune.prune_startup,
+      n_warmup_steps=prune_after·steps)``: a trial whose eval loss is worse than the median of
+      the earlier trials at the same step stops there.
+    - ``halving``: ``SuccessiveHalvingPruner(min_resource=prune_after·steps,
+      reduction_factor=3)``: at rungs of min_resource·3^k steps, only the best third go on.
+    """
+    import optuna
+
+    tune = config.tune
+    if tune is None or tune.pruner == "none":
+        return None
+    first = max(1, int(tune.prune_after * steps))
+    if tune.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=tune.prune_startup, n_warmup_steps=first)
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
 
 
 def check_roles(roles: Iterable[str] | None) -> tuple[str, ...]:
@@ -341,6 +378,13 @@ def latest_attempts(trials: Sequence[Any]) -> list[Any]:
         trial for trial in trials
         if trial.state == TrialState.RUNNING or not (superseded(trial) or trial.number in retried)
     ]  # fmt: skip
+
+
+def pruned(trial) -> bool:
+    """A tune trial its pruner stopped early: a result, never retried."""
+    from optuna.trial import TrialState
+
+    return trial.state == TrialState.PRUNED
 
 
 def diverged(trial) -> bool:

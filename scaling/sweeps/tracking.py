@@ -79,6 +79,7 @@ TAG_CONFIG_HASH = "scaling.config_hash"
 TAG_WORLD_SIZE = "scaling.world_size"  # processes that trained the run (its latest attempt)
 TAG_BRANCH_OF = "scaling.branch_of"  # a WSD branch: the name of the stable run it resumed from
 TAG_BRANCH_STEP = "scaling.branch_step"  # ... and the step it branched at
+TAG_PRUNED_STEP = "scaling.pruned_step"  # a pruned tune trial: the last step it trained
 TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: the UI nests a branch under its stable run
 # MLflow 3's experiment type (training, not GenAI). MLflow 3.17.2's UI does not read it to
 # choose the page it opens (the browser's workflow switch does; docs/architecture.md, "MLflow
@@ -608,7 +609,7 @@ def _to_frame(rows: list[dict[str, Any]], extra: list[str]):
     import pandas as pd
 
     labels = ["name", "tune", "tune_best", "config_hash", "wall_s", "host", "branch_of", "branch_step",
-              *PROVENANCE_COLUMNS]
+              "pruned_step", *PROVENANCE_COLUMNS]
     columns = RUN_COLUMNS + labels + sorted(extra)
     frame = pd.DataFrame(rows, columns=columns)
     for column in columns:
@@ -691,6 +692,7 @@ def _run_row(run, experiment: str) -> tuple[dict[str, Any], set[str]]:
         "host": tags.get(TAG_HOST),
         "branch_of": tags.get(TAG_BRANCH_OF),
         "branch_step": tags.get(TAG_BRANCH_STEP),
+        "pruned_step": tags.get(TAG_PRUNED_STEP),
         **{column: tags.get(tag) for column, tag in PROVENANCE_COLUMNS.items()},
     }
     if run.info.end_time and run.info.start_time:

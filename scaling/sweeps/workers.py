@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ from scaling.sweeps.queue import (
     retry_failed,
     storage_url,
     stored_config,
+    seed_sampler,
+    tune_pruner,
     study_names,
     wait_ready,
 )
@@ -123,7 +126,8 @@ class _Attempt:
 def _work_one(study, trial, config: SweepConfig, tracking_uri: str, storage,
               threads: int | None = None) -> str:  # fmt: skip
     """Train (or reuse) one claimed trial; return what happened: ``trained``, ``reused``,
-    ``failed``, ``retried`` (a transient failure, enqueued again) or ``duplicate``. A SIGTERM
+    ``failed``, ``retried`` (a transient failure, enqueued again), ``duplicate`` or ``pruned``
+    (a tune trial its pruner stopped). A SIGTERM
     puts the trial back in the queue without spending a retry."""
     attempt = _Attempt(study, trial, config, tracking_uri, storage, threads)
     heartbeat = Heartbeat(storage, trial._trial_id)
@@ -169,6 +173,9 @@ def _claimed_spec(trial, config: SweepConfig) -> RunSpec:
     attrs = trial.user_attrs
     if "tune" not in attrs:
         return RunSpec.model_validate_json(attrs["spec"])
+    # tune.seed: reproducible trials, a stream of their own for each trial and tuned shape
+    study_seed = zlib.crc32(attrs["tune"].encode())
+    seed_sampler(trial.study, (config.tune.seed * 1_000_003 + study_seed + trial.number) % 2**32)
     spec = _tune_spec(trial, config, tune_studies(config)[attrs["tune"]])
     for key, value in {"spec": spec.model_dump_json(), "run_key": spec.run_key, "name": spec.name}.items():
         trial.set_user_attr(key, value)
@@ -187,8 +194,9 @@ def _settled_by_earlier_runs(study, trial, runs: list[dict[str, Any]]) -> str | 
         _enqueue_branches(study, trial, finished[0]["run_id"])  # before the stable run is done
         study.tell(trial, finished[0]["metrics"].get("final/eval_loss"))
         return "reused"
-    diverged = [r for r in runs if r["status"] == "FAILED" and r["tags"].get(tracking.TAG_FAILURE, "").startswith("diverged")]
-    if diverged:  # a diverged run is a result: training it again would diverge again
+    diverged = [r for r in runs if r["status"] == "FAILED"
+                and r["tags"].get(tracking.TAG_FAILURE, "").startswith(("diverged", "pruned"))]  # fmt: skip
+    if diverged:  # a diverged (or pruned) run is a result: training it again would end the same
         trial.set_user_attr("mlflow_run_id", diverged[0]["run_id"])
         trial.set_user_attr("failure", diverged[0]["tags"][tracking.TAG_FAILURE])
         study.tell(trial, state=TrialState.FAIL)
@@ -224,8 +232,14 @@ def _train_into(attempt: _Attempt, spec: RunSpec) -> str:
     def on_branch(branch: Branch) -> None:  # its checkpoint exists: the queue may hand it out
         _enqueue_branches(attempt.study, attempt.trial, run_id, {branch.run_key})
 
-    result = _train(spec, log=attempt.run.log, checkpoint_dir=checkpoint_dir, threads=attempt.threads,
-                    branches=branches, on_branch=on_branch)  # fmt: skip
+    log = attempt.run.log
+    if "tune" in attempt.trial.user_attrs and attempt.study.pruner is not None:
+        log = _pruning_log(attempt, spec)
+    try:
+        result = _train(spec, log=log, checkpoint_dir=checkpoint_dir, threads=attempt.threads,
+                        branches=branches, on_branch=on_branch)  # fmt: skip
+    except _Pruned as stop:
+        return _settle_pruned(attempt, spec, stop.step)
     timing = {
         "perf/wall_s": result.wall_s,
         "perf/mean_tokens_per_s": result.tokens_per_s,
@@ -241,6 +255,44 @@ def _train_into(attempt: _Attempt, spec: RunSpec) -> str:
     attempt.trial.set_user_attr("failure", reason[:1000])
     attempt.study.tell(attempt.trial, state=TrialState.FAIL)
     return "failed"
+
+
+class _Pruned(Exception):
+    """Raised from a tune trial's log callback when its pruner stops it after ``step``."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"pruned after step {step}")
+        self.step = step
+
+
+def _pruning_log(attempt: _Attempt, spec: RunSpec):
+    """The run's log callback that also reports each intermediate eval loss to the trial and
+    stops the run (:class:`_Pruned`) when the study's pruner says so; the last evaluation is
+    the result, never pruned."""
+    steps = spec.train.tokens // spec.train.batch_tokens
+
+    def log(step: int, metrics) -> None:
+        attempt.run.log(step, metrics)
+        if "eval/loss" in metrics and step < steps:
+            attempt.trial.report(float(metrics["eval/loss"]), step)
+            if attempt.trial.should_prune():
+                raise _Pruned(step)
+
+    return log
+
+
+def _settle_pruned(attempt: _Attempt, spec: RunSpec, step: int) -> str:
+    """End a pruned tune trial: its MLflow run FAILED with ``scaling.failure`` = "pruned ..."
+    and ``scaling.pruned_step`` (what the report counts as compute saved), the trial PRUNED."""
+    from optuna.trial import TrialState
+
+    steps = spec.train.tokens // spec.train.batch_tokens
+    reason = f"pruned by the {attempt.config.tune.pruner} pruner after step {step} of {steps}"
+    attempt.run.set_tags({tracking.TAG_PRUNED_STEP: str(step)})
+    attempt.run.fail(reason)
+    attempt.trial.set_user_attr("failure", reason)
+    attempt.study.tell(attempt.trial, state=TrialState.PRUNED)
+    return "pruned"
 
 
 class TorchrunError(RuntimeError):
@@ -509,11 +561,11 @@ def _join_sweep(sweep: str | Path | SweepConfig, storage: str | None, tracking_u
     tracking.check_tracking(tracking_uri)
     store = open_storage(url)
     names = study_names(config, roles)
-    studies = _load_studies(store, names, url)
+    _load_studies(store, names, url)  # a sweep nobody launched fails here, naming the study
     config = with_execution(stored_config(store, names) or config, max_retries=max_retries,
                             checkpoint_root=checkpoint_root)  # fmt: skip
     check_launchable(config, roles)
-    return config, roles, url, store, studies
+    return config, roles, url, store, _load_studies(store, names, url, config)
 
 
 def worker(
@@ -540,7 +592,7 @@ def worker(
     Returns
     -------
     dict
-        Counts of ``trained``, ``reused``, ``failed``, ``retried`` and ``duplicate`` trials.
+        Counts of ``trained``, ``reused``, ``failed``, ``retried``, ``duplicate`` and ``pruned`` trials.
 
     Raises
     ------
@@ -555,7 +607,7 @@ def worker(
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if studies:
         wait_ready(studies[0])
-    counts = {"trained": 0, "reused": 0, "failed": 0, "retried": 0, "duplicate": 0}
+    counts = {"trained": 0, "reused": 0, "failed": 0, "retried": 0, "duplicate": 0, "pruned": 0}
     done = 0
     while max_trials is None or done < max_trials:
         reap(config, storage=url, tracking_uri=tracking_uri, roles=roles)
@@ -572,11 +624,17 @@ def worker(
     return counts
 
 
-def _load_studies(store, names: list[str], url: str) -> list:
+def _load_studies(store, names: list[str], url: str, config: SweepConfig | None = None) -> list:
+    """The studies ``names``; with ``config``, each tune study with the sweep's pruner."""
+    bases = tune_studies(config) if config is not None and config.tune is not None else {}
     studies = []
     for name in names:
+        pruner = None
+        if name in bases:
+            base = bases[name].train
+            pruner = tune_pruner(config, base.tokens // base.batch_tokens)
         try:
-            studies.append(load_study(store, name, seed=None))
+            studies.append(load_study(store, name, seed=None, pruner=pruner))
         except KeyError:
             raise StorageError(
                 f"no study {name} in {url}; start the sweep with 'scaling sweep run FILE' first"
@@ -656,7 +714,7 @@ def _status_row(study: str, trial, planned: set[str], branches: dict[str, Planne
         "worker": f"{attrs['host']}:{attrs['pid']}" if "pid" in attrs else None,
         "reused": bool(attrs.get("reused")),
         "retries": int(attrs.get("retries", 0)),
-        "failure": attrs.get("failure") if trial.state.name == "FAIL" else None,
+        "failure": attrs.get("failure") if trial.state.name in ("FAIL", "PRUNED") else None,
         "planned": "tune" in attrs or attrs.get("run_key") in planned,
         "study": study,
         "branch_of": attrs.get("branch_of"),
@@ -683,6 +741,7 @@ def _summarise(rows: list[dict[str, Any]], started: float, spent0: float) -> dic
         "running": states.count("RUNNING"),
         "waiting": states.count("WAITING") + states.count("PENDING"),
         "failed": states.count("FAIL"),
+        "pruned": states.count("PRUNED"),
         "flops_spent": spent,
         "flops_total": total,
         "elapsed_s": elapsed,
