@@ -11,9 +11,17 @@ through ``scaling.training.loop.train`` in child processes, one torch thread eac
 
 Prints one JSON line per shape and a summary line.
 
+With ``--wsd-experiment`` it trains nothing: it fits ``tissue`` per size to every logged curve
+of a WSD ladder with cooldown branches (sweeps/demo-wsd.yaml: the stable run and its branches,
+four budgets per size) and predicts the final loss of the cosine run of the same size and
+budget in ``--cosine-experiment`` (sweeps/demo.yaml), against the same-run baseline of the WSD
+run of that budget taken as the prediction.
+
 Usage::
 
     python benchmarks/curve_law.py [--shapes 16,24,32] [--evals 40] [--processes 2] [--save-curves F]
+    python benchmarks/curve_law.py --wsd-experiment demo-wsd --wsd-uri sqlite:///a.db \
+        --cosine-experiment demo --cosine-uri sqlite:///b.db
 """
 
 from __future__ import annotations
@@ -62,13 +70,64 @@ def train_curve(d_model: int, schedule: str, evals: int) -> dict:
             "wall_s": time.perf_counter() - started}
 
 
+def from_sweeps(wsd_experiment: str, wsd_uri: str, cosine_experiment: str, cosine_uri: str,
+                n_bootstrap: int) -> None:
+    """Per size: ``tissue`` on the WSD ladder's curves, the cosine run's final loss predicted."""
+    from scaling.laws.fitting import fit
+    from scaling.sweeps import tracking
+    from scaling.sweeps.curves import curve_table, train_settings
+    from scaling.training.curves import curve_points
+    from scaling.training.loop import lr_schedule
+
+    started = time.perf_counter()
+    rows = curve_table(wsd_experiment, tracking_uri=wsd_uri)
+    wsd = tracking.runs_frame(wsd_experiment, tracking_uri=wsd_uri, role="proxy")
+    cosine = tracking.runs_frame(cosine_experiment, tracking_uri=cosine_uri, role="proxy")
+    errors, baseline_errors = [], []
+    for run in cosine.sort_values("params").itertuples(index=False):
+        group = rows[rows.params == float(run.params)]
+        same = wsd[(wsd.params == run.params) & (wsd.tokens == run.tokens)]
+        if group.empty or same.empty:
+            continue
+        result = fit("tissue", group, n_bootstrap=n_bootstrap)
+        schedule = lr_schedule(train_settings(tracking.run_params(run.run_id, tracking_uri=cosine_uri)))
+        final = curve_points({"run_id": run.run_id, "params": float(run.params),
+                              "batch_tokens": float(run.batch_tokens)},
+                             [len(schedule)], [run.loss], schedule)  # fmt: skip
+        predicted, (low, high) = result.predict(final)
+        error = float(predicted[0] / run.loss - 1)
+        baseline = float(same.loss.iloc[0] / run.loss - 1)
+        errors.append(abs(error))
+        baseline_errors.append(abs(baseline))
+        print(json.dumps({
+            "name": run.name, "params": float(run.params), "wsd_runs": int(group.run_id.nunique()),
+            "fit_points": len(group), "fit_valid": result.is_valid, "fit": result.params_,
+            "cosine_final": float(run.loss), "wsd_final_same_budget": float(same.loss.iloc[0]),
+            "predicted_cosine_final": float(predicted[0]), "interval": [float(low[0]), float(high[0])],
+            "inside": bool(low[0] <= run.loss <= high[0]), "error": error,
+            "baseline_wsd_final_as_prediction_error": baseline,
+        }), flush=True)
+    print(json.dumps({"summary": True, "sizes": len(errors), "mean_abs_error": sum(errors) / len(errors),
+                      "max_abs_error": max(errors),
+                      "baseline_mean_abs_error": sum(baseline_errors) / len(baseline_errors),
+                      "wall_s": time.perf_counter() - started}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="16,24,32", help="demo widths to train")
     parser.add_argument("--evals", type=int, default=40, help="evaluations per run")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--save-curves", help="also write the trained curves to this JSON file")
+    parser.add_argument("--wsd-experiment", help="fit the logged curves of this WSD ladder instead")
+    parser.add_argument("--wsd-uri", default="sqlite:///mlflow.db")
+    parser.add_argument("--cosine-experiment", default="demo")
+    parser.add_argument("--cosine-uri", default="sqlite:///mlflow.db")
+    parser.add_argument("--bootstrap", type=int, default=200)
     args = parser.parse_args()
+    if args.wsd_experiment:
+        return from_sweeps(args.wsd_experiment, args.wsd_uri, args.cosine_experiment,
+                           args.cosine_uri, args.bootstrap)
 
     from scaling.config.run import TrainConfig
     from scaling.laws.fitting import fit

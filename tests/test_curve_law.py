@@ -14,7 +14,7 @@ from scaling.config.run import RunSpec, TrainConfig
 from scaling.laws.fitting import fit
 from scaling.laws.forms import get_law
 from scaling.sweeps.curves import curve_table, planned_curve
-from scaling.training.curves import annealing_areas, curve_points
+from scaling.training.curves import annealing_areas, curve_points, run_momentum
 from scaling.training.loop import lr_schedule, train
 
 TRUTH = {"E": 1.8, "A": 40.0, "alpha": 0.3, "B": 300.0, "beta": 0.35, "C": 2e-4}
@@ -138,7 +138,8 @@ def test_fit_reads_a_sweeps_logged_curves(capsys):
     assert table.groupby("run_id").size().min() >= 5 and table.run_id.nunique() == 3
     for run_id, rows in table.groupby("run_id"):  # the areas of each run's own schedule
         cfg = TrainConfig(tokens=int(rows.tokens.max()), batch_tokens=64, schedule="wsd")
-        s1, s2 = annealing_areas(lr_schedule(cfg), 64)
+        schedule = lr_schedule(cfg)  # with the curve laws' memory: a tenth of the run
+        s1, s2 = annealing_areas(schedule, 64, run_momentum(len(schedule)))
         assert rows.s1.tolist() == pytest.approx(s1[rows.step.to_numpy()].tolist())
         assert rows.s2.tolist() == pytest.approx(s2[rows.step.to_numpy()].tolist())
         assert rows.step.min() >= 0.1 * len(lr_schedule(cfg))

@@ -15,7 +15,7 @@ import pandas as pd
 
 from scaling.config.run import TrainConfig
 from scaling.errors import TrackingError
-from scaling.training.curves import ANNEALING_MOMENTUM, annealing_areas, curve_points
+from scaling.training.curves import annealing_areas, curve_points, run_momentum
 from scaling.sweeps import tracking
 from scaling.sweeps.planning import run_size
 
@@ -66,7 +66,7 @@ def train_settings(params: dict[str, str], run_id: str = "?") -> TrainConfig:
 
 def curve_table(
     experiment: str, *, tracking_uri: str = tracking.DEFAULT_TRACKING_URI,
-    min_fraction: float = 0.1, momentum: float = ANNEALING_MOMENTUM,
+    min_fraction: float = 0.1, momentum: float | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """One row per evaluation of every finished run of ``experiment`` past ``min_fraction``
     of its steps: the run table's labels and size (``run_id``, ``name``, ``role``, ``status``,
@@ -98,12 +98,16 @@ def curve_table(
     return pd.concat(frames, ignore_index=True)
 
 
-def planned_curve(spec: RunSpec, momentum: float = ANNEALING_MOMENTUM) -> pd.DataFrame:
+def planned_curve(spec: RunSpec, momentum: float | None = None) -> pd.DataFrame:
     """The rows of a planned run at every optimizer step (``step``, ``tokens``, ``params``,
-    ``s1``, ``s2``): what a curve law predicts the whole curve of, for any schedule."""
+    ``s1``, ``s2``): what a curve law predicts the whole curve of, for any schedule. The
+    annealing momentum is the curve laws' default memory of the run unless ``momentum`` is
+    given (:func:`scaling.training.curves.curve_points`)."""
     from scaling.training.loop import lr_schedule
 
     schedule = lr_schedule(spec.train)
+    if momentum is None:
+        momentum = run_momentum(len(schedule))
     s1, s2 = annealing_areas(schedule, spec.train.batch_tokens, momentum)
     steps = range(1, len(schedule) + 1)
     return pd.DataFrame({
