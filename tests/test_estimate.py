@@ -38,6 +38,9 @@ def test_a_run_takes_its_tokens_and_its_evaluations_at_the_measured_rate():
     (spec,) = [s for s in expand(load_sweep(write_sweep(_sweep("hand")))) if s.model.d_model == 8]
     # 40 steps, an eval every 10 and one at the end: 5 passes over 256 eval tokens
     assert run_seconds(spec, 100.0) == pytest.approx(2560 / 100 + 5 * 256 / (EVAL_SPEEDUP * 100))
+    # a WSD branch's cooldown of 640 tokens (10 steps: 2 passes), on 4 GPUs: a quarter of it
+    assert run_seconds(spec, 100.0, tokens=640) == pytest.approx(640 / 100 + 2 * 256 / (EVAL_SPEEDUP * 100))
+    assert run_seconds(spec, 100.0, gpus=4) == pytest.approx(run_seconds(spec, 100.0) / 4)
     # longest first, each on the worker free soonest: 10 | 7, then 5 -> 12, then 4 -> 14
     assert makespan([10.0, 7.0, 5.0, 4.0], 2) == 14.0
     assert makespan([10.0, 7.0, 5.0, 4.0], 1) == 26.0

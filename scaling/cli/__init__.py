@@ -4,9 +4,11 @@ The root group :func:`root` and the error gate :func:`main` live here; each comm
 lives in a module of its own and is registered below with ``root.add_command``:
 
 - :mod:`scaling.cli.run_commands`: ``demo``, ``train``, ``check-coords``
-- :mod:`scaling.cli.sweep_commands`: ``sweep run|worker|status``
+- :mod:`scaling.cli.sweep_commands`: ``sweep run|worker|status|retry|export-target``
+- :mod:`scaling.cli.data_commands`: ``data prepare|info``
 - :mod:`scaling.cli.law_commands`: ``fit``, ``predict``, ``capability``
 - :mod:`scaling.cli.report_commands`: ``report``, ``compare``
+- :mod:`scaling.cli.validate_commands`: ``validate``
 - :mod:`scaling.cli.forecast_commands`: ``forecast``, ``watch``
 - :mod:`scaling.cli.reference`: ``cli-reference`` (hidden)
 

@@ -134,14 +134,19 @@ def _estimate(config, workers, devices, threads, roles, tracking_uri) -> dict:
     workers and threads ``sweep run`` would use with these options."""
     from scaling.sweeps import workers as sweeps
     from scaling.sweeps.estimate import estimate_wall_time
-    from scaling.sweeps.planning import expand
+    from scaling.sweeps.planning import expand, ladder_branches, trained_tokens
     from scaling.sweeps.queue import check_roles
 
     chosen = check_roles(_split(roles))
-    specs = [spec for spec in expand(config) if spec.role in chosen]
+    planned = expand(config)
+    branches = ladder_branches(config, planned)
+    specs = [spec for spec in planned if spec.role in chosen]
     count = len(_split(devices)) if devices else (workers or sweeps.default_workers(config, chosen))
     per_worker = threads or (None if devices else max(1, sweeps.available_cores() // count))
-    return estimate_wall_time(specs, sweep=config.name, workers=count, threads=per_worker, tracking_uri=tracking_uri)
+    trained = {spec.run_key: trained_tokens(spec, branches) for spec in specs}
+    processes = {spec.run_key: config.target.processes for spec in specs if spec.role == "target"}
+    return estimate_wall_time(specs, sweep=config.name, workers=count, threads=per_worker,
+                              tracking_uri=tracking_uri, trained=trained, processes=processes)
 
 
 def _estimate_line(estimate: dict) -> str:

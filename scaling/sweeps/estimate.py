@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from scaling.config.run import RunSpec
@@ -108,12 +108,15 @@ def probe_throughput(specs: Sequence[RunSpec], *, threads: int | None, steps: in
     return rates
 
 
-def run_seconds(spec: RunSpec, tokens_per_s: float) -> float:
-    """Seconds to train and evaluate ``spec`` at ``tokens_per_s`` training tokens per second."""
-    size = run_size(spec)
-    steps = max(1, size["tokens"] // spec.train.batch_tokens)
+def run_seconds(spec: RunSpec, tokens_per_s: float, *, tokens: int | None = None, gpus: int = 1) -> float:
+    """Seconds to train and evaluate ``spec`` at ``tokens_per_s`` training tokens per second
+    of one process: ``tokens`` of it (a WSD branch trains only its cooldown; default all), on
+    ``gpus`` data-parallel GPUs, counted as ideal scaling (on CPU a run's processes share the
+    same cores and ``gpus`` is 1)."""
+    tokens = run_size(spec)["tokens"] if tokens is None else tokens
+    steps = max(1, tokens // spec.train.batch_tokens)
     evals = steps // spec.train.eval_every + 1 if spec.train.eval_every else 1
-    return size["tokens"] / tokens_per_s + evals * spec.data.eval_tokens / (EVAL_SPEEDUP * tokens_per_s)
+    return (tokens / tokens_per_s + evals * spec.data.eval_tokens / (EVAL_SPEEDUP * tokens_per_s)) / max(1, gpus)
 
 
 def makespan(seconds: Sequence[float], workers: int) -> float:
@@ -133,11 +136,18 @@ def makespan(seconds: Sequence[float], workers: int) -> float:
 
 
 def estimate_wall_time(specs: Sequence[RunSpec], *, sweep: str, workers: int, threads: int | None,
-             tracking_uri: str, probe_steps: int = PROBE_STEPS) -> dict[str, Any]:  # fmt: skip
+             tracking_uri: str, probe_steps: int = PROBE_STEPS, trained: Mapping[str, int] | None = None,
+             processes: Mapping[str, int] | None = None) -> dict[str, Any]:  # fmt: skip
     """The dry run's estimate: ``seconds`` (wall time on ``workers`` workers), ``source``
     (earlier runs or the probe), ``per_run`` (name, role, seconds), ``probe_s`` and the
     ``workers``; without earlier runs, a sweep whose runs need a GPU this machine lacks gets
-    ``seconds`` None and ``skipped`` (why): a probe here would say nothing about its nodes."""
+    ``seconds`` None and ``skipped`` (why): a probe here would say nothing about its nodes.
+
+    ``trained`` maps a run key to the tokens the run trains itself (a WSD branch: its
+    cooldown, :func:`scaling.sweeps.planning.trained_tokens`); ``processes`` to the processes
+    that train it (the target's ``nproc_per_node``), which divide a GPU run's time (ideal
+    data-parallel scaling) and leave a CPU run's, whose processes share the cores. Runs are
+    laid out as if independent: a branch cannot start before its stable run reaches it."""
     from scaling.sweeps.progress import predicted_seconds
 
     started = time.perf_counter()
@@ -153,7 +163,14 @@ def estimate_wall_time(specs: Sequence[RunSpec], *, sweep: str, workers: int, th
     else:
         source = f"a {probe_steps}-step probe of each shape on this machine"
         rates = probe_throughput(specs, threads=threads, steps=probe_steps)
-    rows = [{"name": s.name, "role": s.role, "seconds": run_seconds(s, rates[s.run_key])} for s in specs]
+    trained, processes = trained or {}, processes or {}
+
+    def gpus(spec: RunSpec) -> int:
+        return processes.get(spec.run_key, 1) if spec.train.device.startswith("cuda") else 1
+
+    rows = [{"name": s.name, "role": s.role,
+             "seconds": run_seconds(s, rates[s.run_key], tokens=trained.get(s.run_key), gpus=gpus(s))}
+            for s in specs]  # fmt: skip
     return {
         "seconds": makespan([row["seconds"] for row in rows], workers),
         "source": source,
