@@ -92,3 +92,24 @@ def test_demo_with_a_missing_sweep_file_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nope.yaml: no such file" in err and err.count("\n") == 1
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_wsd_demo_forecasts_from_the_branches_at_the_targets_budget(tmp_path, capsys):
+    from scaling.sweeps import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = str(REPO / "sweeps" / "demo-wsd.yaml")
+    assert main(["demo", "--sweep", sweep, "--quick", "--tracking-uri", uri, "--output", "json"]) == 0
+    json.loads(capsys.readouterr().out)
+    runs = tracking.runs_frame("demo-wsd-quick", tracking_uri=uri)
+    proxies = runs[runs.role == "proxy"]
+    assert len(proxies) == 12 and proxies.branch_of.notna().sum() == 6  # 6 stable runs, 6 branches
+    forecast = json.loads((tmp_path / "reports" / "demo-wsd-quick-forecast.json").read_text())
+    assert forecast["n_trained"] == 6  # only the runs at the target's 4 tokens per parameter
+    at_target_budget = set(proxies[proxies.branch_of.isna()].run_id)
+    assert set(forecast["proxy_run_ids"]) <= at_target_budget
+    target = runs[runs.role == "target"].iloc[0]
+    assert tracking.run_params(target.run_id, tracking_uri=uri)["train.schedule"] == "cosine"
+    text = (tmp_path / "reports" / "demo-wsd-quick" / "report.md").read_text()
+    assert "WSD ladder: 6 stable runs and 6 cooldown branches" in text
+    assert "where 'tokens >= 3.96 * params and tokens <= 4.04 * params' (12 -> 6)" in text

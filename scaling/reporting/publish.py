@@ -120,4 +120,5 @@ def filtered_inputs(inputs, *, where: str | None, drop_top_loss: int = 0):
                                source=inputs.source)
     if is_target is not None:
         kept = pd.concat([kept, runs[is_target]]).loc[lambda f: sorted(f.index)]
-    return dataclasses.replace(inputs, runs=kept, source=f"{inputs.source}; {filter_text(record)}")
+    return dataclasses.replace(inputs, runs=kept, source=f"{inputs.source}; {filter_text(record)}",
+                               all_runs=inputs.runs if inputs.all_runs is None else inputs.all_runs)

@@ -422,7 +422,8 @@ def _inputs_blocks(report: Report) -> list[Block]:
         f"{'Proxy runs' if report.inputs.from_sweep else 'Runs'} fitted: {len(proxies)}, compute spent {format_flops(spent, digits=3)} FLOPs "
         f"({x}), from {format_flops(float(proxies[x].min()), digits=3)} to {format_flops(float(proxies[x].max()), digits=3)} each.",
     ]
-    for extra in (_ladder_item(report.inputs.runs, x), pruning_item(report.inputs.runs, x)):
+    every = report.inputs.all_runs if report.inputs.all_runs is not None else report.inputs.runs
+    for extra in (_ladder_item(every, x), pruning_item(every, x)):
         if extra is not None:
             items.append(extra)
     if split.target is not None:

@@ -90,6 +90,9 @@ class ReportInputs:
         The logged learning rate (``train/lr``: ``step``, ``tokens``, ``value``) of the target
         runs, by ``run_id``: the large-run section's projections use it when the forecast
         recorded no schedule.
+    all_runs : DataFrame or None
+        Every run before a user's row filter (:func:`scaling.reporting.publish.filtered_inputs`),
+        for what the sweep cost; None when nothing was filtered.
     """
 
     runs: pd.DataFrame
@@ -101,6 +104,7 @@ class ReportInputs:
     curves: Mapping[str, pd.DataFrame] | None = None
     forecast: Mapping[str, Any] | None = None
     schedules: Mapping[str, pd.DataFrame] | None = None
+    all_runs: pd.DataFrame | None = None
 
     @property
     def from_sweep(self) -> bool:
