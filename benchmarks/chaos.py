@@ -103,7 +103,7 @@ def _install_faults(markers: Path) -> None:
 
     original = workers._train
 
-    def train_with_a_fault(spec, *, log, checkpoint_dir, threads=None):
+    def train_with_a_fault(spec, *, log, checkpoint_dir, threads=None, **settings):
         every = spec.train.checkpoint_every
         marker = markers / spec.run_key
 
@@ -119,7 +119,7 @@ def _install_faults(markers: Path) -> None:
                                "at": time.time()}, out)  # fmt: skip
                 raise ConnectionError("injected: connection to the tracking server reset")
 
-        return original(spec, log=log_or_fail, checkpoint_dir=checkpoint_dir, threads=threads)
+        return original(spec, log=log_or_fail, checkpoint_dir=checkpoint_dir, threads=threads, **settings)
 
     workers._train = train_with_a_fault
 

@@ -171,7 +171,7 @@ def test_a_wsd_ladder_trains_each_branch_once_from_its_stable_run(capsys):
     branches = ladder_branches(config)
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking.DEFAULT_TRACKING_URI)
+    client = MlflowClient(f"sqlite:///{Path('mlflow.db').resolve()}")  # this test's own database
     parents = frame[frame.branch_of.isna()].set_index("name")
     for _, row in frame[frame.branch_of.notna()].iterrows():
         run = client.get_run(row.run_id)
@@ -272,7 +272,7 @@ def test_the_median_pruner_stops_trials_worse_than_the_median_and_the_report_cou
     pruned = frame[frame.pruned_step.notna()]
     assert len(pruned) == summary["pruned"] and set(pruned.status) == {"FAILED"}
     assert (pruned.pruned_step < steps).all()
-    client = MlflowClient(tracking.DEFAULT_TRACKING_URI)
+    client = MlflowClient(f"sqlite:///{Path('mlflow.db').resolve()}")  # this test's own database
     for run_id in pruned.run_id:
         assert client.get_run(run_id).data.tags[tracking.TAG_FAILURE].startswith("pruned by the median pruner")
     assert len(tracking.runs_frame("prune")) == summary["done"]  # the fits see finished trials only

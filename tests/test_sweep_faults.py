@@ -82,7 +82,7 @@ def test_sigkilled_worker_resumes_into_the_same_run_and_nothing_is_duplicated():
     assert resumed["run_id"] == left[0]["run_id"]  # resumed into the same MLflow run
     assert resumed["metrics"]["perf/resumed_from_step"] >= 10
     assert resumed["metrics"]["size/tokens"] == 64 * 1000
-    assert worker(path) == {"trained": 0, "reused": 0, "failed": 0, "retried": 0, "duplicate": 0}
+    assert worker(path) == {"trained": 0, "reused": 0, "failed": 0, "retried": 0, "duplicate": 0, "pruned": 0}
 
 
 @pytest.mark.slow

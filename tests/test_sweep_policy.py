@@ -70,7 +70,7 @@ def test_a_users_error_fails_at_once_with_its_reason_and_a_fixed_rerun_trains_it
     capsys.readouterr()  # MLflow's notes on creating its database
     assert main(["sweep", "worker", str(path)]) == 1
     out, err = capsys.readouterr()
-    assert json.loads(out) == {"trained": 0, "reused": 0, "failed": 2, "retried": 0, "duplicate": 0}
+    assert json.loads(out) == {"trained": 0, "reused": 0, "failed": 2, "retried": 0, "duplicate": 0, "pruned": 0}
     reason = "ConfigError: train.device = 'cuda' but no CUDA GPU is visible; use 'cpu'"
     lines = err.splitlines()
     assert sorted(lines[:2]) == [f"failed: d12-L1-1.28e3tok: {reason}", f"failed: d8-L1-1.28e3tok: {reason}"]
@@ -168,7 +168,7 @@ def test_a_transient_failure_that_persists_fails_after_max_retries(capsys):
     capsys.readouterr()
     assert main(["sweep", "worker", str(path), "--max-retries", "1"]) == 1
     out, err = capsys.readouterr()
-    assert json.loads(out) == {"trained": 0, "reused": 0, "failed": 2, "retried": 2, "duplicate": 0}
+    assert json.loads(out) == {"trained": 0, "reused": 0, "failed": 2, "retried": 2, "duplicate": 0, "pruned": 0}
     rows = status(path)
     assert {(row["state"], row["retries"]) for row in rows} == {("FAIL", 1)}
     assert all(row["failure"].startswith("IsADirectoryError: ") for row in rows)

@@ -183,7 +183,7 @@ def test_the_exported_target_trained_elsewhere_is_the_run_the_sweep_reuses(capsy
     assert capsys.readouterr().err == f"error: --run-id {run['run_id']} needs --experiment, the run's experiment (its sweep)\n"
 
     assert run_sweep(path, workers=0)["enqueued"] == 1
-    assert worker(path) == {"trained": 0, "reused": 1, "failed": 0, "retried": 0, "duplicate": 0}
+    assert worker(path) == {"trained": 0, "reused": 1, "failed": 0, "retried": 0, "duplicate": 0, "pruned": 0}
     (row,) = status(path)
     assert (row["state"], row["loss"], row["mlflow_run_id"]) == ("COMPLETE", loss, run["run_id"])
 
