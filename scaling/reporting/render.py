@@ -384,7 +384,9 @@ def _ladder_item(runs: pd.DataFrame, x: str) -> str | None:
     budgets; None for runs without branches."""
     if "branch_of" not in runs.columns or x not in runs.columns:
         return None
-    proxies = runs[(runs.get("role") == "proxy") & runs[x].notna()] if "role" in runs.columns else runs
+    proxies = runs[runs[x].notna()]
+    if "role" in proxies.columns:
+        proxies = proxies[proxies["role"] == "proxy"]
     branched = proxies["branch_of"].notna() & (proxies["branch_of"].astype(str) != "")
     if not branched.any():
         return None

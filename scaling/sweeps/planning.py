@@ -240,7 +240,7 @@ def ladder_branches(config: SweepConfig, specs: Sequence[RunSpec] | None = None)
     Each shape and seed trains its longest budget as the stable run; every shorter budget is
     a WSD run whose stable phase ends where its decay starts, ``T - round(decay_fraction·T)``
     of its ``T`` steps, and up to there its learning rate is the stable run's, step for step
-    (checked here). Data order depends only on (seed, step) (:func:`scaling.training.data.sample_batch`),
+    (the same warmup, then the peak until the stable run's own decay, checked here). Data order depends only on (seed, step) (:func:`scaling.training.data.sample_batch`),
     so resuming the stable run's state there trains exactly the run a fresh start would.
 
     Raises
@@ -249,7 +249,7 @@ def ladder_branches(config: SweepConfig, specs: Sequence[RunSpec] | None = None)
         If a budget's decay would start before its warmup ends, or two budgets of a shape
         fall on the same step count.
     """
-    from scaling.training.loop import lr_multiplier, warmup_steps
+    from scaling.training.loop import warmup_steps
 
     if config.ladder is None or not config.ladder.branches:
         return {}
@@ -275,12 +275,9 @@ def ladder_branches(config: SweepConfig, specs: Sequence[RunSpec] | None = None)
                     f"{config.source}: ladder run {spec.name} cannot branch from {parent.name}: "
                     f"{problem}; drop the budget or lower train.warmup"
                 )
-            ours = [lr_multiplier(s, steps, warmup, train.min_lr_ratio, "wsd",
-                                  steps - step, train.decay_shape) for s in range(step)]
-            theirs = [lr_multiplier(s, parent_steps, warmup, train.min_lr_ratio, "wsd",
-                                    max(1, round(train.decay_fraction * parent_steps)),
-                                    train.decay_shape) for s in range(step)]
-            if ours != theirs:  # the longer run decays before the shorter one's branch point
+            # Both warm up for the same steps and hold the peak until their decay starts, so
+            # their rates agree before the branch point unless the longer run decays earlier.
+            if parent_steps - max(1, round(train.decay_fraction * parent_steps)) < step:
                 raise ConfigError(
                     f"{config.source}: ladder run {spec.name} cannot branch from {parent.name}: "
                     f"their learning rates differ before step {step}; space the budgets further apart"
