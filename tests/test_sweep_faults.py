@@ -149,15 +149,19 @@ def test_sigterm_ends_the_run_killed_and_the_launcher_resumes_it():
 def test_sigterm_to_the_launcher_stops_its_workers_and_leaves_nothing_running():
     sweep = _one_checkpointed_run("stop-launcher")
     path = write_sweep(sweep)
+    err = Path("launcher.err").open("w+")
     launcher = subprocess.Popen(
         [sys.executable, "-m", "scaling", "sweep", "run", str(path), "--threads", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=err,
     )  # fmt: skip
     try:
         running = _running_with_checkpoint(path, launcher)
         launcher.send_signal(signal.SIGTERM)
-        assert launcher.wait(timeout=120) == 143
+        code = launcher.wait(timeout=120)
+        err.seek(0)
+        assert code == 143, f"launcher exited {code}; its stderr ended:\n{err.read()[-3000:]}"
     finally:
+        err.close()
         if launcher.poll() is None:
             launcher.kill()
             launcher.wait()
@@ -182,3 +186,21 @@ def test_a_trial_its_owner_completed_before_the_reaper_failed_it_still_counts():
     reaped = create_trial(state=TrialState.FAIL, user_attrs={"requeued": True})
     empty = create_trial(state=TrialState.FAIL, user_attrs={"empty": True})
     assert [superseded(t) for t in (completed, reaped, empty)] == [False, True, True]
+
+
+def test_a_cleanup_step_that_fails_while_the_launcher_stops_keeps_the_stop_and_says_why(capsys):
+    from scaling.sweeps.workers import _cleanup_after_stop
+
+    def stop_then_fail(stop: BaseException) -> None:
+        try:
+            raise stop
+        finally:
+            with _cleanup_after_stop("reaping"):
+                raise RuntimeError("database is locked")
+
+    with pytest.raises(SystemExit) as stopped:
+        stop_then_fail(SystemExit(143))
+    assert stopped.value.code == 143  # the stop's exit code, not the cleanup's exception
+    assert "while stopping, reaping failed: RuntimeError: database is locked" in capsys.readouterr().err
+    with pytest.raises(RuntimeError):  # outside a stop, a failing step still raises
+        stop_then_fail(ValueError("not a stop"))

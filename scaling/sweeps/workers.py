@@ -11,6 +11,7 @@ the queue and the runs without changing either.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -879,8 +880,10 @@ def run_sweep(
         mark_ready(config, store, roles)
         requeued, spent0 = _drain(config, url, tracking_uri, roles, pool, progress, poll_s, started)
     finally:
-        pool.stop()
-        reap(config, storage=url, tracking_uri=tracking_uri, roles=roles)
+        with _cleanup_after_stop("stopping the workers"):
+            pool.stop()
+        with _cleanup_after_stop("reaping the stopped workers' trials"):
+            reap(config, storage=url, tracking_uri=tracking_uri, roles=roles)
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
     _tag_best(config, store, tracking_uri)
@@ -950,7 +953,8 @@ def node_workers(
             if len(pool.alive()) < len(pool.slots) and not pool.exhausted and any(_waiting(s) for s in studies):
                 pool.top_up()
     finally:
-        pool.stop()
+        with _cleanup_after_stop("stopping the workers"):
+            pool.stop()
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
     return [process.returncode for _, process in pool.processes]
@@ -1008,7 +1012,24 @@ class _WorkerPool:
 
 
 def _exit_on_sigterm(signum, frame) -> None:
+    """Stop with exit code 143 (128 + SIGTERM); a second SIGTERM while the cleanup that
+    follows runs is ignored, so the cleanup finishes and the exit code stays 143."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(143)
+
+
+@contextlib.contextmanager
+def _cleanup_after_stop(what: str):
+    """Run one cleanup step of a launcher; while it stops on SIGTERM (a ``SystemExit`` in
+    flight), a failure of the step is one line on stderr instead of an exception that would
+    replace the stop's exit code 143. Outside a stop, failures propagate."""
+    stopping = isinstance(sys.exc_info()[1], SystemExit)
+    try:
+        yield
+    except Exception as error:
+        if not stopping:
+            raise
+        print(f"scaling: while stopping, {what} failed: {type(error).__name__}: {error}", file=sys.stderr)
 
 
 def _spawn(config, url, tracking_uri, roles, threads, env, log_path) -> subprocess.Popen:
