@@ -6,7 +6,12 @@ compute levels that leave at least 5 runs to fit), one JSON line per method:
 
 1. ``scaling``: ``scaling.laws.rollouts.leave_largest_out`` (what ``scaling validate`` runs)
    with the dataset's law (``chinchilla`` for the L(N, D) tables, ``gpt4`` for the L(C) ones:
-   the ``*_frontier`` and ``*_m20`` ladders), with the coverage of the 90% one-run band;
+   the ``*_frontier`` and ``*_m20`` ladders), with the coverage of the 90% one-run band. Its
+   default loss weighs over-predicted runs by a factor chosen by an inner backtest on the
+   fitted runs (``overestimate="auto"``, ``scaling.laws.fitting.FitResult``);
+1b. ``scaling_symmetric``: the same with the symmetric loss (``overestimate=1``, the default
+   before the choice), every law and table, as the same-run baseline of that choice
+   (``--no-symmetric`` leaves it out);
 2. ``besiroglu2024`` (L(N, D) tables only): Besiroglu et al.'s method, written here with plain
    scipy and nothing from ``scaling``: Huber loss (delta 1e-3) of log L̂ − log L summed over
    runs, ``scipy.optimize.minimize(method="L-BFGS-B")`` from each start of their 4,500-start
@@ -173,13 +178,18 @@ def emit(record: dict) -> None:
 
 
 def roll_dataset(name, law, frame, n_cuts, min_fit, n_bootstrap, starts, use_pypi, pypi_grid,
-                 no_reference):
+                 no_reference, symmetric=True):
     """The records of one table and law: ours per cut, then (for ``chinchilla``) the others'."""
-    ours = leave_largest_out(frame, law, x_cut=X_CUT, n_cuts=n_cuts, min_fit=min_fit, interval=0.9,
-                             n_bootstrap=n_bootstrap, seed=0, source=f"dataset {name!r}")
+    def ours(**fit_kwargs):
+        return leave_largest_out(frame, law, x_cut=X_CUT, n_cuts=n_cuts, min_fit=min_fit, interval=0.9,
+                                 n_bootstrap=n_bootstrap, seed=0, source=f"dataset {name!r}", **fit_kwargs)
+
     compute = frame[X_CUT].to_numpy(dtype=float)
-    for record in fold_records(ours, name):
+    baseline = fold_records(ours(overestimate=1.0), name) if symmetric else []
+    for i, record in enumerate(fold_records(ours(), name)):
         yield record
+        if baseline:
+            yield {**baseline[i], "method": "scaling_symmetric"}
         if law != "chinchilla":
             continue
         train, held = compute <= record["cut"], compute > record["cut"]
@@ -226,6 +236,8 @@ def main() -> None:
                         help="values per axis of the chinchilla package's grid (default 3; README 5)")
     parser.add_argument("--no-pypi", action="store_true", help="leave out the chinchilla package")
     parser.add_argument("--no-reference", action="store_true", help="leave out the reference method")
+    parser.add_argument("--no-symmetric", action="store_true",
+                        help="leave out our fit with the symmetric loss (overestimate=1)")
     parser.add_argument("--n-cuts", type=int, default=3)
     parser.add_argument("--min-fit", type=int, default=5)
     parser.add_argument("--laws", nargs="+", default=None,
@@ -270,7 +282,8 @@ def main() -> None:
                 emit({"dataset": name, "law": law, "skipped": "no cut leaves enough runs to fit"})
                 continue
             for record in roll_dataset(name, law, frame, args.n_cuts, args.min_fit, n_bootstrap,
-                                       starts, use_pypi, pypi_grid, args.no_reference):
+                                       starts, use_pypi, pypi_grid, args.no_reference,
+                                       symmetric=not args.no_symmetric):
                 emit(record)
                 summary.setdefault((record["method"], record["law"]), []).append(record)
 

@@ -3,6 +3,7 @@ diagnostics and every user-facing error."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from helpers import besiroglu_points
 import scaling.laws.fitting as fit_module
 from scaling.errors import FitError, NotFittedError
 from scaling.laws.backtesting import backtest
-from scaling.laws.fitting import FitResult, fit
+from scaling.laws.fitting import FitResult, fit, fit_report
 from scaling.laws.forms import get_law
 from scaling.table import load_csv
 
@@ -53,7 +54,8 @@ def synthetic(name: str, noise: float = 0.003, seed: int = 0) -> pd.DataFrame:
 @pytest.mark.parametrize("name", sorted(TRUTH))
 def test_recovers_known_truth_within_its_intervals(name):
     params, _ = TRUTH[name]
-    result = fit(name, synthetic(name), n_bootstrap=400, interval=0.999, seed=1)
+    # The estimator itself (symmetric loss): the default's lean is chosen on top of it, below.
+    result = fit(name, synthetic(name), n_bootstrap=400, interval=0.999, seed=1, overestimate=1.0)
     assert result.is_valid, result.reasons_
     for key, truth in params.items():
         lower, upper = result.intervals_[key]
@@ -439,3 +441,59 @@ def test_fit_range_needs_runs_to_hold_out():
         select_fit_range("gpt4", frame)
     with pytest.raises(FitError, match=r"law 'chinchilla' reads 2 x columns; a fit range needs one"):
         select_fit_range("chinchilla", frame)
+
+
+# --- the default loss's lean (overestimate="auto") ---------------------------------------------
+
+
+def test_auto_leans_to_the_lower_envelope_where_the_fitted_runs_show_the_symmetric_fit_lands_high():
+    # Porian et al.'s RefinedWeb cosine ladder, fitted up to 3.2e18 FLOPs (published runs): the
+    # symmetric fit's E sits too high, and its own largest fitted scales show it. Measured:
+    # held-out mean error 2.76% symmetric, 1.11% with the chosen weight 10.
+    from scaling import datasets
+
+    table = datasets.load("porian2024_rw_cosine")
+    fitted, held = table[table.flops <= 3.2e18], table[table.flops > 3.2e18]
+    auto = fit("chinchilla", fitted, n_bootstrap=0)
+    symmetric = fit("chinchilla", fitted, n_bootstrap=0, overestimate=1.0)
+    choice = auto.overestimate_choice_
+    assert auto.overestimate_ == 10.0 and choice["z"][10.0] > 2.0 and choice["reason"] is None
+    assert choice["errors"][10.0] < choice["errors"][1.0]
+    assert auto.params_["E"] < symmetric.params_["E"]
+
+    def error(result):
+        return float(np.mean(np.abs(result.predict(held)[0] / held["loss"].to_numpy() - 1)))
+
+    assert error(auto) < 0.5 * error(symmetric)
+    assert "over-predicted runs weighted 10x, chosen by an inner backtest" in fit_report(auto)
+    assert "loss: symmetric (given)" in fit_report(symmetric)
+
+
+def test_auto_stays_symmetric_on_a_law_that_fits_its_runs_up_to_noise():
+    # A lean on a well-specified law is a bias: the paired test must not take one on noise
+    # (measured: chinchilla 0 of 4 seeds, gpt4 0 of 4, kaplan_nd 1 of 4).
+    for seed in range(4):
+        result = fit("chinchilla", synthetic("chinchilla", seed=seed), n_bootstrap=0)
+        assert result.overestimate_ == 1.0, (seed, result.overestimate_choice_)
+        assert result.overestimate_choice_["errors"], "the inner backtest ran"
+
+
+def test_auto_is_symmetric_for_laws_that_are_not_of_loss_over_scale_and_for_short_tables():
+    result = fit("sigmoid", synthetic("sigmoid"), n_bootstrap=0)
+    assert result.overestimate_ == 1.0 and "not a law of loss over scale" in result.overestimate_choice_["reason"]
+    C = np.logspace(15, 19, 6)
+    short = fit("gpt4", pd.DataFrame({"flops_exact": C, "loss": 40.0 * C**-0.1 + 1.5}), n_bootstrap=0)
+    assert short.overestimate_ == 1.0 and "runs above the inner cuts" in short.overestimate_choice_["reason"]
+
+
+def test_a_given_weight_is_used_and_saved_with_the_fit():
+    frame = synthetic("gpt4")
+    leaning = fit("gpt4", frame, n_bootstrap=20, overestimate=10.0)
+    symmetric = fit("gpt4", frame, n_bootstrap=20, overestimate=1.0)
+    # a weight of 10 on over-predictions puts the curve below most runs
+    assert (leaning.log_residuals_ < 0).mean() > 0.7 > (symmetric.log_residuals_ < 0).mean()
+    again = FitResult.from_dict(json.loads(json.dumps(leaning.to_dict())))
+    assert again.overestimate_ == 10.0 and again.overestimate_choice_ == {}
+    np.testing.assert_allclose(again.predict(np.array([1e20]))[0], leaning.predict(np.array([1e20]))[0])
+    with pytest.raises(FitError, match="overestimate = 0"):
+        fit("gpt4", frame, overestimate=0)

@@ -171,3 +171,18 @@ def test_law_choices_in_help(command, capsys):
     assert main([command, "--help"]) == 0
     flat = "".join(capsys.readouterr().out.split())
     assert "--law[" + "|".join(LAWS) + "]" in flat
+
+
+def test_fit_takes_the_weight_of_over_predicted_runs_and_says_how_it_was_set(tmp_path, capsys):
+    c = np.logspace(15, 19, 14)
+    csv = tmp_path / "runs.csv"
+    pd.DataFrame({"flops_exact": c, "loss": gpt4_loss(c)}).to_csv(csv, index=False)
+    base = ["fit", "--csv", str(csv), "--law", "gpt4", "--bootstrap", "0"]
+    assert main([*base, "--overestimate", "10", "--output", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fit"]["overestimate"] == 10.0
+    assert main(base) == 0  # the default chooses, and says why: one run per compute level
+    assert "loss: symmetric (3 runs above the inner cuts, too few to choose a lean on; 4 needed)" in (
+        capsys.readouterr().out)
+    assert main([*base, "--overestimate", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--overestimate" in err and "'-1'" in err and len(err.strip().splitlines()) == 1

@@ -181,13 +181,15 @@ def test_harness_prints_one_json_line_per_method_and_cut():
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines[0]["settings"] and lines[0]["n_bootstrap"] == 20 and lines[0]["ref_starts"] == 300
     folds = [r for r in lines if "method" in r and "cut" in r]
+    both = ["scaling", "scaling_symmetric"]  # the default, then the symmetric loss as its baseline
     assert [(r["dataset"], r["method"]) for r in folds] == (
-        [("gadre2024_c4_m20", "scaling")] + [("porian2024_rw_cosine_frontier", "scaling")] * 3)
+        [("gadre2024_c4_m20", m) for m in both] + [("porian2024_rw_cosine_frontier", m) for m in both] * 3)
+    assert {r["overestimate"] for r in folds if r["method"] == "scaling_symmetric"} == {1.0}
     for r in folds:
         assert "error" not in r and 0 <= r["mean_abs_error"] <= r["max_abs_error"] < 0.1
         assert 0 <= r["coverage"] <= 1 and r["law"] == "gpt4"
     summary = [r for r in lines if "summary" in r]
-    assert [r["summary"] for r in summary] == ["scaling"] and summary[0]["folds"] == 4
+    assert [r["summary"] for r in summary] == both and summary[0]["folds"] == summary[1]["folds"] == 4
 
 
 def test_harness_rolls_out_the_extra_laws_with_the_row_filter():
@@ -199,7 +201,7 @@ def test_harness_rolls_out_the_extra_laws_with_the_row_filter():
     out = subprocess.run(
         [sys.executable, str(HARNESS), "--no-pypi", "--no-reference", "--n-bootstrap", "0",
          "--n-cuts", "1", "--datasets", "gadre2024_rw", "--laws", "gadre", "--where", where,
-         "--drop-top-loss", "2"],
+         "--drop-top-loss", "2", "--no-symmetric"],
         capture_output=True, text=True, check=True, timeout=300,
     ).stdout
     lines = [json.loads(line) for line in out.splitlines()]

@@ -26,7 +26,7 @@ from scaling.laws.selection import filter_rows
 ROOT = Path(__file__).resolve().parents[1]
 TRUTH = {"E": 1.8, "A": 480.0, "B": 2100.0, "alpha": 0.35, "beta": 0.37}
 FOLD_KEYS = ["dataset", "law", "method", "cut", "n_fit", "n_held", "mean_abs_error", "max_abs_error",
-             "bias", "coverage", "wall_s", "is_valid"]
+             "bias", "coverage", "wall_s", "is_valid", "overestimate"]
 SMALL = ["gadre2024_c4_m20", "porian2024_rw_cosine_frontier"]  # 6 and 12 runs, law gpt4
 
 
@@ -153,7 +153,8 @@ def test_lines_carry_the_benchmarks_fields_and_figures(capsys):
     harness = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(harness)
     name = SMALL[0]
-    bench = list(harness.roll_dataset(name, "gpt4", datasets.load(name), 3, 5, 20, None, False, 2, True))
+    bench = list(harness.roll_dataset(name, "gpt4", datasets.load(name), 3, 5, 20, None, False, 2, True,
+                                      symmetric=False))
     code, lines = run_json(capsys, "--datasets", name, "--resamples", "20")
     assert code == 0
     folds = folds_of(lines)

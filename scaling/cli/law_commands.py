@@ -14,6 +14,7 @@ from scaling.cli.options import (
     interval_option,
     law_option,
     output_option,
+    overestimate_option,
     print_rows,
     tracking_option,
     where_option,
@@ -48,11 +49,12 @@ def _cuts(text: str) -> list[float]:
 @interval_option
 @where_option
 @drop_top_loss_option
+@overestimate_option
 @output_option
 @tracking_option
 def fit_command(
     csv, experiment, law, x_columns, y_column, n_bootstrap, seed, cuts, save, allocation,
-    interval, where, drop_top_loss, output, tracking_uri,
+    interval, where, drop_top_loss, overestimate, output, tracking_uri,
 ):
     """Fit a scaling law to runs, with bootstrap intervals and diagnostics.
 
@@ -88,7 +90,7 @@ def fit_command(
     x = comma_list(x_columns)
     y_column = metric_column(y_column)
     result = fit(law, frame, x=x, y=y_column, n_bootstrap=n_bootstrap, seed=seed, interval=interval,
-                 where=where, drop_top_loss=drop_top_loss, source=source)
+                 where=where, drop_top_loss=drop_top_loss, overestimate=overestimate, source=source)
     frame, _ = filter_rows(frame, where=where, drop_top_loss=drop_top_loss, y=result.y_, source=source)
     report: dict[str, Any] = {"fit": result.summary()}
     if "tune" in frame.columns and law in ("lr", "batch"):

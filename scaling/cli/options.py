@@ -21,6 +21,7 @@ __all__ = [
     "where_option",
     "drop_top_loss_option",
     "interval_option",
+    "overestimate_option",
     "tracking_option",
     "emit_json",
     "comma_list",
@@ -72,6 +73,28 @@ drop_top_loss_option = click.option(
     help="Leave out the K highest-loss runs, as Besiroglu et al. do with the Chinchilla points "
     "(after --where; recorded in the saved fit).",
 )
+def _overestimate(ctx, param, value: str):
+    if value == "auto":
+        return value
+    try:
+        weight = float(value)
+    except ValueError:
+        weight = float("nan")
+    if not weight > 0:
+        raise click.BadParameter(f"{value!r}: give 'auto' or a positive weight such as 1 (symmetric) or 10")
+    return weight
+
+
+overestimate_option = click.option(
+    "--overestimate",
+    default="auto",
+    show_default=True,
+    callback=_overestimate,
+    help="Weight of runs the law predicts too high against those it predicts too low: 1 is "
+    "Besiroglu et al.'s symmetric loss, 10 fits the lower envelope; 'auto' chooses among 1, 3 "
+    "and 10 by a backtest on the fitted runs' own largest scales.",
+)
+
 interval_option = click.option(
     "--interval",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),

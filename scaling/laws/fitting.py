@@ -34,6 +34,8 @@ __all__ = [
     "huber_objective",
     "parameter_rows",
     "fit_report",
+    "overestimate_text",
+    "OVERESTIMATE_CHOICES",
 ]
 
 # Optimiser settings. The screening pass uses scipy's L-BFGS-B defaults (gtol 1e-5,
@@ -46,13 +48,25 @@ _BOOTSTRAP = dict(gtol=1e-8, ftol=1e-13, max_iter=1000)
 _SCREEN_AT = (3, 6, 12, 24)
 _N_POLISH = 8
 
+#: The weights of over-predicted runs that ``overestimate="auto"`` chooses among.
+OVERESTIMATE_CHOICES: tuple[float, ...] = (1.0, 3.0, 10.0)
+# A weight above 1 is chosen only when it lowers the inner backtest's errors run by run, by more
+# than this many standard errors of the mean paired difference: a gain inside the noise is
+# chance, and a lean on a law that fits the runs is a bias.
+_CHOICE_Z = 2.0
+# The fewest held-out (run, cut) pairs of the inner backtest a lean may be chosen on.
+_CHOICE_MIN_HELD = 4
 
-def huber_objective(law: Law, xs: Sequence[np.ndarray], y: np.ndarray, delta: float, weights=None):
+
+def huber_objective(law: Law, xs: Sequence[np.ndarray], y: np.ndarray, delta: float, weights=None,
+                    overestimate: float = 1.0):
     """Batched objective for :func:`scaling.laws.optimizer.minimize_batched`.
 
     Returns ``fun(theta, rows) -> (f, g)``: for each problem, the (weighted) sum over runs of
     the Huber loss of ``log_pred - log y`` and its analytic gradient. ``weights``, when given,
-    has one row of per-run weights per problem (bootstrap counts).
+    has one row of per-run weights per problem (bootstrap counts). ``overestimate`` multiplies
+    the loss of runs the law predicts too high (``log_pred > log y``): above 1 the fit leans to
+    the lower envelope of the runs.
     """
     log_y = np.log(y)
 
@@ -62,6 +76,9 @@ def huber_objective(law: Law, xs: Sequence[np.ndarray], y: np.ndarray, delta: fl
         size = np.abs(residual)
         loss = np.where(size <= delta, 0.5 * residual**2, delta * (size - 0.5 * delta))
         slope = np.clip(residual, -delta, delta)
+        if overestimate != 1.0:
+            side = np.where(residual > 0, overestimate, 1.0)
+            loss, slope = loss * side, slope * side
         if weights is not None:
             loss = loss * weights[rows]
             slope = slope * weights[rows]
@@ -170,6 +187,13 @@ class FitResult:
         (:func:`scaling.laws.selection.filter_rows`).
     drop_top_loss : int
         Leave out the runs with the ``drop_top_loss`` highest values of ``y`` (after ``where``).
+    overestimate : float or "auto"
+        Weight of the loss of runs the law predicts too high, relative to those it predicts
+        too low (1: symmetric, Besiroglu et al.'s method; above 1 the fit follows the lower
+        envelope of the runs, the side a larger run lands on when the smaller ones are noisy
+        or under-tuned). ``"auto"`` (the default) chooses it from :data:`OVERESTIMATE_CHOICES`
+        by an inner backtest on the fitted runs only (:meth:`choose_overestimate`), for laws
+        of loss over scale (``Law.scale_x``); other laws get 1.
 
     Attributes
     ----------
@@ -210,6 +234,13 @@ class FitResult:
     row_filter_ : dict
         The row filter applied before fitting: ``where``, ``drop_top_loss``, ``n_rows`` and
         ``n_kept`` (rows before and after it).
+    overestimate_ : float
+        The weight the fit used (the chosen one under ``"auto"``).
+    overestimate_choice_ : dict
+        How ``"auto"`` chose (:meth:`choose_overestimate`): ``errors`` (candidate -> mean
+        held-out error of the inner backtest), ``z``, ``cuts``, ``scale_max``,
+        ``extrapolation`` (the drift rate the one-run band adds beyond the fitted scales) and
+        ``reason`` (why 1 was used without a choice); empty when the weight was given.
     """
 
     def __init__(
@@ -225,6 +256,7 @@ class FitResult:
         screen: bool = True,
         where: str | None = None,
         drop_top_loss: int = 0,
+        overestimate: float | str = "auto",
     ) -> None:
         self.law = law
         self.x = x
@@ -236,13 +268,14 @@ class FitResult:
         self.screen = screen
         self.where = where
         self.drop_top_loss = drop_top_loss
+        self.overestimate = overestimate
 
     def __repr__(self) -> str:
         law = self.law.name if isinstance(self.law, Law) else self.law
         return (
             f"FitResult(law={law!r}, x={self.x!r}, y={self.y!r}, n_bootstrap={self.n_bootstrap}, "
             f"seed={self.seed}, delta={self.delta}, interval={self.interval}, screen={self.screen}, "
-            f"where={self.where!r}, drop_top_loss={self.drop_top_loss})"
+            f"where={self.where!r}, drop_top_loss={self.drop_top_loss}, overestimate={self.overestimate!r})"
         )
 
     # --- fitting ----------------------------------------------------------------------------
@@ -268,15 +301,24 @@ class FitResult:
             raise FitError(f"interval = {self.interval} must lie strictly between 0 and 1")
         if self.n_bootstrap < 0:
             raise FitError(f"n_bootstrap = {self.n_bootstrap} must be 0 or more")
+        if self.overestimate != "auto" and not (
+            isinstance(self.overestimate, (int, float)) and np.isfinite(self.overestimate) and self.overestimate > 0
+        ):
+            raise FitError(f"overestimate = {self.overestimate!r} must be a positive number (1: symmetric) or 'auto'")
         if isinstance(frame, pd.DataFrame):
             frame, self.row_filter_ = filter_rows(
                 frame, where=self.where, drop_top_loss=self.drop_top_loss, y=y, source=source
             )
         xs, values, used = run_arrays(law, frame, x, y, source)
         lower, upper = law.bound_arrays()
+        if self.overestimate == "auto":
+            self.overestimate_choice_ = self.choose_overestimate(law, xs, used, source)
+            self.overestimate_ = self.overestimate_choice_["chosen"]
+        else:
+            self.overestimate_, self.overestimate_choice_ = float(self.overestimate), {}
 
         starts = law.start_grid(xs, values)
-        objective = huber_objective(law, xs, values, self.delta)
+        objective = huber_objective(law, xs, values, self.delta, overestimate=self.overestimate_)
         screen_at = _SCREEN_AT if self.screen and len(starts) > 64 else ()
         first = minimize_batched(objective, starts, lower, upper, screen_at=screen_at, **_SCREEN)
         finite = np.isfinite(first.fun)
@@ -342,7 +384,8 @@ class FitResult:
             k = len(groups) if _MIN_BOOTSTRAP_RUNS <= len(groups) < n else n
             counts = rng.multinomial(k, np.full(k, 1.0 / k), size=self.n_bootstrap).astype(float)
             counts = counts[:, member] if k < n else counts
-            objective = huber_objective(law, xs, values, self.delta, weights=counts)
+            objective = huber_objective(law, xs, values, self.delta, weights=counts,
+                                        overestimate=self.overestimate_)
             start = np.repeat(self.theta_[None, :], self.n_bootstrap, axis=0)
             out = minimize_batched(objective, start, lower, upper, **_BOOTSTRAP)
             ok = out.converged & np.isfinite(out.fun)
@@ -358,6 +401,93 @@ class FitResult:
             )
             for name in law.param_names
         }
+
+    def choose_overestimate(self, law: Law, xs: Sequence[np.ndarray], used: pd.DataFrame,
+                            source: str = "run table") -> dict[str, Any]:
+        """The inner backtest behind ``overestimate="auto"``, on the fitted runs only.
+
+        Along the law's scale (the product of its ``scale_x`` columns), the fitted runs are
+        cut below their largest and their two largest scale levels
+        (:func:`scaling.laws.rollouts.leave_largest_out_cuts`, each cut leaving more runs
+        than the law has parameters and at least 5). Each candidate of
+        :data:`OVERESTIMATE_CHOICES` is fitted below each cut (no bootstrap) and scored by the
+        mean absolute relative error of the runs above it. A weight above 1 is chosen only
+        when, paired run by run with the symmetric fit's errors (over both cuts), it lowers
+        them by more than :data:`_CHOICE_Z` standard errors of the mean difference (``z``, per
+        weight); of those, the lowest mean error wins. So a law that fits the runs up to noise
+        stays symmetric, and the lean is taken only when the fitted runs' own largest scales
+        show the symmetric fit landing off. Without a scale, a cut, or
+        :data:`_CHOICE_MIN_HELD` runs above the cuts, the weight is 1 and ``reason`` says why.
+
+        The chosen weight's inner log errors, each divided by its run's log distance beyond
+        the cut, give ``extrapolation``, their RMS: the rate at which these runs' forecasts
+        drift with extrapolation, which the one-run band of :meth:`predict` adds.
+
+        Returns ``{"chosen", "errors", "z", "cuts", "scale_max", "extrapolation", "reason"}``.
+        """
+        from scaling.laws.rollouts import leave_largest_out_cuts  # rollouts builds on this module
+
+        choice: dict[str, Any] = {"chosen": 1.0, "errors": {}, "z": {}, "cuts": [], "reason": None}
+        if not law.scale_x:
+            choice["reason"] = f"law {law.name!r} is not a law of loss over scale"
+            return choice
+        scale = np.prod([xs[law.x.index(column)] for column in law.scale_x], axis=0)
+        min_fit = max(5, law.n_params + 1)
+        cuts = leave_largest_out_cuts(pd.DataFrame({"scale": scale}), "scale", n_cuts=2, min_fit=min_fit)
+        if not cuts:
+            choice["reason"] = (f"{len(scale)} runs leave no inner backtest ({min_fit} runs below a "
+                                "scale level and one above are needed)")
+            return choice
+        choice["cuts"], choice["scale_max"] = cuts, float(scale.max())
+        held = int(sum((scale > cut).sum() for cut in cuts))
+        distance = np.concatenate([np.log(scale[scale > cut] / cut) for cut in cuts])
+        relative, signed = {}, {}
+        for weight in OVERESTIMATE_CHOICES:
+            relative[weight], signed[weight] = self._inner_errors(law, used, scale, cuts, weight, source)
+            choice["errors"][weight] = float(np.mean(relative[weight]))
+            if weight == 1.0 and (held < _CHOICE_MIN_HELD or not np.isfinite(choice["errors"][1.0])):
+                break
+        choice["extrapolation"] = _extrapolation_spread(signed[1.0], distance)
+        if not np.isfinite(choice["errors"][1.0]):
+            choice["reason"] = "the symmetric fit failed below the inner cuts"
+            return choice
+        if held < _CHOICE_MIN_HELD:
+            choice["reason"] = (f"{held} runs above the inner cuts, too few to choose a lean on; "
+                                f"{_CHOICE_MIN_HELD} needed")
+            return choice
+        leaning = []
+        for weight in OVERESTIMATE_CHOICES[1:]:
+            gain = relative[1.0] - relative[weight]
+            if not np.isfinite(gain).all():
+                continue
+            spread = float(np.std(gain, ddof=1)) / np.sqrt(gain.size)
+            z = float(np.mean(gain)) / spread if spread > 0 else (np.inf if np.mean(gain) > 0 else 0.0)
+            choice["z"][weight] = z
+            if z > _CHOICE_Z:
+                leaning.append(weight)
+        if leaning:
+            choice["chosen"] = min(leaning, key=lambda w: (choice["errors"][w], w))
+            choice["extrapolation"] = _extrapolation_spread(signed[choice["chosen"]], distance)
+        return choice
+
+    def _inner_errors(self, law, used, scale, cuts, weight, source) -> tuple[np.ndarray, np.ndarray]:
+        """Relative |error| and log error of each run above each cut, fitted below it with
+        ``weight`` (inf and NaN for a cut whose fit fails)."""
+        relative, signed = [], []
+        for cut in cuts:
+            below, above = scale <= cut, scale > cut
+            try:
+                inner = FitResult(law, x=x_columns(law, self.x), y=self.y, n_bootstrap=0, delta=self.delta,
+                                  screen=self.screen, overestimate=weight).fit(used[below], source=source)
+            except FitError:
+                relative.append(np.full(int(above.sum()), np.inf))
+                signed.append(np.full(int(above.sum()), np.nan))
+                continue
+            observed = used[above][inner.y_].to_numpy(dtype=float)
+            point, _ = inner.predict(used[above], interval=0.9)
+            relative.append(np.abs(point - observed) / observed)
+            signed.append(np.log(point / observed))
+        return np.concatenate(relative), np.concatenate(signed)
 
     def _reasons(self) -> list[str]:
         reasons = []
@@ -434,7 +564,10 @@ class FitResult:
             ``"fit"``: where the fitted curve lies (bootstrap of the parameters).
             ``"run"``: where one new run's value lies — each bootstrap curve times the
             exponential of a log residual drawn from the fit (seeded), so the run-to-run
-            scatter around the curve is included. Use ``"run"`` to judge held-out runs.
+            scatter around the curve is included; and, where the fit chose its loss by an
+            inner backtest (``overestimate_choice_["extrapolation"]``), a normal log error
+            whose spread grows with the log distance beyond the largest fitted scale at the
+            rate that backtest's forecasts drifted. Use ``"run"`` to judge held-out runs.
 
         Returns
         -------
@@ -456,6 +589,11 @@ class FitResult:
         if band == "run" and self.log_residuals_.size:
             rng = np.random.default_rng(self.seed)
             log_draws = log_draws - rng.choice(self.log_residuals_, size=log_draws.shape)
+            spread = (self.overestimate_choice_ or {}).get("extrapolation")
+            if spread:  # the drift the inner backtest measured, growing with the extrapolation
+                scale = np.prod([arrays[self.law_.x.index(c)] for c in self.law_.scale_x], axis=0)
+                beyond = np.log(np.maximum(scale / self.overestimate_choice_["scale_max"], 1.0))
+                log_draws = log_draws + rng.normal(size=log_draws.shape) * spread * beyond.reshape(1, -1)
         draws = np.exp(log_draws)
         tail = (1 - interval) / 2
         return point, (np.quantile(draws, tail, axis=0), np.quantile(draws, 1 - tail, axis=0))
@@ -507,6 +645,8 @@ class FitResult:
             "reasons": list(self.reasons_),
             "x_range": {k: list(v) for k, v in self.x_range_.items()},
             "delta": self.delta,
+            "overestimate": self.overestimate_,
+            "overestimate_choice": _choice_json(self.overestimate_choice_),
             "seed": self.seed,
             "fit_seconds": round(self.fit_seconds_, 3),
             "row_filter": dict(getattr(self, "row_filter_", None) or _NO_FILTER),
@@ -548,6 +688,7 @@ class FitResult:
                 n_bootstrap=int(data["n_bootstrap_requested"]),
                 seed=int(data["seed"]),
                 delta=float(data["delta"]),
+                overestimate=float(data.get("overestimate", 1.0)),  # saved before the choice: 1
                 interval=float(data["interval"]),
                 screen=bool(data["screen"]),
             )
@@ -577,6 +718,8 @@ class FitResult:
             result.run_ids_ = np.asarray(data.get("run_ids", []), dtype=str)
             result.fit_seconds_ = float(data["fit_seconds"])
             result.row_filter_ = dict(data.get("row_filter") or _NO_FILTER)
+            result.overestimate_ = float(data.get("overestimate", 1.0))
+            result.overestimate_choice_ = _choice_from_json(data.get("overestimate_choice") or {})
             result.where = result.row_filter_.get("where")
             result.drop_top_loss = int(result.row_filter_.get("drop_top_loss") or 0)
         except (KeyError, TypeError, ValueError) as error:
@@ -585,6 +728,27 @@ class FitResult:
 
 
 _NO_FILTER = {"where": None, "drop_top_loss": 0, "n_rows": None, "n_kept": None}
+
+
+def _extrapolation_spread(log_errors: np.ndarray, distance: np.ndarray) -> float | None:
+    """RMS of an inner backtest's log errors per unit of log scale beyond its cut: how fast a
+    forecast of these runs drifts as it extrapolates (None without a finite error)."""
+    ok = np.isfinite(log_errors) & (distance > 0)
+    return float(np.sqrt(np.mean((log_errors[ok] / distance[ok]) ** 2))) if ok.any() else None
+
+
+def _choice_json(choice: Mapping[str, Any]) -> dict[str, Any]:
+    if not choice:
+        return {}
+    return {**choice, "errors": {f"{w:g}": _json_float(e) for w, e in choice["errors"].items()},
+            "z": {f"{w:g}": _json_float(z) for w, z in choice["z"].items()}}
+
+
+def _choice_from_json(choice: Mapping[str, Any]) -> dict[str, Any]:
+    if not choice:
+        return {}
+    return {**choice, "errors": {float(w): _from_json(e) for w, e in choice["errors"].items()},
+            "z": {float(w): _from_json(z) for w, z in choice.get("z", {}).items()}}
 
 
 def _json_float(value: float) -> float | None:
@@ -608,6 +772,7 @@ def fit(
     screen: bool = True,
     where: str | None = None,
     drop_top_loss: int = 0,
+    overestimate: float | str = "auto",
     source: str = "run table",
 ) -> FitResult:
     """Fit ``law`` to the runs of ``frame`` (see :class:`FitResult` for the parameters).
@@ -623,7 +788,7 @@ def fit(
     """
     return FitResult(
         law, x=x, y=y, n_bootstrap=n_bootstrap, seed=seed, delta=delta, interval=interval,
-        screen=screen, where=where, drop_top_loss=drop_top_loss,
+        screen=screen, where=where, drop_top_loss=drop_top_loss, overestimate=overestimate,
     ).fit(frame, source=source)
 
 
@@ -651,6 +816,19 @@ def parameter_rows(result: FitResult) -> list[dict[str, Any]]:
     return rows
 
 
+def overestimate_text(result: FitResult) -> str:
+    """How the fit weighted runs it predicts too high, and how that weight was chosen."""
+    weight = result.overestimate_
+    what = "symmetric" if weight == 1 else f"over-predicted runs weighted {weight:g}x"
+    choice = result.overestimate_choice_
+    if not choice:
+        return f"loss: {what} (given)"
+    if choice.get("reason"):
+        return f"loss: {what} ({choice['reason']})"
+    errors = ", ".join(f"{w:g}x {100 * e:.2f}%" for w, e in choice["errors"].items())
+    return f"loss: {what}, chosen by an inner backtest on the fitted runs (mean held-out error {errors})"
+
+
 def fit_report(result: FitResult) -> str:
     """A fit as terminal text, as ``scaling fit`` prints it.
 
@@ -671,6 +849,7 @@ def fit_report(result: FitResult) -> str:
              b = -0.1 +nan/-nan  (95%)
              c = 1.5 +nan/-nan  (95%)
       12 runs, ... starts (... screened out), 0 bootstrap fits, rms log residual ..., ... s
+      loss: symmetric (3 runs above the inner cuts, too few to choose a lean on; 4 needed)
       valid
     """
     summary = result.summary()
@@ -693,5 +872,6 @@ def fit_report(result: FitResult) -> str:
     rows = filter_text(summary["row_filter"])
     if rows:
         lines.append(f"  {rows}")
+    lines.append(f"  {overestimate_text(result)}")
     lines.append("  valid" if summary["is_valid"] else "  INVALID: " + "; ".join(summary["reasons"]))
     return "\n".join(lines)

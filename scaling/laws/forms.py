@@ -73,6 +73,11 @@ class Law:
         Published values (natural space) for comparison, e.g. DeepSeek's lr law.
     description : str
         One sentence on where the law comes from.
+    scale_x : tuple of str
+        For a law of loss over scale, the x columns whose product orders the runs by scale
+        (compute, or N·D ∝ compute): the fit's ``overestimate="auto"`` backtests the fitted
+        runs along it. Empty for every other law (a metric, a curve, a hyperparameter), where
+        ``"auto"`` means a symmetric loss.
     """
 
     name: str
@@ -87,6 +92,7 @@ class Law:
     reference: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
     zero_x: frozenset[str] = frozenset()  # x columns the law reads linearly: 0 is allowed
+    scale_x: tuple[str, ...] = ()
 
     @property
     def n_params(self) -> int:
@@ -496,6 +502,7 @@ LAWS: dict[str, Law] = {
             param_names=("a", "b", "c"),
             log_params=frozenset({"a", "c"}),
             x=("flops_exact",),
+            scale_x=("flops_exact",),
             y="loss",
             bounds={"a": (-200.0, 200.0), "b": (-3.0, 0.0), "c": (-20.0, 10.0)},
             log_model=_gpt4_model,
@@ -508,6 +515,7 @@ LAWS: dict[str, Law] = {
             param_names=("a", "b"),
             log_params=frozenset({"a"}),
             x=("flops_exact",),
+            scale_x=("flops_exact",),
             y="loss",
             bounds={"a": (-300.0, 300.0), "b": (-10.0, 10.0)},
             log_model=_power_model,
@@ -521,6 +529,7 @@ LAWS: dict[str, Law] = {
             param_names=("Nc", "alpha_N"),
             log_params=frozenset({"Nc"}),
             x=("params",),
+            scale_x=("params",),
             y="loss",
             bounds={"Nc": (-100.0, 500.0), "alpha_N": (1e-4, 5.0)},
             log_model=_kaplan_single_model,
@@ -533,6 +542,7 @@ LAWS: dict[str, Law] = {
             param_names=("Dc", "alpha_D"),
             log_params=frozenset({"Dc"}),
             x=("tokens",),
+            scale_x=("tokens",),
             y="loss",
             bounds={"Dc": (-100.0, 500.0), "alpha_D": (1e-4, 5.0)},
             log_model=_kaplan_single_model,
@@ -545,6 +555,7 @@ LAWS: dict[str, Law] = {
             param_names=("Nc", "Dc", "alpha_N", "alpha_D"),
             log_params=frozenset({"Nc", "Dc"}),
             x=("params", "tokens"),
+            scale_x=("params", "tokens"),
             y="loss",
             bounds={
                 "Nc": (-100.0, 500.0),
@@ -562,6 +573,7 @@ LAWS: dict[str, Law] = {
             param_names=("E", "A", "B", "alpha", "beta"),
             log_params=frozenset({"E", "A", "B"}),
             x=("params", "tokens"),
+            scale_x=("params", "tokens"),
             y="loss",
             bounds={
                 "E": (-10.0, 10.0),
@@ -582,6 +594,7 @@ LAWS: dict[str, Law] = {
             param_names=("E", "A", "B", "alpha", "beta", "RD_star", "RN_star"),
             log_params=frozenset({"E", "A", "B", "RD_star", "RN_star"}),
             x=("params", "tokens", "unique_tokens"),
+            scale_x=("params", "tokens"),
             y="loss",
             bounds={
                 "E": (-10.0, 10.0),
@@ -606,6 +619,7 @@ LAWS: dict[str, Law] = {
             param_names=("E", "a", "b", "eta"),
             log_params=frozenset({"E", "a", "b"}),
             x=("params", "tokens"),
+            scale_x=("params", "tokens"),
             y="loss",
             bounds={"E": (-10.0, 10.0), "a": (-20.0, 100.0), "b": (-20.0, 100.0), "eta": (0.0, 5.0)},
             log_model=_gadre_model,

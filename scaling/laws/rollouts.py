@@ -56,6 +56,7 @@ ROLLOUT_COLUMNS: tuple[str, ...] = (
     "is_valid",
     "reasons",
     "params",
+    "overestimate",
     "error",
 )
 
@@ -179,7 +180,8 @@ def rollout(
         One row per cut with :data:`ROLLOUT_COLUMNS`: ``n_fit`` and ``n_held`` runs, the
         held-out ``mean_abs_error``, ``max_abs_error`` and ``bias`` (mean signed relative
         error; see :func:`held_out_scores`), ``coverage`` of the band, ``wall_s`` (fit and
-        prediction), the fit's ``is_valid``, ``reasons`` and ``params``. A cut that leaves
+        prediction), the fit's ``is_valid``, ``reasons``, ``params`` and ``overestimate`` (the
+        weight of over-predicted runs it used). A cut that leaves
         no run above it, or too few to fit, gets its reason in ``error`` and NaN scores;
         ``error`` is None otherwise.
 
@@ -212,7 +214,7 @@ def rollout(
         row: dict[str, Any] = {
             "law": law.name, "cut": cut, "n_fit": int(train.sum()), "n_held": int(held.sum()),
             **held_out_scores(np.array([]), np.array([])), "wall_s": float("nan"),
-            "is_valid": False, "reasons": "", "params": {}, "error": None,
+            "is_valid": False, "reasons": "", "params": {}, "overestimate": float("nan"), "error": None,
         }  # fmt: skip
         started = time.perf_counter()
         if not held.any():
@@ -231,7 +233,8 @@ def rollout(
         point, (lower, upper) = result.predict(held_x, interval=interval, band="run")
         row.update(held_out_scores(observed[held], point, lower, upper))
         row.update(wall_s=time.perf_counter() - started, is_valid=bool(result.is_valid),
-                   reasons="; ".join(result.reasons_), params=dict(result.params_))
+                   reasons="; ".join(result.reasons_), params=dict(result.params_),
+                   overestimate=result.overestimate_)
         rows.append(row)
     table = pd.DataFrame(rows, columns=list(ROLLOUT_COLUMNS))
     # Object dtype keeps None as None (pandas 3 would infer a string column with NaN).
@@ -373,7 +376,7 @@ def fold_records(result: pd.DataFrame, dataset: str) -> list[dict[str, Any]]:
     Keys, in order: ``dataset`` (the table's name), ``law``, ``method`` (``"scaling"``: this
     package's fit, as against a reference method in ``benchmarks/extrapolation.py``),
     ``cut``, ``n_fit``, ``n_held``, ``mean_abs_error``, ``max_abs_error``, ``bias``,
-    ``coverage``, ``wall_s``, ``is_valid``; then ``error`` for a cut that could not be
+    ``coverage``, ``wall_s``, ``is_valid``, ``overestimate``; then ``error`` for a cut that could not be
     fitted, and the fitted :data:`REPORTED_PARAMS` the law has. Scores stay floats (NaN
     where missing).
 
@@ -389,7 +392,7 @@ def fold_records(result: pd.DataFrame, dataset: str) -> list[dict[str, Any]]:
             "dataset": dataset, "law": row["law"], "method": "scaling", "cut": row["cut"],
             "n_fit": int(row["n_fit"]), "n_held": int(row["n_held"]),
             **{key: row[key] for key in ("mean_abs_error", "max_abs_error", "bias", "coverage",
-                                         "wall_s", "is_valid")},
+                                         "wall_s", "is_valid", "overestimate")},
         }  # fmt: skip
         if row["error"]:
             record["error"] = row["error"]
