@@ -484,6 +484,24 @@ def test_auto_is_symmetric_for_laws_that_are_not_of_loss_over_scale_and_for_shor
     C = np.logspace(15, 19, 6)
     short = fit("gpt4", pd.DataFrame({"flops_exact": C, "loss": 40.0 * C**-0.1 + 1.5}), n_bootstrap=0)
     assert short.overestimate_ == 1.0 and "runs above the inner cuts" in short.overestimate_choice_["reason"]
+    assert short.overestimate_choice_["extrapolation"] is None  # no drift rate read off 3 runs
+
+
+def test_the_one_run_band_widens_with_the_drift_the_inner_backtest_measured():
+    from scaling import datasets
+
+    table = datasets.load("porian2024_rw_cosine")
+    result = fit("chinchilla", table[table.flops <= 3.2e18], n_bootstrap=200)
+    spread, top = result.overestimate_choice_["extrapolation"], result.overestimate_choice_["scale_max"]
+    assert spread > 0
+    near = {"params": np.array([1e8]), "tokens": np.array([0.5 * top / 1e8])}  # inside the fitted scales
+    far = {"params": np.array([1e9]), "tokens": np.array([100 * top / 1e9])}  # 100x beyond them
+    bands = {}
+    for drift in (spread, None):
+        result.overestimate_choice_["extrapolation"] = drift
+        bands[drift] = [np.subtract(*result.predict(x, band="run")[1][::-1])[0] for x in (near, far)]
+    assert bands[spread][0] == pytest.approx(bands[None][0])  # nothing added inside the range
+    assert bands[spread][1] > 1.5 * bands[None][1]  # and more the further it extrapolates
 
 
 def test_a_given_weight_is_used_and_saved_with_the_fit():

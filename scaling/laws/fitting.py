@@ -54,7 +54,8 @@ OVERESTIMATE_CHOICES: tuple[float, ...] = (1.0, 3.0, 10.0)
 # than this many standard errors of the mean paired difference: a gain inside the noise is
 # chance, and a lean on a law that fits the runs is a bias.
 _CHOICE_Z = 2.0
-# The fewest held-out (run, cut) pairs of the inner backtest a lean may be chosen on.
+# The fewest held-out (run, cut) pairs of the inner backtest a lean may be chosen on, and the
+# one-run band's drift rate measured on.
 _CHOICE_MIN_HELD = 4
 
 
@@ -421,13 +422,16 @@ class FitResult:
 
         The chosen weight's inner log errors, each divided by its run's log distance beyond
         the cut, give ``extrapolation``, their RMS: the rate at which these runs' forecasts
-        drift with extrapolation, which the one-run band of :meth:`predict` adds.
+        drift with extrapolation, which the one-run band of :meth:`predict` adds (None below
+        :data:`_CHOICE_MIN_HELD` held-out runs: a rate read off one or two runs would set the
+        band's width by chance).
 
         Returns ``{"chosen", "errors", "z", "cuts", "scale_max", "extrapolation", "reason"}``.
         """
         from scaling.laws.rollouts import leave_largest_out_cuts  # rollouts builds on this module
 
-        choice: dict[str, Any] = {"chosen": 1.0, "errors": {}, "z": {}, "cuts": [], "reason": None}
+        choice: dict[str, Any] = {"chosen": 1.0, "errors": {}, "z": {}, "cuts": [], "extrapolation": None,
+                                  "reason": None}
         if not law.scale_x:
             choice["reason"] = f"law {law.name!r} is not a law of loss over scale"
             return choice
@@ -447,7 +451,8 @@ class FitResult:
             choice["errors"][weight] = float(np.mean(relative[weight]))
             if weight == 1.0 and (held < _CHOICE_MIN_HELD or not np.isfinite(choice["errors"][1.0])):
                 break
-        choice["extrapolation"] = _extrapolation_spread(signed[1.0], distance)
+        if held >= _CHOICE_MIN_HELD:  # a drift rate from fewer held-out runs is noise
+            choice["extrapolation"] = _extrapolation_spread(signed[1.0], distance)
         if not np.isfinite(choice["errors"][1.0]):
             choice["reason"] = "the symmetric fit failed below the inner cuts"
             return choice
