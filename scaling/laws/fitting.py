@@ -435,7 +435,7 @@ class FitResult:
         if not law.scale_x:
             choice["reason"] = f"law {law.name!r} is not a law of loss over scale"
             return choice
-        scale = np.prod([xs[law.x.index(column)] for column in law.scale_x], axis=0)
+        scale = law.scale(xs)
         min_fit = max(5, law.n_params + 1)
         cuts = leave_largest_out_cuts(pd.DataFrame({"scale": scale}), "scale", n_cuts=2, min_fit=min_fit)
         if not cuts:
@@ -444,22 +444,18 @@ class FitResult:
             return choice
         choice["cuts"], choice["scale_max"] = cuts, float(scale.max())
         held = int(sum((scale > cut).sum() for cut in cuts))
+        if held < _CHOICE_MIN_HELD:  # neither a lean nor a drift rate is read off fewer runs
+            choice["reason"] = (f"{held} runs above the inner cuts, too few to choose a lean on; "
+                                f"{_CHOICE_MIN_HELD} needed")
+            return choice
         distance = np.concatenate([np.log(scale[scale > cut] / cut) for cut in cuts])
         relative, signed = {}, {}
         for weight in OVERESTIMATE_CHOICES:
             relative[weight], signed[weight] = self._inner_errors(law, used, scale, cuts, weight, source)
             choice["errors"][weight] = float(np.mean(relative[weight]))
-            if weight == 1.0 and (held < _CHOICE_MIN_HELD or not np.isfinite(choice["errors"][1.0])):
-                break
-        if held >= _CHOICE_MIN_HELD:  # a drift rate from fewer held-out runs is noise
-            choice["extrapolation"] = _extrapolation_spread(signed[1.0], distance)
-        if not np.isfinite(choice["errors"][1.0]):
-            choice["reason"] = "the symmetric fit failed below the inner cuts"
-            return choice
-        if held < _CHOICE_MIN_HELD:
-            choice["reason"] = (f"{held} runs above the inner cuts, too few to choose a lean on; "
-                                f"{_CHOICE_MIN_HELD} needed")
-            return choice
+            if not np.isfinite(choice["errors"][1.0]):
+                choice["reason"] = "the symmetric fit failed below the inner cuts"
+                return choice
         leaning = []
         for weight in OVERESTIMATE_CHOICES[1:]:
             gain = relative[1.0] - relative[weight]
@@ -472,7 +468,7 @@ class FitResult:
                 leaning.append(weight)
         if leaning:
             choice["chosen"] = min(leaning, key=lambda w: (choice["errors"][w], w))
-            choice["extrapolation"] = _extrapolation_spread(signed[choice["chosen"]], distance)
+        choice["extrapolation"] = _extrapolation_spread(signed[choice["chosen"]], distance)
         return choice
 
     def _inner_errors(self, law, used, scale, cuts, weight, source) -> tuple[np.ndarray, np.ndarray]:
@@ -596,8 +592,7 @@ class FitResult:
             log_draws = log_draws - rng.choice(self.log_residuals_, size=log_draws.shape)
             spread = (self.overestimate_choice_ or {}).get("extrapolation")
             if spread:  # the drift the inner backtest measured, growing with the extrapolation
-                scale = np.prod([arrays[self.law_.x.index(c)] for c in self.law_.scale_x], axis=0)
-                beyond = np.log(np.maximum(scale / self.overestimate_choice_["scale_max"], 1.0))
+                beyond = np.log(np.maximum(self.law_.scale(arrays) / self.overestimate_choice_["scale_max"], 1.0))
                 log_draws = log_draws + rng.normal(size=log_draws.shape) * spread * beyond.reshape(1, -1)
         draws = np.exp(log_draws)
         tail = (1 - interval) / 2

@@ -99,6 +99,10 @@ class Law:
         """Number of fitted parameters."""
         return len(self.param_names)
 
+    def scale(self, xs: Sequence[np.ndarray]) -> np.ndarray:
+        """The runs' scale: the product of the ``scale_x`` columns of ``xs`` (in ``x`` order)."""
+        return np.prod([np.ravel(xs[self.x.index(column)]) for column in self.scale_x], axis=0)
+
     def bound_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper bounds in fitting space, in parameter order."""
         lower = np.array([self.bounds[name][0] for name in self.param_names], dtype=float)
