@@ -157,3 +157,14 @@ def sigkill_at_first_checkpoint(config: Path, checkpoints: Path, timeout: float 
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert not (checkpoints / "final.pt").exists()
+
+
+def chinchilla_fit_with(**natural):
+    """Hoffmann et al.'s published fit with some of its parameters replaced."""
+    from scaling.laws.allocation import _reference_fit
+    from scaling.laws.fitting import FitResult
+    from scaling.laws.forms import get_law
+
+    law, saved = get_law("chinchilla"), _reference_fit()
+    saved["theta"] = law.from_natural({**law.reference, **natural}).tolist()
+    return FitResult.from_dict(saved)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import besiroglu_points
+from helpers import besiroglu_points, chinchilla_fit_with
 
 from scaling.cli import main
 from scaling.errors import FitError
@@ -54,6 +54,17 @@ def test_compute_optimal_matches_brute_force(chinchilla):
     assert (saved["params"], saved["tokens"], saved["loss"]) == (best.params, best.tokens, best.loss)
     assert saved["params_interval"] == list(best.params_interval)
     assert saved["loss_interval"] == list(best.loss_interval)
+
+
+@pytest.mark.parametrize("exponent", ["alpha", "beta"])
+def test_an_exponent_at_zero_has_no_compute_optimal_allocation_and_says_so(exponent):
+    # alpha = 0 once came out of a WSD ladder's fit: eq. 4 then divided by zero in the report
+    flat = chinchilla_fit_with(**{exponent: 0.0})
+    for what, call in (("compute_optimal", lambda: compute_optimal(1e20, flat)),
+                       ("approach3", lambda: approach3(flat))):
+        with pytest.raises(FitError, match=rf"^{what}: the Chinchilla fit has alpha = [\d.]+ and "
+                                           r"beta = [\d.]+; with an exponent at 0 .* no finite"):
+            call()
 
 
 def test_approach3_exponents(chinchilla):

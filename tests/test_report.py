@@ -382,6 +382,19 @@ def test_the_allocation_section_sets_approaches_1_2_and_3_side_by_side(tracked):
     assert tracked.notes["allocation_agreement"].startswith("Approaches 1, 2 and 3 agree: their N_opt lie within")
 
 
+def test_a_chinchilla_fit_with_an_exponent_at_zero_leaves_approach_3_out_and_says_why():
+    from helpers import chinchilla_fit_with
+
+    from scaling.reporting.report import _allocations
+
+    notes = {}
+    runs = synthetic_runs(extras=False, target=False)
+    table = _allocations(runs, 1e18, chinchilla_fit_with(alpha=0.0), None, 0.9, 20, 0, notes)
+    assert list(table.approach) == ["1"]
+    assert "No approach 3: approach3" not in notes["allocations"]
+    assert "No approach 3: compute_optimal: the Chinchilla fit has alpha = 0 and beta = 0.28" in notes["allocations"]
+
+
 def test_approaches_that_disagree_are_reconciled_in_words_and_20_budgets_get_a_colour_bar():
     from scaling.reporting.figures import draw_isoflop
 

@@ -148,6 +148,13 @@ def _require_chinchilla(result: FitResult, what: str) -> None:
             f"{what} needs a 'chinchilla' fit of L(N, D); got law {result.law_.name!r} "
             "(fit with --law chinchilla on runs with params and tokens)"
         )
+    alpha, beta = float(result.params_["alpha"]), float(result.params_["beta"])
+    if not (alpha > 0 and beta > 0):  # Hoffmann et al.'s eq. 4 divides by both exponents
+        raise FitError(
+            f"{what}: the Chinchilla fit has alpha = {alpha:.3g} and beta = {beta:.3g}; with an "
+            "exponent at 0 the loss does not fall along that axis, so no finite compute-optimal "
+            "N and D exist (fit on runs that vary N and D apart, over a wider range)"
+        )
 
 
 def _closed_form(params: Mapping[str, np.ndarray], flops: float):

@@ -824,7 +824,10 @@ def _optimal(
         )
     except (FitError, DataError) as error:  # too few runs, or no params and tokens
         return None, None, f"No allocation: {error}."
-    best = compute_optimal(budget, result, interval=interval)
+    try:
+        best = compute_optimal(budget, result, interval=interval)
+    except FitError as error:  # an exponent at its bound: no interior optimum
+        return result, None, f"No allocation: {error}."
     table = pd.DataFrame(
         {
             "quantity": [
@@ -898,8 +901,12 @@ def _allocations(
             interval=interval))  # fmt: skip
         where[2] = (f"{len(law2.points['flops'])} budgets on {isoflop['axis']} up to "
                     f"C = {format_flops(float(law2.points['flops'].max()))}")
-    if chinchilla is not None:
-        best = compute_optimal(budget, chinchilla, interval=interval)
+    try:
+        best = None if chinchilla is None else compute_optimal(budget, chinchilla, interval=interval)
+    except FitError as error:
+        missing.append(f"No approach 3: {error}.")
+        best = None
+    if best is not None:
         estimates.append(AllocationEstimate(
             3, best.params, best.params_interval, len(chinchilla.bootstrap_theta_),
             invalid="; ".join(chinchilla.reasons_), interval=interval))  # fmt: skip
