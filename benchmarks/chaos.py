@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import random
 import signal
@@ -54,6 +55,8 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 for path in (ROOT, ROOT / "tests"):  # run from a checkout; tests/services.py starts the servers
@@ -346,9 +349,9 @@ def run_chaos(folder: Path, storage: str, tracking_uri: str, *, runs: int = 12, 
 # ------------------------------------------------------------------------------ overhead --
 
 
-def _plain_train(job: tuple[str, str | None]) -> float:
-    """Seconds to train one RunSpec without the queue, heartbeats or checkpoints: logged to
-    the tracking server as a sweep's run is (``tracking_uri``), or bare (None)."""
+def _plain_train(job: tuple[str, str | None]) -> tuple[str, float]:
+    """One RunSpec trained without the queue, heartbeats or checkpoints: logged to the tracking
+    server as a sweep's run is (``tracking_uri``), or bare (None). Its name and seconds."""
     from scaling.config.run import RunSpec
     from scaling.sweeps import tracking
     from scaling.training.hardware import limit_threads
@@ -358,29 +361,34 @@ def _plain_train(job: tuple[str, str | None]) -> float:
     spec = RunSpec.model_validate_json(spec_json)
     limit_threads(1, params=0)
     if tracking_uri is None:
-        return train(spec).wall_s
+        return spec.name, train(spec).wall_s
     with tracking.RunLogger(spec, tracking_uri=tracking_uri, params=spec.flat_params()) as run:
         result = train(spec, log=run.log)
         run.finish(result.summary())
-    return result.wall_s
+    return spec.name, result.wall_s
 
 
-def run_overhead(folder: Path, storage: str, tracking_uri: str, *, runs: int = 12, steps: int = 400,
-                 checkpoint_every: int = 10, workers_per_node: int = 1) -> dict[str, Any]:  # fmt: skip
-    """The fault-free sweep against the plain training of the same RunSpecs."""
+def _calm_plan(folder: Path, name: str, runs: int, steps: int, checkpoint_every: int) -> tuple[Path, list[Any]]:
+    """The fault-free sweep's file in ``folder`` and its RunSpecs."""
     import yaml
 
-    from scaling.sweeps import tracking
     from scaling.sweeps.planning import expand, load_sweep
 
-    shared = folder / "shared-checkpoints"
     folder.mkdir(parents=True)
-    sweep_file = folder / "calm.yaml"
-    calm = sweep_config("calm", runs, steps, checkpoint_every, False)
+    sweep_file = folder / f"{name}.yaml"
+    calm = sweep_config(name, runs, steps, checkpoint_every, False)
     calm["train"].pop("log_every")  # the default cadence, about 100 logged steps a run
     sweep_file.write_text(yaml.safe_dump(calm))
-    specs = expand(load_sweep(sweep_file))
-    services = ["--storage", storage, "--tracking-uri", tracking_uri, "--checkpoint-root", str(shared)]
+    return sweep_file, expand(load_sweep(sweep_file))
+
+
+def _calm_sweep(sweep_file: Path, storage: str, tracking_uri: str, workers_per_node: int) -> dict[str, Any]:
+    """One fault-free sweep on the two nodes: each run's training seconds, the wall time."""
+    from scaling.sweeps import tracking
+
+    folder, name = sweep_file.parent, sweep_file.stem
+    services = ["--storage", storage, "--tracking-uri", tracking_uri,
+                "--checkpoint-root", str(folder / "shared-checkpoints")]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop(FAULTS_ENV, None)
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -391,43 +399,85 @@ def run_overhead(folder: Path, storage: str, tracking_uri: str, *, runs: int = 1
     command = [sys.executable, "-m", "scaling", "sweep", "worker", str(sweep_file), *services, "--threads", "1"]
     started = time.time()
     processes = []
-    for name in ("a", "b"):
-        node = folder / f"node-{name}"
+    for node_name in ("a", "b"):
+        node = folder / f"node-{node_name}"
         node.mkdir(exist_ok=True)
         for index in range(workers_per_node):
             log = open(node / f"worker-{index}.log", "wb")  # noqa: SIM115
             with log:
                 processes.append(subprocess.Popen(command, cwd=node, env=env, stdout=log, stderr=subprocess.STDOUT))
     codes = [process.wait() for process in processes]
-    sweep_wall = time.time() - started
-    table = tracking.find_runs("calm", tracking_uri=tracking_uri)
-    sweep_train = sum(run["metrics"]["perf/wall_s"] for run in table if run["status"] == "FINISHED")
+    wall = time.time() - started
+    table = tracking.find_runs(name, tracking_uri=tracking_uri)
+    return {
+        "codes": codes, "wall": wall, "processes": len(processes),
+        "finished": sum(run["status"] == "FINISHED" for run in table),
+        "train": {run["name"]: run["metrics"]["perf/wall_s"] for run in table if run["status"] == "FINISHED"},
+        "checkpoint": sum(run["metrics"].get("perf/checkpoint_s", math.nan) for run in table
+                          if run["status"] == "FINISHED"),
+    }  # fmt: skip
 
-    plain_specs = [spec.model_copy(update={"sweep": "calm-plain", "train": spec.train.model_copy(
+
+def _calm_plain(specs: list[Any], name: str, tracking_uri: str | None, processes: int) -> dict[str, Any]:
+    """The same RunSpecs trained by ``train`` in ``processes`` processes, tracked or bare."""
+    from scaling.sweeps import tracking
+
+    plain = [spec.model_copy(update={"sweep": name, "train": spec.train.model_copy(
         update={"checkpoint_every": 0})}).model_dump_json() for spec in specs]  # fmt: skip
-    tracking.setup_experiment("calm-plain", tracking_uri=tracking_uri)
-    times = {}
-    for name, uri in (("tracked", tracking_uri), ("bare", None)):
-        started = time.time()
-        with ProcessPoolExecutor(len(processes)) as pool:
-            train_s = sum(pool.map(_plain_train, [(spec, uri) for spec in plain_specs]))
-        times[name] = (train_s, time.time() - started)
-    (tracked, tracked_wall), (bare, bare_wall) = times["tracked"], times["bare"]
+    if tracking_uri is not None:
+        tracking.setup_experiment(name, tracking_uri=tracking_uri)
+    started = time.time()
+    with ProcessPoolExecutor(processes) as pool:
+        train = dict(pool.map(_plain_train, [(spec, tracking_uri) for spec in plain]))
+    return {"train": train, "wall": time.time() - started}
+
+
+def run_overhead(folder: Path, storage: str, tracking_uri: str, *, runs: int = 12, steps: int = 400,
+                 checkpoint_every: int = 10, workers_per_node: int = 1, repeats: int = 1) -> dict[str, Any]:  # fmt: skip
+    """The fault-free sweep against the plain training of the same RunSpecs, ``repeats`` times,
+    the three kinds taking turns (each repeat rotates their order, so a machine that slows
+    down or speeds up over the measurement weighs on all three alike). The overhead is the
+    median over repeats of summed training seconds, and, paired run by run, the geometric
+    mean of each run's sweep seconds over its tracked seconds."""
+    kinds = ["sweep", "tracked", "bare"]
+    rounds = []
+    for r in range(repeats):
+        sweep_file, specs = _calm_plan(folder / f"calm-{r}", f"calm-{r}", runs, steps, checkpoint_every)
+        order = kinds[r % 3:] + kinds[: r % 3]
+        measured: dict[str, Any] = {"order": order}
+        for kind in order:
+            if kind == "sweep":
+                measured[kind] = _calm_sweep(sweep_file, storage, tracking_uri, workers_per_node)
+            else:
+                measured[kind] = _calm_plain(specs, f"calm-{kind}-{r}", tracking_uri if kind == "tracked" else None,
+                                             2 * workers_per_node)  # fmt: skip
+        rounds.append(measured)
+    sums = {kind: [sum(m[kind]["train"].values()) for m in rounds] for kind in kinds}
+    paired = [np.log(m["sweep"]["train"][run] / m["tracked"]["train"][run])
+              for m in rounds for run in m["tracked"]["train"] if run in m["sweep"]["train"]]  # fmt: skip
+    sweep, tracked, bare = (float(np.median(sums[kind])) for kind in kinds)
+    last = rounds[-1]["sweep"]
     return {
         "benchmark": "overhead",
         "runs": len(specs),
-        "finished": sum(run["status"] == "FINISHED" for run in table),
-        "worker_exit_codes": codes,
-        "sweep_train_s": round(sweep_train, 2),
-        "tracked_train_s": round(tracked, 2),
-        "bare_train_s": round(bare, 2),
-        "overhead": round(sweep_train / tracked - 1, 4),
-        "overhead_vs_bare": round(sweep_train / bare - 1, 4),
+        "repeats": repeats,
+        "orders": [m["order"] for m in rounds],
+        "finished": [m["sweep"]["finished"] for m in rounds],
+        "worker_exit_codes": [m["sweep"]["codes"] for m in rounds],
+        "sweep_train_s": [round(v, 2) for v in sums["sweep"]],
+        "tracked_train_s": [round(v, 2) for v in sums["tracked"]],
+        "bare_train_s": [round(v, 2) for v in sums["bare"]],
+        "overhead": round(sweep / tracked - 1, 4),
+        "overhead_vs_bare": round(sweep / bare - 1, 4),
         "tracking_vs_bare": round(tracked / bare - 1, 4),
-        "sweep_wall_s": round(sweep_wall, 2),
-        "tracked_wall_s": round(tracked_wall, 2),
-        "bare_wall_s": round(bare_wall, 2),
-        "processes": len(processes),
+        "overhead_paired": round(float(np.expm1(np.mean(paired))), 4),
+        "checkpoint_share": [round(m["sweep"]["checkpoint"] / sums["sweep"][i], 4) for i, m in enumerate(rounds)],
+        "overhead_paired_se": round(float(np.std(paired, ddof=1) / np.sqrt(len(paired))), 4),
+        "paired_runs": len(paired),
+        "sweep_wall_s": [round(m["sweep"]["wall"], 2) for m in rounds],
+        "tracked_wall_s": [round(m["tracked"]["wall"], 2) for m in rounds],
+        "bare_wall_s": [round(m["bare"]["wall"], 2) for m in rounds],
+        "processes": last["processes"],
         "checkpoint_every": checkpoint_every,
         "log_every": specs[0].train.log_every,
     }
@@ -449,6 +499,8 @@ def main() -> int:
                         help="steps of the shortest fault-free run (default: --steps)")
     parser.add_argument("--overhead-checkpoint-every", type=int, default=None,
                         help="its checkpoint interval (default: --checkpoint-every)")
+    parser.add_argument("--overhead-repeats", type=int, default=1,
+                        help="fault-free sweep, tracked and bare training taking turns this many times")
     parser.add_argument("--keep", action="store_true", help="keep the working folder (logs, checkpoints)")
     args = parser.parse_args()
 
@@ -477,7 +529,8 @@ def main() -> int:
         if not args.no_overhead:
             calm = run_overhead(folder / "calm", storage, tracking_uri, runs=args.runs,
                                 steps=args.overhead_steps or args.steps,
-                                checkpoint_every=args.overhead_checkpoint_every or args.checkpoint_every)  # fmt: skip
+                                checkpoint_every=args.overhead_checkpoint_every or args.checkpoint_every,
+                                repeats=args.overhead_repeats)  # fmt: skip
             print(json.dumps(calm), flush=True)
     return 0 if ok else 1
 

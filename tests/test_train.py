@@ -261,9 +261,29 @@ def test_a_finished_checkpoint_resumes_without_training_or_logging_again(tmp_pat
     assert again.final_eval_loss == first.final_eval_loss and again.tokens == first.tokens
 
 
+def test_the_seconds_spent_checkpointing_are_counted_and_logged(tmp_path, monkeypatch):
+    import time
+
+    from scaling.training import loop
+
+    saved = loop._save_atomically
+
+    def slow_save(payload, path):  # each write 30 ms slower: a disk that much slower
+        time.sleep(0.03)
+        saved(payload, path)
+
+    monkeypatch.setattr(loop, "_save_atomically", slow_save)
+    plain = train(tiny_spec())
+    assert plain.checkpoint_s == 0 and plain.timing()["perf/checkpoint_s"] == 0
+    result = train(tiny_spec(checkpoint_every=10), checkpoint_dir=tmp_path)  # 4 of last.pt, final.pt
+    assert 5 * 0.03 <= result.checkpoint_s < result.wall_s
+    assert result.timing() == {"perf/wall_s": result.wall_s, "perf/mean_tokens_per_s": result.tokens_per_s,
+                               "perf/resumed_from_step": 0.0, "perf/checkpoint_s": result.checkpoint_s}
+
+
 def test_run_result_is_a_plain_record():
     result = RunResult("finished", None, 1.0, 2.0, 3, 4, 5, 6.0, 7.0, 8, 9.0, 10.0)
-    assert result.to_dict()["resumed_from_step"] == 0
+    assert result.to_dict()["resumed_from_step"] == 0 and result.to_dict()["checkpoint_s"] == 0
 
 
 def test_auto_precision_on_cpu_keeps_small_models_in_fp32():

@@ -67,7 +67,7 @@ def test_the_run_is_logged_with_the_keys_a_sweep_worker_logs(logged):
         assert tags[key]
     metrics = run["metrics"]
     for key in ("final/eval_loss", "final/bpb", "size/params", "size/tokens", "size/flops",
-                "size/flops_exact", "perf/wall_s", "perf/mean_tokens_per_s", "perf/resumed_from_step",
+                "size/flops_exact", "perf/wall_s", "perf/mean_tokens_per_s", "perf/resumed_from_step", "perf/checkpoint_s",
                 "train/loss", "eval/loss"):
         assert key in metrics, key
     assert metrics["size/tokens"] == 3840 and metrics["perf/resumed_from_step"] == 0

@@ -256,11 +256,7 @@ def _train_logged(spec: Any, checkpoint_dir: str | None, experiment: str, role: 
     with tracking.RunLogger(spec, tracking_uri=tracking_uri, run_id=run_id, params=params, tags=tags) as run:
         with _stopped_by_sigterm(run, world):
             result = _train_with_progress(spec, checkpoint_dir, log=run.log)
-        timing = {
-            "perf/wall_s": result.wall_s,
-            "perf/mean_tokens_per_s": result.tokens_per_s,
-            "perf/resumed_from_step": result.resumed_from_step,
-        }
+        timing = result.timing()
         if result.status == "finished":
             run.finish({**result.summary(), **timing})
         else:

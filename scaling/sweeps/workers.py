@@ -241,11 +241,7 @@ def _train_into(attempt: _Attempt, spec: RunSpec) -> str:
                         branches=branches, on_branch=on_branch)  # fmt: skip
     except _Pruned as stop:
         return _settle_pruned(attempt, spec, stop.step)
-    timing = {
-        "perf/wall_s": result.wall_s,
-        "perf/mean_tokens_per_s": result.tokens_per_s,
-        "perf/resumed_from_step": result.resumed_from_step,
-    }
+    timing = result.timing()
     if result.status == "finished":
         attempt.run.finish({**result.summary(), **timing})
         _enqueue_branches(attempt.study, attempt.trial, run_id)  # any passed before a resume

@@ -80,6 +80,9 @@ class RunResult:
         empty when the run lists no ``evals.tasks``.
     evals_s : float
         Seconds spent scoring the tasks (included in ``wall_s``).
+    checkpoint_s : float
+        Seconds spent writing checkpoints (``last.pt``, a branch's, ``final.pt``; included
+        in ``wall_s``).
     conventions : dict
         The counts under the other conventions (:func:`scaling.training.model.model_counts`):
         ``params_kaplan``, ``deepseek_m`` (FLOPs per token), and ``flops_palm``,
@@ -102,6 +105,7 @@ class RunResult:
     capabilities: dict[str, float] = field(default_factory=dict)
     evals_s: float = 0.0
     conventions: dict[str, float] = field(default_factory=dict)
+    checkpoint_s: float = 0.0
 
     def summary(self) -> dict[str, float]:
         """The summary metrics logged once at the end (the keys of docs/architecture.md, "MLflow keys"), as plain floats.
@@ -124,6 +128,15 @@ class RunResult:
             **{f"size/{name}": float(value) for name, value in self.conventions.items()},
             **self.capabilities,
             **({"perf/evals_s": float(self.evals_s)} if self.capabilities else {}),
+        }
+
+    def timing(self) -> dict[str, float]:
+        """Where this call's time went, logged at its end whether it finished or diverged."""
+        return {
+            "perf/wall_s": float(self.wall_s),
+            "perf/mean_tokens_per_s": float(self.tokens_per_s),
+            "perf/resumed_from_step": float(self.resumed_from_step),
+            "perf/checkpoint_s": float(self.checkpoint_s),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -449,6 +462,7 @@ class _Run:
     peak: float = math.nan
     branches: tuple[Branch, ...] = ()
     on_branch: Callable[[Branch], None] | None = None
+    checkpoint_s: float = 0.0  # seconds this call spent writing checkpoints
 
     @property
     def cfg(self) -> TrainConfig:
@@ -726,6 +740,7 @@ def _save(run: _Run, step: int, *, path: Path | None = None, run_key: str | None
     import torch
 
     path = path if path is not None else run.checkpoint_path
+    started = time.perf_counter()
     if path is not None and run.dist.rank == 0:
         device = run.device
         rng = {"torch": torch.get_rng_state(),
@@ -736,6 +751,7 @@ def _save(run: _Run, step: int, *, path: Path | None = None, run_key: str | None
             "rng": rng, "running_min": run.running_min, "last_eval": run.last_eval,
         }, path)
     run.dist.barrier()
+    run.checkpoint_s += time.perf_counter() - started
 
 
 def _save_branch(run: _Run, branch: Branch) -> None:
@@ -771,12 +787,13 @@ def _finish(run: _Run) -> tuple[float, dict[str, float], float]:
         capabilities = run.score_tasks()
         evals_s = time.perf_counter() - scored
     if run.checkpoint_dir is not None and run.dist.rank == 0:
-        data = run.data
+        data, started = run.data, time.perf_counter()
         _save_atomically({
             "model": run.model.state_dict(), "config": run.config.to_dict(),
             "spec": run.spec.model_dump(mode="json"), "eval_loss": final_loss,
             "data": {"corpus_hash": data.corpus_hash, "cache": str(data.path)},
         }, run.checkpoint_dir / FINAL)
+        run.checkpoint_s += time.perf_counter() - started
     return final_loss, capabilities, evals_s
 
 
@@ -803,6 +820,7 @@ def _result(run: _Run, status: str, failure: str | None, final_loss: float,
         resumed_from_step=run.start_step,
         capabilities=capabilities,
         evals_s=evals_s,
+        checkpoint_s=run.checkpoint_s,
         conventions={
             "params_kaplan": float(counts["params_kaplan"]),
             "deepseek_m": float(counts["deepseek_m"]),
