@@ -30,12 +30,17 @@ one worker each: the queue, heartbeats, checkpoints, the tracking server; the de
 cadence) against the same RunSpecs trained by ``scaling.training.loop.train`` in as many
 processes without queue, heartbeats or checkpoints, logged to the same tracking server
 (``overhead``) and bare (``overhead_vs_bare``), measured in the same run, on the runs' own
-training time (``perf/wall_s``); the wall times of the three are given too.
+training time (``perf/wall_s``); the wall times of the three are given too. With
+``--overhead-repeats R`` the three take turns R times in rotated orders: the sums are
+medians over repeats, ``overhead_paired`` is the geometric mean of each run's sweep seconds
+over its tracked seconds (with its standard error), and ``checkpoint_share`` the part of the
+sweep's training time its runs spent writing checkpoints (``perf/checkpoint_s``).
 
 One JSON line each (``chaos``, ``overhead``); exit 1 when a check fails.
 
     python benchmarks/chaos.py                      # 12 runs, 20 kills, PostgreSQL started here
     python benchmarks/chaos.py --kills 6 --steps 200 --no-overhead
+    python benchmarks/chaos.py --no-chaos --overhead-steps 2000 --overhead-checkpoint-every 200 --overhead-repeats 5
 """
 
 from __future__ import annotations
