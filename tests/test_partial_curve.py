@@ -39,15 +39,29 @@ def test_with_noise_the_projection_at_half_way_is_within_one_percent():
 
 def test_the_blend_weighs_the_forecast_by_the_unobserved_fraction():
     t, loss = power(2.3)
-    quarter = t <= T / 4
-    curve = project_final(t[quarter], loss[quarter], T)
-    blended = project_final(t[quarter], loss[quarter], T, prior=2.0)
-    assert blended == pytest.approx(0.25 * curve + 0.75 * 2.0)
+    seen = t <= 0.3 * T
+    curve = project_final(t[seen], loss[seen], T)
+    blended = project_final(t[seen], loss[seen], T, prior=2.0)
+    assert blended == pytest.approx(0.3 * curve + 0.7 * 2.0)
 
 
-def test_before_three_evaluations_past_ten_percent_there_is_no_projection():
+def test_before_five_evaluations_past_ten_percent_there_is_no_projection():
     t, loss = power(2.3)
-    early = t <= 0.15 * T  # 5%, 10%, 15%: two past 10%
+    early = t <= 0.25 * T  # 5% to 25%: four past 10%, one more than the power law's parameters
     assert math.isnan(project_final(t[early], loss[early], T))
     assert project_final(t[early], loss[early], T, prior=2.4) == 2.4
+    assert project_final(t[t <= 0.3 * T], loss[t <= 0.3 * T], T) == pytest.approx(2.3, rel=1e-4)
     assert fit_partial_curve([1.0, 2.0], [3.0, 2.0]) is None
+
+
+def test_the_annealing_law_projects_from_six_evaluations_past_ten_percent_not_from_its_four_parameters():
+    from scaling.laws.partial_curve import MIN_EVALS, schedule_areas
+
+    t, loss = power(2.3, noise=0.003)
+    schedule = schedule_areas(t, np.ones_like(t), T)  # a constant rate: the power law's shape
+    past = np.cumsum(t >= 0.1 * T)
+    for count in (4, 5):  # as many evaluations as parameters, and one more: no projection
+        seen = past <= count
+        assert project_final(t[seen], loss[seen], T, prior=2.4, schedule=schedule) == 2.4
+    seen = past <= MIN_EVALS["annealing"]
+    assert MIN_EVALS["annealing"] == 6 and project_final(t[seen], loss[seen], T, prior=2.4, schedule=schedule) != 2.4

@@ -5,7 +5,8 @@ planned tokens ``T`` are fitted by least squares and the fit is evaluated at ``T
 
 - **Without the learning-rate schedule**, the law is ``L(t) = E + A * t^(-alpha)``: for each
   ``alpha`` on a grid the fit is linear in ``E`` and ``A`` (``A >= 0``); the best ``alpha``
-  wins, refined between grid points (:func:`fit_partial_curve`, three evaluations needed).
+  wins, refined between grid points (:func:`fit_partial_curve`; a projection needs five
+  evaluations, :data:`MIN_EVALS`).
 - **With the schedule** (the learning rate over the whole planned run, known before it
   starts), the law is the learning-rate annealing law of Tissue et al. (2024, "Scaling Law
   with Learning Rate Annealing"): ``L(t) = E + A * S1(t)^(-alpha) - C * S2(t)``, where ``S1`` is
@@ -13,7 +14,7 @@ planned tokens ``T`` are fitted by least squares and the fit is evaluated at ``T
   ``S2`` the annealing area, the learning rate's drops accumulated with a memory that fades
   over :data:`MEMORY` of the run (their momentum form; the drops only: warmup's rise is not
   annealing). For each ``alpha`` the fit is linear in ``E``, ``A`` and ``C`` (``A, C >= 0``,
-  :func:`fit_annealing_curve`, four evaluations needed). With a constant learning rate
+  :func:`fit_annealing_curve`; six for a projection). With a constant learning rate
   ``S2`` is 0 and ``S1`` grows with ``t``: the law is the power law again. A cosine or WSD
   run's curve bends with its schedule, which the power law in tokens cannot follow.
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ALPHAS", "MEMORY", "SKIP", "Schedule", "schedule_areas", "fit_partial_curve",
+__all__ = ["ALPHAS", "MEMORY", "MIN_EVALS", "SKIP", "Schedule", "schedule_areas", "fit_partial_curve",
            "fit_annealing_curve", "project_final"]
 
 ALPHAS = np.geomspace(0.05, 2.0, 80)  # exponents tried by fit_partial_curve and fit_annealing_curve
@@ -42,6 +43,13 @@ ALPHAS = np.geomspace(0.05, 2.0, 80)  # exponents tried by fit_partial_curve and
 # for each proxy left out.
 MEMORY = 0.1
 SKIP = 0.1  # evaluations before this fraction of the planned tokens are left out of the fits
+# Evaluations past SKIP a projection needs: two more than the law's parameters (3 for the power
+# law, 4 for the annealing law). With only as many, the fit passes through every point for
+# almost any exponent and the projection is noise: on a real run trained at a sixteenth of
+# the demo's learning rate, which landed 7% above the band, the annealing law through its
+# first 4 evaluations past 10% projected 51% below where the run ended, and the blend left the
+# band on the low side (README, "How watch projects").
+MIN_EVALS = {"power": 5, "annealing": 6}
 _GRID = 2000  # points of the uniform token grid the areas are computed on
 
 
@@ -272,8 +280,9 @@ def project_final(
     Returns
     -------
     float
-        The projection; while fewer evaluations than the law needs (three, four with a
-        schedule) lie beyond ``skip * T``, the prior, or NaN without one (no projection yet).
+        The projection; while fewer evaluations than the law needs (:data:`MIN_EVALS`: five,
+        six with a schedule) lie beyond ``skip * T``, the prior, or NaN without one (no
+        projection yet).
 
     Examples
     --------
@@ -285,7 +294,9 @@ def project_final(
     y = np.asarray(loss, float)
     seen = float(np.nanmax(t)) if len(t) else 0.0
     fraction = min(1.0, seen / total_tokens) if total_tokens > 0 else 0.0
-    late = t >= skip * total_tokens
+    late = (t >= skip * total_tokens) & np.isfinite(y)
+    if late.sum() < MIN_EVALS["power" if schedule is None else "annealing"]:
+        return float(prior) if prior is not None else math.nan
     if schedule is None:
         fitted = fit_partial_curve(t[late], y[late])
         curve = None if fitted is None else fitted[0] + fitted[1] * float(total_tokens) ** -fitted[2]

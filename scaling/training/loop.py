@@ -751,7 +751,8 @@ def _save(run: _Run, step: int, *, path: Path | None = None, run_key: str | None
             "rng": rng, "running_min": run.running_min, "last_eval": run.last_eval,
         }, path)
     run.dist.barrier()
-    run.checkpoint_s += time.perf_counter() - started
+    if path is not None:  # no checkpoint directory: nothing written, nothing counted
+        run.checkpoint_s += time.perf_counter() - started
 
 
 def _save_branch(run: _Run, branch: Branch) -> None:
