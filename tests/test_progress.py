@@ -77,6 +77,40 @@ def test_the_eta_comes_from_measured_tokens_per_second_per_size():
     assert eta_seconds([_row("r0", "RUNNING", running_s=3.0)]) is None  # nothing measured yet
 
 
+def test_a_running_run_that_logged_its_progress_gets_an_eta_from_its_own_rate():
+    # The demo's target trains alone in its stage, 6x the largest proxy: no finished run of
+    # its size. Its own logged train/tokens and perf/tokens_per_s give the rest of it.
+    import time
+
+    from scaling.config.run import RunSpec
+    from scaling.sweeps import tracking
+    from scaling.sweeps.workers import _LiveProgress, _with_live
+
+    uri = "sqlite:///mlflow.db"
+    tracking.setup_experiment("live-eta", tracking_uri=uri)
+    with tracking.RunLogger(RunSpec(sweep="live-eta", name="target", role="target"), tracking_uri=uri) as run:
+        run.log(100, {"train/loss": 3.0})  # no progress logged yet: no rate to read
+        run.flush()
+        row = _row("target", "RUNNING", params=4.5e5, tokens=9e6, run_tokens=9e6, running_s=60.0,
+                   mlflow_run_id=run.run_id)
+        assert tracking.live_progress([run.run_id, "no-such-run"], tracking_uri=uri) == {}
+        assert eta_seconds([row]) is None
+        run.log(200, {"train/tokens": 3e6, "perf/tokens_per_s": 2e4})
+        run.flush()
+        live = _LiveProgress(uri, every_s=0.0)
+        live.refresh([run.run_id])
+        live._thread.join(30)
+        assert live.values == {run.run_id: {"tokens_done": 3e6, "tokens_per_s": 2e4}}
+        assert eta_seconds(_with_live([row], live.values)) == pytest.approx(6e6 / 2e4)  # 300 s left
+        started = time.monotonic()
+        live.every_s = 3600.0
+        live.refresh([run.run_id])  # read a moment ago: not again, and never blocks the caller
+        assert live._thread.is_alive() is False and time.monotonic() - started < 1.0
+    # a WSD branch's logged tokens count its stable run's share: the rest is of the whole run
+    branch = _row("b", "RUNNING", tokens=2e6, run_tokens=8e6, tokens_done=7e6, tokens_per_s=1e4)
+    assert eta_seconds([branch]) == pytest.approx(100.0)
+
+
 def test_throughput_is_interpolated_between_sizes_and_compute_bound_above():
     points = [(1e4, 1e4), (1e6, 1e3)]  # (N, tokens/s)
     assert predicted_seconds(1e3, 1e4, points) == pytest.approx(1.0)  # below: the smallest's rate

@@ -6,7 +6,12 @@ the first small run (348,634 s after the first of 8 runs that took minutes in al
 finished run gives a measured point (N, tokens/s); a run still to train gets the throughput of
 runs of its size, interpolated in log-log between the measured sizes, the smallest run's below
 them and, above them, the largest run's FLOP rate (tokens/s falling as 1/N, as compute-bound
-runs do). Pure functions on the rows of :func:`scaling.sweeps.workers.status`; no I/O.
+runs do). A run that is training and has logged its progress (``tokens_done``, its latest
+``train/tokens``, and ``tokens_per_s``, its latest ``perf/tokens_per_s``, which the sweep's
+launcher reads from MLflow) takes the rest of its own tokens at its own rate instead: the
+demo's target, the only run of its stage and 6x the largest proxy, has no measured size
+to read its speed from. Pure functions on the rows of :func:`scaling.sweeps.workers.status`;
+no I/O.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def timing_fields(trial: Any, size: dict[str, float] | None) -> dict[str, float 
     return {
         "params": size["params"] if size else None,
         "tokens": size["tokens"] if size else None,
+        "run_tokens": size.get("run_tokens", size["tokens"]) if size else None,
         "wall_s": (end - start).total_seconds() if measured else None,
         "running_s": (now - start).total_seconds() if running else None,
     }
@@ -83,27 +89,45 @@ def predicted_seconds(params: float, tokens: float, points: Sequence[tuple[float
 
 
 def eta_seconds(rows: Sequence[dict[str, Any]]) -> float | None:
-    """Seconds until every WAITING and RUNNING run is done, or None before any run measured
-    its throughput.
+    """Seconds until every WAITING and RUNNING run is done, or None while a run's time cannot
+    be estimated (nothing measured yet).
 
-    Each waiting run takes :func:`predicted_seconds`; a running run the rest of it. The sum is
-    shared among the runs training now (at least one), which is how many workers there are.
-    A run whose size is not known yet (an unsampled tune trial) takes the mean measured time.
+    A running run that logged its progress takes its tokens left at its own logged rate;
+    otherwise each run takes :func:`predicted_seconds` (a running one the rest of it). The sum
+    is shared among the runs training now (at least one), which is how many workers there
+    are. A run whose size is not known yet (an unsampled tune trial) takes the mean measured
+    time.
+
+    Examples
+    --------
+    >>> eta_seconds([{"state": "RUNNING", "params": 1e5, "tokens": 1e6, "run_tokens": 1e6,
+    ...               "tokens_done": 4e5, "tokens_per_s": 1e3}])  # 6e5 tokens left at 1e3/s
+    600.0
     """
     points = throughput_points(rows)
-    if not points:
-        return None
     measured = [row["wall_s"] for row in rows if row.get("wall_s")]
-    typical = sum(measured) / len(measured)
+    typical = sum(measured) / len(measured) if measured else None
     left, running = 0.0, 0
     for row in rows:
         if row["state"] not in ("WAITING", "RUNNING"):
             continue
-        seconds = typical
-        if row.get("params") and row.get("tokens"):
-            seconds = predicted_seconds(float(row["params"]), float(row["tokens"]), points)
-        if row["state"] == "RUNNING":
-            running += 1
-            seconds = max(0.0, seconds - (row.get("running_s") or 0.0))
+        seconds = _seconds_left_by_its_rate(row) if row["state"] == "RUNNING" else None
+        if seconds is None:
+            seconds = typical
+            if row.get("params") and row.get("tokens") and points:
+                seconds = predicted_seconds(float(row["params"]), float(row["tokens"]), points)
+            if seconds is None:
+                return None
+            if row["state"] == "RUNNING":
+                seconds = max(0.0, seconds - (row.get("running_s") or 0.0))
+        running += row["state"] == "RUNNING"
         left += seconds
     return left / max(1, running)
+
+
+def _seconds_left_by_its_rate(row: dict[str, Any]) -> float | None:
+    """A running run's tokens left over its own logged tokens/s, or None before it logged."""
+    total, done, rate = row.get("run_tokens"), row.get("tokens_done"), row.get("tokens_per_s")
+    if not (total and done is not None and rate and rate > 0):
+        return None
+    return max(0.0, float(total) - float(done)) / float(rate)

@@ -837,6 +837,23 @@ def latest_forecast(experiment: str, *, tracking_uri: str = DEFAULT_TRACKING_URI
     return {**record, "run_id": newest.info.run_id}
 
 
+def live_progress(run_ids: list[str], *, tracking_uri: str) -> dict[str, dict[str, float]]:
+    """The logged progress of running runs, by run id: ``tokens_done`` (the latest
+    ``train/tokens``) and ``tokens_per_s`` (the latest ``perf/tokens_per_s``). Best effort,
+    for an ETA: a run that logged neither yet, or that cannot be read now, is left out."""
+    from mlflow.exceptions import MlflowException
+
+    out = {}
+    for run_id in run_ids:
+        try:
+            metrics = _client(tracking_uri).get_run(run_id).data.metrics
+        except (MlflowException, OSError, TrackingError):  # unreachable now: no ETA from it
+            continue
+        if "train/tokens" in metrics and "perf/tokens_per_s" in metrics:
+            out[run_id] = {"tokens_done": metrics["train/tokens"], "tokens_per_s": metrics["perf/tokens_per_s"]}
+    return out
+
+
 def run_status(run_id: str, *, tracking_uri: str) -> str:
     """The status of one run (RUNNING, FINISHED, FAILED, KILLED)."""
     return _client(tracking_uri).get_run(run_id).info.status

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -680,7 +681,8 @@ def _trained_size(spec: RunSpec, branches: dict[str, PlannedBranch]) -> dict[str
     size = run_size(spec)
     tokens = trained_tokens(spec, branches)
     share = tokens / size["tokens"]
-    return {**size, "tokens": tokens, "flops": size["flops"] * share, "flops_exact": size["flops_exact"] * share}
+    return {**size, "tokens": tokens, "run_tokens": size["tokens"], "flops": size["flops"] * share,
+            "flops_exact": size["flops_exact"] * share}  # fmt: skip
 
 
 def _pending_row(study: str, branch: PlannedBranch) -> dict[str, Any]:
@@ -895,13 +897,43 @@ def run_sweep(
             "workers_started": pool.starts}  # fmt: skip
 
 
+class _LiveProgress:
+    """The running runs' logged progress for the ETA (:func:`tracking.live_progress`), read
+    in a background thread at most every ``every_s`` seconds: the launcher's loop, which
+    reaps dead workers, never waits on a slow or restarting tracking server for it."""
+
+    def __init__(self, tracking_uri: str, every_s: float = 10.0):
+        self.tracking_uri, self.every_s = tracking_uri, every_s
+        self.values: dict[str, dict[str, float]] = {}
+        self._thread: threading.Thread | None = None
+        self._last = -math.inf
+
+    def refresh(self, run_ids: list[str]) -> None:
+        busy = self._thread is not None and self._thread.is_alive()
+        if busy or not run_ids or time.monotonic() - self._last < self.every_s:
+            return
+        self._last = time.monotonic()
+        self._thread = threading.Thread(target=self._read, args=(list(run_ids),), daemon=True)
+        self._thread.start()
+
+    def _read(self, run_ids: list[str]) -> None:
+        self.values = tracking.live_progress(run_ids, tracking_uri=self.tracking_uri)
+
+
+def _with_live(rows: list[dict[str, Any]], live: dict[str, Any]) -> list[dict[str, Any]]:
+    """The status rows, each running run with its logged progress (``tokens_done``,
+    ``tokens_per_s``) where ``live`` has it."""
+    return [{**row, **live[row["mlflow_run_id"]]} if row["state"] == "RUNNING" and row["mlflow_run_id"] in live
+            else row for row in rows]  # fmt: skip
+
+
 def _drain(config, url, tracking_uri, roles, pool, progress, poll_s, started) -> tuple[list[str], float]:
     """Poll until no run is WAITING or RUNNING: replace dead workers, reap their trials, report
     progress. Returns (names of the requeued runs, FLOPs already spent at the start)."""
     requeued = reap(config, storage=url, tracking_uri=tracking_uri, roles=roles)
     rows = status(config, storage=url, tracking_uri=tracking_uri, roles=roles)
     spent0 = _summarise(rows, started, 0)["flops_spent"]
-    last_reap = time.time()
+    last_reap, live = time.time(), _LiveProgress(tracking_uri)
     while any(row["state"] in ("WAITING", "RUNNING") for row in rows):
         alive = pool.alive()
         waiting = any(row["state"] == "WAITING" for row in rows)
@@ -910,7 +942,8 @@ def _drain(config, url, tracking_uri, roles, pool, progress, poll_s, started) ->
                 break  # workers keep dying: leave the rest queued for a later run
             pool.top_up()
         if progress is not None:
-            progress(_summarise(rows, started, spent0))
+            live.refresh([row["mlflow_run_id"] for row in rows if row["state"] == "RUNNING" and row["mlflow_run_id"]])
+            progress(_summarise(_with_live(rows, live.values), started, spent0))
         time.sleep(poll_s)
         if not alive or time.time() - last_reap > 5 * poll_s:
             requeued += reap(config, storage=url, tracking_uri=tracking_uri, roles=roles)
