@@ -917,7 +917,10 @@ class _LiveProgress:
         self._thread.start()
 
     def _read(self, run_ids: list[str]) -> None:
-        self.values = tracking.live_progress(run_ids, tracking_uri=self.tracking_uri)
+        try:
+            self.values = tracking.live_progress(run_ids, tracking_uri=self.tracking_uri)
+        except Exception:  # noqa: BLE001 - an ETA's read must never print a thread's traceback
+            pass  # the last values stand; the next refresh tries again
 
 
 def _with_live(rows: list[dict[str, Any]], live: dict[str, Any]) -> list[dict[str, Any]]:
