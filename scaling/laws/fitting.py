@@ -453,7 +453,7 @@ class FitResult:
         for weight in OVERESTIMATE_CHOICES:
             relative[weight], signed[weight] = self._inner_errors(law, used, scale, cuts, weight, source)
             choice["errors"][weight] = float(np.mean(relative[weight]))
-            if not np.isfinite(choice["errors"][1.0]):
+            if weight == 1.0 and not np.isfinite(choice["errors"][1.0]):
                 choice["reason"] = "the symmetric fit failed below the inner cuts"
                 return choice
         leaning = []

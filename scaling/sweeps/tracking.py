@@ -844,10 +844,14 @@ def live_progress(run_ids: list[str], *, tracking_uri: str) -> dict[str, dict[st
     from mlflow.exceptions import MlflowException
 
     out = {}
+    try:
+        client = _client(tracking_uri)
+    except (MlflowException, OSError, TrackingError):  # unreachable now: no ETA from it
+        return out
     for run_id in run_ids:
         try:
-            metrics = _client(tracking_uri).get_run(run_id).data.metrics
-        except (MlflowException, OSError, TrackingError):  # unreachable now: no ETA from it
+            metrics = client.get_run(run_id).data.metrics
+        except (MlflowException, OSError):  # a run that cannot be read now: no ETA from it
             continue
         if "train/tokens" in metrics and "perf/tokens_per_s" in metrics:
             out[run_id] = {"tokens_done": metrics["train/tokens"], "tokens_per_s": metrics["perf/tokens_per_s"]}
